@@ -1,0 +1,59 @@
+"""The console command and the MLflow project entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from anndata import AnnData
+
+from conftest import REPO
+from scadapt.backbone import load_backbone
+
+
+def _scadapt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scadapt.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_bad_checkpoint_gives_a_message_not_a_traceback(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "args.json").write_text("{}")
+    result = _scadapt("pretrain", "--checkpoint", str(tmp_path / "ckpt"), "--epochs", "1")
+    assert result.returncode == 2
+    assert "scadapt: error: Model directory" in result.stderr and "lacks vocab.json, best_model.pt" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_negative_values_give_a_message_not_a_traceback(tmp_path):
+    adata = AnnData(np.random.default_rng(0).normal(size=(20, 300)).astype(np.float32))
+    adata.var_names = [f"G{i}" for i in range(300)]
+    adata.write_h5ad(tmp_path / "scaled.h5ad")
+    result = _scadapt("pretrain", "--data", str(tmp_path / "scaled.h5ad"), "--epochs", "1")
+    assert result.returncode == 2 and "negative values" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_truncated_h5ad_gives_a_message(tmp_path):
+    blob = (REPO / "src/scadapt/data/bundled/pancreas_panc8_small.h5ad").read_bytes()
+    (tmp_path / "cut.h5ad").write_bytes(blob[:5000])
+    result = _scadapt("pretrain", "--data", str(tmp_path / "cut.h5ad"), "--epochs", "1")
+    assert result.returncode == 2 and "cut.h5ad" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mlflow_project_pretrain_entry_point(tmp_path, monkeypatch):
+    # `mlflow run` starts `python ...`: make that the interpreter running the tests
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "backbone"
+    submitted = mlflow.projects.run(
+        str(REPO), entry_point="pretrain", env_manager="local", synchronous=True,
+        experiment_name="project-test",
+        parameters={"data": "pancreas_small", "epochs": 1, "d_model": 16, "nlayers": 1, "nhead": 2,
+                    "d_hid": 16, "max_seq_len": 64, "min_genes": 50, "output_dir": str(out)},
+    )
+    run = mlflow.get_run(submitted.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["d_model"] == "16" and "val_loss" in run.data.metrics
+    assert load_backbone(out).config.d_model == 16
