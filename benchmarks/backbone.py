@@ -7,9 +7,11 @@ Needs ``pip install --no-deps scgpt==0.2.4`` (the reference) and the whole-human
 implementations), so outputs can be compared exactly. Each measurement runs in a fresh
 subprocess, so one's memory never counts towards another's peak.
 
-1. Embedding: 64 real pancreas cells (bundled data, whole-human vocabulary, max 1200 tokens).
+1. Embedding, two inputs: ``embed`` = 64 real pancreas cells (bundled data, whole-human
+   vocabulary; its 2,000 variable genes give 30-600 tokens per cell), and ``embed_full`` = 64
+   cells x 1200 tokens (a full-transcriptome cell at scGPT's length cap).
    Reference: scGPT's own path (``_encode`` on one padded batch of 64, as ``embed_data`` does).
-   Ours: ``embed_cells`` (length-grouped batches, CLS-only last layer).
+   Ours: the ``embed_cells`` path (length-grouped batches, CLS-only last layer).
 2. One full fine-tuning step (forward, backward, AdamW) on 8 cells x 1200 tokens, dropout 0.2,
    with a 3-layer classifier head on the CLS embedding.
 """
@@ -61,16 +63,24 @@ def make_inputs(ckpt: Path, out: Path, n_embed: int, n_train: int, train_len: in
     embed = tokenizer.batch(cells, chosen)
     rng = np.random.default_rng(1)
     genes = np.stack([rng.choice(len(vocab) - 3, train_len - 1, replace=False) for _ in range(n_train)])
-    train_ids = np.concatenate([np.full((n_train, 1), vocab.cls_id), genes], axis=1)
-    train_values = np.concatenate([np.zeros((n_train, 1)), rng.integers(1, 51, genes.shape)], axis=1)
+    train_ids, train_values = _full_length_cells(rng, vocab, n_train, train_len)
+    full_ids, full_values = _full_length_cells(rng, vocab, n_embed, 1200)
     np.savez(
         out, embed_ids=embed["gene_ids"].numpy(), embed_values=embed["values"].numpy(),
-        embed_mask=embed["padding_mask"].numpy(), embed_cells=chosen,
-        train_ids=train_ids, train_values=train_values.astype(np.float32),
-        train_labels=rng.integers(0, N_CLASSES, n_train),
+        embed_mask=embed["padding_mask"].numpy(),
+        embed_full_ids=full_ids, embed_full_values=full_values, embed_full_mask=np.zeros(full_ids.shape, bool),
+        train_ids=train_ids, train_values=train_values, train_labels=rng.integers(0, N_CLASSES, n_train),
     )
     lengths = (~embed["padding_mask"]).sum(1).numpy()
     return {"tokens_mean": float(lengths.mean()), "tokens_min": int(lengths.min()), "tokens_max": int(lengths.max())}
+
+
+def _full_length_cells(rng, vocab, n_cells: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``<cls>`` + ``length - 1`` distinct random genes with random bins per cell."""
+    genes = np.stack([rng.choice(len(vocab) - 3, length - 1, replace=False) for _ in range(n_cells)])
+    ids = np.concatenate([np.full((n_cells, 1), vocab.cls_id), genes], axis=1)
+    values = np.concatenate([np.zeros((n_cells, 1)), rng.integers(1, 51, genes.shape)], axis=1)
+    return ids, values.astype(np.float32)
 
 
 def _head(d: int) -> torch.nn.Module:
@@ -97,8 +107,8 @@ def worker(task: str, impl: str, ckpt: Path, inputs: Path, out: Path, batch_size
             for layer in model.transformer_encoder.layers:
                 layer.self_attn.dropout = 0.2
     result: dict = {}
-    if task == "embed":
-        ids, values, mask = (torch.from_numpy(data[k]) for k in ("embed_ids", "embed_values", "embed_mask"))
+    if task.startswith("embed"):
+        ids, values, mask = (torch.from_numpy(data[f"{task}_{k}"]) for k in ("ids", "values", "mask"))
         model.eval()
         with PeakRSS() as peak:
             start = time.perf_counter()
@@ -109,7 +119,7 @@ def worker(task: str, impl: str, ckpt: Path, inputs: Path, out: Path, batch_size
 
                 emb = _ours_embed(model, ids, values, mask, batch_size)
             seconds = time.perf_counter() - start
-        result = {"seconds": seconds, "cells_per_sec": len(ids) / seconds, "peak_bytes": peak.peak_bytes}
+        result = {"seconds": seconds, "peak_bytes": peak.peak_bytes}
         np.save(out.with_suffix(".npy"), emb)
     else:
         ids = torch.from_numpy(data["train_ids"]).long()
@@ -187,7 +197,7 @@ def main() -> None:
         print(f"embedding input: {args.cells} pancreas cells, tokens per cell mean {stats['tokens_mean']:.0f} "
               f"(min {stats['tokens_min']}, max {stats['tokens_max']})")
         rows = []
-        for task, impls in (("embed", ("reference", "ours")), ("finetune", ("reference", "ours", "ours_attn_dropout"))):
+        for task, impls in (("embed", ("reference", "ours")), ("embed_full", ("reference", "ours")), ("finetune", ("reference", "ours", "ours_attn_dropout"))):
             results = {}
             for impl in impls:
                 if f"{task}-{impl}" in args.skip:
@@ -202,10 +212,11 @@ def main() -> None:
                 rows.append((task, impl, res["seconds"], res["peak_bytes"] / 2**30, speed, mem, diff))
 
     print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {date.today()}")
-    print("| task | implementation | seconds | peak memory (GiB) | speed vs reference | memory vs reference | max abs diff of embeddings |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | implementation | seconds | cells/s | peak memory (GiB) | speed vs reference | memory vs reference | max abs diff of embeddings |")
+    print("|---|---|---|---|---|---|---|---|")
     for task, impl, sec, gib, speed, mem, diff in rows:
-        print(f"| {task} | {impl} | {sec:.2f} | {gib:.2f} | {speed:.2f}x | {mem:.2f}x | {diff:.1e} |")
+        n = args.train_cells if task == "finetune" else args.cells
+        print(f"| {task} | {impl} | {sec:.2f} | {n / sec:.2f} | {gib:.2f} | {speed:.2f}x | {mem:.2f}x | {diff:.1e} |")
 
 
 if __name__ == "__main__":

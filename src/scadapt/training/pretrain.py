@@ -276,11 +276,12 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                 else:
                     optimizer.step()
                 scheduler.step()
-                running += loss.item()
+                value = loss.item()
+                running += value
                 n_batches += 1
                 step += 1
-                bar.set_postfix(loss=f"{float(loss):.3f}")
-                mlflow.log_metrics({"train_loss": float(loss), "lr": scheduler.get_last_lr()[0]}, step=step)
+                bar.set_postfix(loss=f"{value:.3f}")
+                mlflow.log_metrics({"train_loss": value, "lr": scheduler.get_last_lr()[0]}, step=step)
             epoch_losses.append(running / max(n_batches, 1))
             val_losses.append(_evaluate(model, tokenizer, cells, val_idx, cfg, device))
             mlflow.log_metrics({"train_loss_epoch": epoch_losses[-1], "val_loss": val_losses[-1]}, step=epoch + 1)
