@@ -43,9 +43,23 @@ def test_truncated_h5ad_gives_a_message(tmp_path):
     assert result.returncode == 2 and "cut.h5ad" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_mlflow_project_pretrain_entry_point(tmp_path, monkeypatch):
-    # `mlflow run` starts `python ...`: make that the interpreter running the tests
+def _project_python(monkeypatch) -> None:
+    """`mlflow run` starts `python ...`: make that the interpreter running the tests."""
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_mlflow_project_main_entry_point_pretrains_the_demo_backbone(tmp_path, monkeypatch):
+    _project_python(monkeypatch)
+    submitted = mlflow.projects.run(str(REPO), env_manager="local", synchronous=True, parameters={"epochs": 1})
+    run = mlflow.get_run(submitted.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data"] == "pbmc68k_reduced,pancreas_small"
+    demo = tmp_path / "cache" / "backbones" / "demo"  # SCADAPT_CACHE is the test's temp dir
+    assert load_backbone(demo).weights_hash == run.data.tags["weights_hash"]
+
+
+def test_mlflow_project_pretrain_entry_point(tmp_path, monkeypatch):
+    _project_python(monkeypatch)
     out = tmp_path / "backbone"
     submitted = mlflow.projects.run(
         str(REPO), entry_point="pretrain", env_manager="local", synchronous=True,

@@ -6,14 +6,17 @@ import contextlib
 
 import torch
 
+from scadapt.errors import ScadaptError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ScadaptError(f"Unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        from scadapt.errors import ScadaptError
-
         raise ScadaptError("device='cuda' was requested but no CUDA GPU is available; use 'cpu' or 'auto'.")
     return device
 
