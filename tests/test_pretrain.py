@@ -40,6 +40,9 @@ def test_pretraining_learns_and_writes_a_tracked_checkpoint(tmp_path):
     assert run.data.metrics["total_parameters"] == sum(p.numel() for p in loaded.model.parameters())
     assert run.data.metrics["runtime_sec"] > 0
     assert run.data.tags["weights_hash"] == result.weights_hash
+    metrics = run.data.metrics
+    assert metrics["val_loss"] == pytest.approx(metrics["val_loss_expr"] + metrics["val_loss_mvc"])
+    assert 0 < metrics["val_loss_gene_mean_baseline"] < 400  # bins 1..50: a constant guess scores ~200
     history = mlflow.MlflowClient().get_metric_history(result.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2, 3, 4]
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(result.run_id, "backbone")}

@@ -1,9 +1,10 @@
-"""scGPT-style masked-value pretraining of a new small backbone or a given checkpoint.
+"""scGPT-style masked-value pretraining of a new small backbone or of a given checkpoint.
 
 Per batch a mask ratio is drawn from ``mask_ratios``; that fraction of each cell's gene tokens
 (never ``<cls>`` or padding) get ``mask_value`` as input, and the loss is the mean squared error
-of the predicted bins at the masked positions, from the expression decoder on each token's
-output and (MVC) from the cell embedding with the gene embedding as query.
+of the predicted bins at the masked positions: from the expression decoder on each token's
+output, plus (MVC) from the cell embedding with the gene embedding as query, which is what
+teaches the ``<cls>`` embedding to summarise the cell.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, Tokenized
 from scadapt.tokenization.cache import default_cache_dir
 from scadapt.tracking import log_params, tracked_run
 from scadapt.training.batching import length_grouped_batches
-from scadapt.training.devices import autocast, needs_grad_scaler, resolve_device
+from scadapt.training.devices import autocast, resolve_device
+from scadapt.training.optim import Updater
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "pretrain_state.pt"
+EVAL_MASK_RATIO = 0.5
 
 
 def demo_backbone_dir() -> Path:
@@ -94,20 +97,30 @@ class PretrainResult:
     epoch_losses: list[float] = field(default_factory=list)
 
 
+@dataclass
+class _Corpus:
+    """All cells of all datasets, tokenized once, with a fixed validation split."""
+
+    cells: TokenizedCells
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    gene_means: np.ndarray  # [vocab] mean bin of each gene over the training cells (baseline)
+
+
 def mask_values(values: Tensor, padding_mask: Tensor, ratio: float, mask_value: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Replace a ``ratio`` of each cell's gene values with ``mask_value``; return (inputs, mask)."""
     candidates = ~padding_mask
     candidates[:, 0] = False  # <cls>
-    draw = torch.rand(values.shape, generator=generator) < ratio
-    mask = draw & candidates
+    mask = (torch.rand(values.shape, generator=generator) < ratio) & candidates
     return values.masked_fill(mask, mask_value), mask
 
 
-def masked_loss(outputs: dict[str, Tensor], target: Tensor, mask: Tensor) -> Tensor:
-    loss = torch.nn.functional.mse_loss(outputs["expr_pred"][mask].float(), target[mask])
+def masked_losses(outputs: dict[str, Tensor], target: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """MSE at masked positions for each decoder: ``expr`` and, if present, ``mvc``."""
+    losses = {"expr": torch.nn.functional.mse_loss(outputs["expr_pred"][mask].float(), target[mask])}
     if "mvc_pred" in outputs:
-        loss = loss + torch.nn.functional.mse_loss(outputs["mvc_pred"][mask].float(), target[mask])
-    return loss
+        losses["mvc"] = torch.nn.functional.mse_loss(outputs["mvc_pred"][mask].float(), target[mask])
+    return losses
 
 
 def _concat(parts: list[TokenizedCells]) -> TokenizedCells:
@@ -119,6 +132,20 @@ def _concat(parts: list[TokenizedCells]) -> TokenizedCells:
         bins=np.concatenate([p.bins for p in parts]),
         overlap=parts[0].overlap,
     )
+
+
+def _prepare_corpus(parts: list[TokenizedCells], vocab_size: int, cfg: PretrainConfig) -> _Corpus:
+    cells = _concat(parts)
+    order = np.random.default_rng(cfg.seed).permutation(cells.n_cells)
+    n_val = max(1, int(round(cfg.val_fraction * cells.n_cells)))
+    train_idx = order[n_val:]
+    rows = np.repeat(np.arange(cells.n_cells), cells.lengths)
+    in_train = np.isin(rows, train_idx)
+    sums = np.bincount(cells.gene_ids[in_train], weights=cells.bins[in_train], minlength=vocab_size)
+    counts = np.bincount(cells.gene_ids[in_train], minlength=vocab_size)
+    fallback = float(cells.bins[in_train].mean()) if in_train.any() else 0.0
+    gene_means = np.where(counts > 0, sums / np.maximum(counts, 1), fallback).astype(np.float32)
+    return _Corpus(cells, train_idx, order[:n_val], gene_means)
 
 
 def _build_backbone(cfg: PretrainConfig, adatas: list, device: torch.device):
@@ -135,45 +162,92 @@ def _build_backbone(cfg: PretrainConfig, adatas: list, device: torch.device):
     return ScGPTBackbone(bcfg, pad_id=vocab.pad_id, with_decoders=True).to(device), vocab, None
 
 
-def _evaluate(model, tokenizer, cells, indices, cfg, device) -> float:
-    """Masked-value loss at ratio 0.5 with a fixed mask, so epochs are comparable."""
+def _evaluate(model: ScGPTBackbone, tokenizer: GeneTokenizer, corpus: _Corpus, cfg: PretrainConfig, device: torch.device) -> dict[str, float]:
+    """Validation MSE per decoder at mask ratio 0.5 with a fixed mask (comparable across epochs),
+    and the MSE of predicting each masked gene's mean training bin (a context-free baseline)."""
     model.eval()
     generator = torch.Generator().manual_seed(cfg.seed + 1)
-    total, count = 0.0, 0
+    totals: dict[str, float] = {}
+    count = 0
     with torch.no_grad():
-        for batch_idx in length_grouped_batches(cells.lengths[indices], cfg.batch_size, None):
-            batch = tokenizer.batch(cells, indices[batch_idx])
-            inputs, mask = mask_values(batch["values"], batch["padding_mask"], 0.5, model.config.mask_value, generator)
+        for batch_idx in length_grouped_batches(corpus.cells.lengths[corpus.val_idx], cfg.batch_size, None):
+            batch = tokenizer.batch(corpus.cells, corpus.val_idx[batch_idx])
+            inputs, mask = mask_values(batch["values"], batch["padding_mask"], EVAL_MASK_RATIO, model.config.mask_value, generator)
+            n = int(mask.sum())
+            if n == 0:
+                continue
             with autocast(device):
                 out = model.pretraining_outputs(batch["gene_ids"].to(device), inputs.to(device), batch["padding_mask"].to(device))
-            if mask.any():
-                total += float(masked_loss(out, batch["values"].to(device), mask.to(device))) * int(mask.sum())
-                count += int(mask.sum())
+            losses = masked_losses(out, batch["values"].to(device), mask.to(device))
+            baseline = torch.from_numpy(corpus.gene_means[batch["gene_ids"][mask].numpy()])
+            losses["gene_mean_baseline"] = torch.nn.functional.mse_loss(baseline, batch["values"][mask])
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * n
+            count += n
     model.train()
-    return total / max(count, 1)
+    metrics = {f"val_loss_{name}": total / max(count, 1) for name, total in totals.items()}
+    metrics["val_loss"] = metrics["val_loss_expr"] + metrics.get("val_loss_mvc", 0.0)
+    return metrics
 
 
-def _save_state(path: Path, model, optimizer, scheduler, epoch: int, fingerprint: str, history: list[float]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "epoch": epoch, "fingerprint": fingerprint, "history": history,
-    }, tmp)
-    os.replace(tmp, path)
+def _train_epoch(model, tokenizer, corpus: _Corpus, updater: Updater, cfg: PretrainConfig, epoch: int, device, step: int) -> tuple[float, int]:
+    """One pass over the training cells; returns (mean loss, global step)."""
+    epoch_rng = np.random.default_rng((cfg.seed, epoch))
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout: a resumed epoch replays exactly
+    batches = length_grouped_batches(corpus.cells.lengths[corpus.train_idx], cfg.batch_size, epoch_rng)
+    running, n_batches = 0.0, 0
+    bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    for batch_idx in bar:
+        batch = tokenizer.batch(corpus.cells, corpus.train_idx[batch_idx], epoch=epoch)
+        ratio = float(epoch_rng.choice(cfg.mask_ratios))
+        inputs, mask = mask_values(batch["values"], batch["padding_mask"], ratio, model.config.mask_value, generator)
+        if not mask.any():
+            continue
+        with autocast(device):
+            out = model.pretraining_outputs(batch["gene_ids"].to(device), inputs.to(device), batch["padding_mask"].to(device))
+        loss = sum(masked_losses(out, batch["values"].to(device), mask.to(device)).values())
+        updater.step(loss)
+        value = loss.item()
+        running, n_batches, step = running + value, n_batches + 1, step + 1
+        bar.set_postfix(loss=f"{value:.2f}")
+        mlflow.log_metrics({"train_loss": value, "lr": updater.lr}, step=step)
+    return running / max(n_batches, 1), step
 
 
-def _loss_figure(epoch_losses: list[float], val_losses: list[float], path: Path) -> None:
+def _resume(state_path: Path, fingerprint: str, model, updater: Updater, device) -> tuple[int, dict[str, list[float]]]:
+    """Restore an interrupted job with the same settings; return (next epoch, history)."""
+    if not state_path.is_file():
+        return 0, {"train_loss": [], "val_loss": []}
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        log.warning("Ignoring %s: it belongs to a pretraining job with other settings.", state_path)
+        return 0, {"train_loss": [], "val_loss": []}
+    model.load_state_dict(state["model"])
+    updater.load_state_dict(state["updater"])
+    log.warning("Resuming interrupted pretraining in %s at epoch %d.", state_path.parent, state["epoch"] + 1)
+    return int(state["epoch"]), {k: list(v) for k, v in state["history"].items()}
+
+
+def _save_resume_state(state_path: Path, fingerprint: str, model, updater: Updater, epoch: int, history) -> None:
+    tmp = state_path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "updater": updater.state_dict(), "epoch": epoch,
+                "fingerprint": fingerprint, "history": history}, tmp)
+    os.replace(tmp, state_path)
+
+
+def _loss_figure(history: dict[str, list[float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = range(1, len(epoch_losses) + 1)
-    ax.plot(epochs, epoch_losses, marker="o", label="train")
-    ax.plot(epochs, val_losses, marker="s", label="validation (mask 0.5)")
+    epochs = range(1, len(history["train_loss"]) + 1)
+    ax.plot(epochs, history["train_loss"], marker="o", label="train")
+    ax.plot(epochs, history["val_loss"], marker="s", label=f"validation (mask {EVAL_MASK_RATIO})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("masked-value MSE")
+    ax.set_ylabel("masked-value MSE (expression + MVC)")
     ax.set_title("Pretraining loss")
     ax.legend()
     fig.tight_layout()
@@ -193,110 +267,51 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         pad_value=model.config.pad_value, min_genes=cfg.min_genes, seed=cfg.seed, cache=TokenCache(),
     )
     parts = [tokenizer.tokenize(adata, layer=cfg.layer) for adata in adatas]
-    cells = _concat(parts)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(cells.n_cells)
-    n_val = max(1, int(round(cfg.val_fraction * cells.n_cells)))
-    val_idx, train_idx = order[:n_val], order[n_val:]
-
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    def schedule(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
-
+    corpus = _prepare_corpus(parts, len(vocab), cfg)
+    steps_per_epoch = math.ceil(len(corpus.train_idx) / cfg.batch_size)
+    updater = Updater(model.parameters(), cfg.lr, cfg.weight_decay, cfg.warmup_steps, steps_per_epoch * cfg.epochs, device)
     state_path = output_dir / STATE_FILE
     fingerprint = cfg.fingerprint()
-    start_epoch, epoch_losses, val_losses = 0, [], []
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch = int(state["epoch"])
-            epoch_losses = list(state["history"][0])
-            val_losses = list(state["history"][1])
-            log.warning("Resuming interrupted pretraining in %s at epoch %d.", output_dir, start_epoch + 1)
-        else:
-            log.warning("Ignoring %s: it belongs to a pretraining job with other settings.", state_path)
+    start_epoch, history = _resume(state_path, fingerprint, model, updater, device)
 
-    n_params = sum(p.numel() for p in model.parameters())
     with tracked_run(cfg.experiment, run_name="pretrain", tags={"scadapt.entry_point": "pretrain"}) as run:
-        params = {k: v for k, v in asdict(model.config).items()}
+        params = dict(asdict(model.config))
         params.update({
             "data": ",".join(cfg.data), "layer": cfg.layer, "checkpoint": cfg.checkpoint,
             "init_weights_hash": init_hash, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
             "lr": cfg.lr, "weight_decay": cfg.weight_decay, "warmup_steps": cfg.warmup_steps,
             "mask_ratios": ",".join(map(str, cfg.mask_ratios)), "seed": cfg.seed, "compute_device": str(device),
-            "n_cells_train": len(train_idx), "n_cells_val": len(val_idx),
+            "n_cells_train": len(corpus.train_idx), "n_cells_val": len(corpus.val_idx),
             "resumed_from_epoch": start_epoch,
         })
         for source, part in zip(cfg.data, parts):
             params[f"gene_overlap.{Path(source).stem}"] = f"{part.overlap.n_matched}/{part.overlap.n_genes}"
         log_params(params)
-        mlflow.log_metric("total_parameters", n_params)
+        mlflow.log_metric("total_parameters", sum(p.numel() for p in model.parameters()))
 
         started = time.perf_counter()
         step = start_epoch * steps_per_epoch
         model.train()
         for epoch in range(start_epoch, cfg.epochs):
-            epoch_rng = np.random.default_rng((cfg.seed, epoch))
-            generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout: a resumed epoch replays exactly
-            batches = length_grouped_batches(cells.lengths[train_idx], cfg.batch_size, epoch_rng)
-            running, n_batches = 0.0, 0
-            bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", leave=False)
-            for batch_idx in bar:
-                batch = tokenizer.batch(cells, train_idx[batch_idx], epoch=epoch)
-                ratio = float(epoch_rng.choice(cfg.mask_ratios))
-                inputs, mask = mask_values(batch["values"], batch["padding_mask"], ratio, model.config.mask_value, generator)
-                if not mask.any():
-                    continue
-                with autocast(device):
-                    out = model.pretraining_outputs(batch["gene_ids"].to(device), inputs.to(device), batch["padding_mask"].to(device))
-                loss = masked_loss(out, batch["values"].to(device), mask.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                value = loss.item()
-                running += value
-                n_batches += 1
-                step += 1
-                bar.set_postfix(loss=f"{value:.3f}")
-                mlflow.log_metrics({"train_loss": value, "lr": scheduler.get_last_lr()[0]}, step=step)
-            epoch_losses.append(running / max(n_batches, 1))
-            val_losses.append(_evaluate(model, tokenizer, cells, val_idx, cfg, device))
-            mlflow.log_metrics({"train_loss_epoch": epoch_losses[-1], "val_loss": val_losses[-1]}, step=epoch + 1)
-            log.info("epoch %d/%d: train loss %.4f, validation loss %.4f", epoch + 1, cfg.epochs, epoch_losses[-1], val_losses[-1])
-            _save_state(state_path, model, optimizer, scheduler, epoch + 1, fingerprint, [epoch_losses, val_losses])
+            train_loss, step = _train_epoch(model, tokenizer, corpus, updater, cfg, epoch, device, step)
+            val = _evaluate(model, tokenizer, corpus, cfg, device)
+            history["train_loss"].append(train_loss)
+            history["val_loss"].append(val["val_loss"])
+            mlflow.log_metrics({"train_loss_epoch": train_loss, **val}, step=epoch + 1)
+            log.info("epoch %d/%d: train loss %.2f, validation loss %.2f (expression decoder %.2f; "
+                     "per-gene mean baseline %.2f)", epoch + 1, cfg.epochs, train_loss, val["val_loss"],
+                     val["val_loss_expr"], val["val_loss_gene_mean_baseline"])
+            _save_resume_state(state_path, fingerprint, model, updater, epoch + 1, history)
 
         runtime = time.perf_counter() - started
         model.eval()
         final_hash = save_backbone(model, vocab, output_dir)
         state_path.unlink(missing_ok=True)
         figure = output_dir / "loss_curve.png"
-        _loss_figure(epoch_losses, val_losses, figure)
-        mlflow.log_metrics({"runtime_sec": runtime, "final_val_loss": val_losses[-1]})
+        _loss_figure(history, figure)
+        mlflow.log_metrics({"runtime_sec": runtime, "final_val_loss": history["val_loss"][-1]})
         mlflow.set_tag("weights_hash", final_hash)
         for name in ("args.json", "vocab.json", "best_model.pt"):
             mlflow.log_artifact(str(output_dir / name), artifact_path="backbone")
         mlflow.log_artifact(str(figure), artifact_path="figures")
-        return PretrainResult(output_dir, final_hash, run.info.run_id, val_losses[-1], epoch_losses)
+        return PretrainResult(output_dir, final_hash, run.info.run_id, history["val_loss"][-1], history["train_loss"])
