@@ -14,6 +14,7 @@ cache and tracking store, then reports
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -42,7 +43,8 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as tmp:
+    # everything (cache, tracking store, artifacts, which default to ./mlruns) stays in a temp dir
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         os.environ["SCADAPT_CACHE"] = f"{tmp}/cache"
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         from scadapt.backbone import ScGPTBackbone, embed_cells, load_backbone
