@@ -62,7 +62,6 @@ def make_inputs(ckpt: Path, out: Path, n_embed: int, n_train: int, train_len: in
     chosen = np.random.default_rng(0).permutation(cells.n_cells)[:n_embed]
     embed = tokenizer.batch(cells, chosen)
     rng = np.random.default_rng(1)
-    genes = np.stack([rng.choice(len(vocab) - 3, train_len - 1, replace=False) for _ in range(n_train)])
     train_ids, train_values = _full_length_cells(rng, vocab, n_train, train_len)
     full_ids, full_values = _full_length_cells(rng, vocab, n_embed, 1200)
     np.savez(

@@ -81,7 +81,7 @@ def to_our_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
                     f"{key} has shape {tuple(tensor.shape)}; a packed q/k/v tensor needs a first "
                     "dimension divisible by 3. The checkpoint is not a scGPT model."
                 )
-            for name, part in zip("qkv", tensor.chunk(3, dim=0)):
+            for name, part in zip("qkv", tensor.chunk(3, dim=0), strict=True):
                 converted[f"{prefix}{name}.{kind}"] = part
         elif out_proj:
             prefix, kind = out_proj.groups()

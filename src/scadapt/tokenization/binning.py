@@ -37,7 +37,7 @@ def bin_cells(
     """
     uniforms = np.random.RandomState(seed).rand(len(data))
     bins = np.empty(len(data), dtype=np.float32)
-    for start, stop in zip(indptr[:-1], indptr[1:]):
+    for start, stop in zip(indptr[:-1], indptr[1:], strict=True):
         if stop > start:
             bins[start:stop] = bin_values(data[start:stop], n_bins, uniforms[start:stop])
     return bins

@@ -124,8 +124,9 @@ def masked_losses(outputs: dict[str, Tensor], target: Tensor, mask: Tensor) -> d
 
 
 def _concat(parts: list[TokenizedCells]) -> TokenizedCells:
+    """Stack tokenized datasets row-wise (their overlaps are logged separately, per dataset)."""
     offsets = np.cumsum([0] + [len(p.gene_ids) for p in parts[:-1]])
-    indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] + off for p, off in zip(parts, offsets)])
+    indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] + off for p, off in zip(parts, offsets, strict=True)])
     return TokenizedCells(
         indptr=indptr,
         gene_ids=np.concatenate([p.gene_ids for p in parts]),
@@ -284,7 +285,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             "n_cells_train": len(corpus.train_idx), "n_cells_val": len(corpus.val_idx),
             "resumed_from_epoch": start_epoch,
         })
-        for source, part in zip(cfg.data, parts):
+        for source, part in zip(cfg.data, parts, strict=True):
             params[f"gene_overlap.{Path(source).stem}"] = f"{part.overlap.n_matched}/{part.overlap.n_genes}"
         log_params(params)
         mlflow.log_metric("total_parameters", sum(p.numel() for p in model.parameters()))
