@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import WHOLE_HUMAN, padded_batch, random_backbone
-
 from reference_scgpt import reference_cls_embeddings, reference_model
+
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from anndata import AnnData
-
 from conftest import REPO
+
 from scadapt.backbone import load_backbone
 
 

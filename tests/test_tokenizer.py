@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from anndata import AnnData
-
 from reference_scgpt import import_scgpt
+
 from scadapt.errors import InputDataError, VocabularyError
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache
 from scadapt.tokenization import tokenizer as tokenizer_module

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from torch import Tensor
 from scadapt.backbone.config import BackboneConfig
 from scadapt.backbone.model import ScGPTBackbone
 from scadapt.errors import CheckpointError
+from scadapt.storage import atomic_write
 from scadapt.tokenization.vocab import GeneVocab
 
 ARGS_FILE = "args.json"
@@ -253,18 +252,8 @@ def save_backbone(model: ScGPTBackbone, vocab: GeneVocab, model_dir: str | Path)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()}
-    _atomic_write(model_dir / ARGS_FILE, lambda f: f.write(json.dumps(model.config.to_args(), indent=2).encode()))
-    _atomic_write(model_dir / VOCAB_FILE, lambda f: f.write(json.dumps(vocab.to_dict()).encode()))
-    _atomic_write(model_dir / WEIGHTS_FILE, lambda f: torch.save(to_release_layout(state), f))
+    atomic_write(model_dir / ARGS_FILE, lambda f: f.write(json.dumps(model.config.to_args(), indent=2).encode()))
+    atomic_write(model_dir / VOCAB_FILE, lambda f: f.write(json.dumps(vocab.to_dict()).encode()))
+    atomic_write(model_dir / WEIGHTS_FILE, lambda f: torch.save(to_release_layout(state), f))
     return weights_hash(state)
 
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-
-def default_cache_dir() -> Path:
-    """``$SCADAPT_CACHE``, else ``$XDG_CACHE_HOME/scadapt``, else ``~/.cache/scadapt``."""
-    if env := os.environ.get("SCADAPT_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "scadapt"
+from scadapt.storage import atomic_write, default_cache_dir
 
 
 class TokenCache:
@@ -39,12 +31,4 @@ class TokenCache:
             return None
 
     def save(self, key: str, **arrays: np.ndarray) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path(key), lambda handle: np.savez(handle, **arrays))

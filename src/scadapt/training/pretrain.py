@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,8 +26,8 @@ from tqdm.auto import tqdm
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
 from scadapt.data import load_expression
 from scadapt.errors import ScadaptError
+from scadapt.storage import atomic_write, default_cache_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
-from scadapt.tokenization.cache import default_cache_dir
 from scadapt.tracking import log_params, tracked_run
 from scadapt.training.batching import length_grouped_batches
 from scadapt.training.devices import autocast, resolve_device
@@ -231,10 +230,9 @@ def _resume(state_path: Path, fingerprint: str, model, updater: Updater, device)
 
 
 def _save_resume_state(state_path: Path, fingerprint: str, model, updater: Updater, epoch: int, history) -> None:
-    tmp = state_path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "updater": updater.state_dict(), "epoch": epoch,
-                "fingerprint": fingerprint, "history": history}, tmp)
-    os.replace(tmp, state_path)
+    state = {"model": model.state_dict(), "updater": updater.state_dict(), "epoch": epoch,
+             "fingerprint": fingerprint, "history": history}
+    atomic_write(state_path, lambda handle: torch.save(state, handle))
 
 
 def _loss_figure(history: dict[str, list[float]], path: Path) -> None:
