@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
+from anndata import AnnData
 
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, save_backbone
 from scadapt.data import load_expression
@@ -84,3 +86,19 @@ def padded_batch(vocab: GeneVocab, n_cells: int, length: int, seed: int = 0, pad
         mask[row, start:] = True
     ids[mask], values[mask] = vocab.pad_id, -2.0
     return ids, values, mask
+
+
+def synthetic_adata(
+    labels: list[str], batches: list[str] | None = None, n_genes: int = 40, seed: int = 0
+) -> AnnData:
+    """Poisson counts (CSR) for the given per-cell labels, gene symbols ``GENE0..``, obs
+    ``cell_type`` (and ``batch``)."""
+    rng = np.random.default_rng(seed)
+    counts = sp.csr_matrix(rng.poisson(1.0, (len(labels), n_genes)).astype(np.float32))
+    adata = AnnData(counts)
+    adata.obs_names = [f"cell{i}" for i in range(len(labels))]
+    adata.var_names = [f"GENE{i}" for i in range(n_genes)]
+    adata.obs["cell_type"] = labels
+    if batches is not None:
+        adata.obs["batch"] = batches
+    return adata

@@ -1,24 +1,43 @@
-"""scadapt: adapt the scGPT single-cell foundation model to cell-type annotation."""
+"""scadapt: adapt the scGPT single-cell foundation model to cell-type annotation.
 
-from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
+The public names below are imported on first use, so ``scadapt datasets`` and other light
+commands start without loading torch or MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from scadapt.errors import CheckpointError, InputDataError, ScadaptError, VocabularyError
-from scadapt.tokenization import GeneTokenizer, GeneVocab
-from scadapt.training.pretrain import PretrainConfig, PretrainResult, pretrain
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BackboneConfig",
-    "CheckpointError",
-    "GeneTokenizer",
-    "GeneVocab",
-    "InputDataError",
-    "PretrainConfig",
-    "PretrainResult",
-    "ScGPTBackbone",
-    "ScadaptError",
-    "VocabularyError",
-    "load_backbone",
-    "pretrain",
-    "save_backbone",
-]
+_LAZY = {
+    "BackboneConfig": "scadapt.backbone",
+    "ScGPTBackbone": "scadapt.backbone",
+    "load_backbone": "scadapt.backbone",
+    "save_backbone": "scadapt.backbone",
+    "GeneTokenizer": "scadapt.tokenization",
+    "GeneVocab": "scadapt.tokenization",
+    "PretrainConfig": "scadapt.training.config",
+    "PretrainResult": "scadapt.training.pretrain",
+    "pretrain": "scadapt.training.pretrain",
+    "DatasetInfo": "scadapt.data",
+    "Split": "scadapt.data",
+    "load_dataset": "scadapt.data",
+    "make_splits": "scadapt.data",
+    "load_splits": "scadapt.data",
+    "save_splits": "scadapt.data",
+}
+
+__all__ = ["CheckpointError", "InputDataError", "ScadaptError", "VocabularyError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'scadapt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

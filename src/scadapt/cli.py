@@ -30,8 +30,128 @@ def _integer(text: str) -> int:
     return int(value)
 
 
+def _number_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _study_groups(text: str) -> dict[str, tuple[str, ...]] | None:
+    """``name:value,value;name:value`` -> ``{name: (value, ...)}``; empty -> None."""
+    if not text:
+        return None
+    groups = {}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        name, sep, members = entry.partition(":")
+        if not sep or not name.strip() or not members.strip():
+            raise argparse.ArgumentTypeError(
+                f"study groups are written name:value,value;name:value (got {entry!r})"
+            )
+        groups[name.strip()] = tuple(m.strip() for m in members.split(",") if m.strip())
+    return groups
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments that choose and read a labelled dataset (shared by every data-using command)."""
+    from scadapt.data import CATALOG, DEFAULT_N_FOLDS, REGIMES
+
+    p.add_argument("--data", default="pancreas_small",
+                   help=f"catalogued dataset ({', '.join(CATALOG)}) or an .h5ad path (default: %(default)s)")
+    p.add_argument("--label-key", type=_optional, default=None, help="obs column with cell types")
+    p.add_argument("--batch-key", type=_optional, default=None, help="obs column with technology/batch")
+    p.add_argument("--layer", type=_optional, default=None,
+                   help="matrix to use: a layer name, 'raw' for adata.raw (default: X or the catalogue's choice)")
+    p.add_argument("--gene-column", type=_optional, default=None, help="var column with gene symbols")
+    p.add_argument("--drop-rare-classes", action="store_true",
+                   help="drop classes too small for the regime instead of refusing (the drop is logged)")
+    p.add_argument("--regime", choices=REGIMES, default="full")
+    p.add_argument("--n-folds", type=_integer, default=DEFAULT_N_FOLDS)
+    p.add_argument("--folds", type=_optional, default=None, help="comma-separated fold numbers (default: all)")
+    p.add_argument("--validation-fraction", type=float, default=0.2)
+    p.add_argument("--label-fractions", type=_number_list, default=(0.01, 0.05, 0.10),
+                   help="training-label fractions for the low regime (default: 0.01,0.05,0.1)")
+    p.add_argument("--study-groups", type=_study_groups, default=None,
+                   help="cross-study groups as name:value,value;name:value (default: catalogue groups, "
+                        "else leave one batch out)")
+    p.add_argument("--seed", type=_integer, default=0)
+
+
+def load_data_and_splits(args: argparse.Namespace):
+    """The dataset and the splits that ``add_data_arguments`` describe."""
+    from scadapt.data import load_dataset, make_splits, required_cells_per_class
+
+    adata = load_dataset(
+        args.data, label_key=args.label_key, batch_key=args.batch_key, layer=args.layer,
+        gene_column=args.gene_column, study_groups=args.study_groups,
+        min_cells_per_class=required_cells_per_class(args.regime, args.n_folds),
+        drop_rare_classes=args.drop_rare_classes,
+    )
+    try:
+        folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    except ValueError:
+        raise ScadaptError(f"--folds must be comma-separated fold numbers, got {args.folds!r}.") from None
+    splits = make_splits(
+        adata, args.regime, n_folds=args.n_folds, folds=folds, validation_fraction=args.validation_fraction,
+        label_fractions=args.label_fractions, seed=args.seed,
+    )
+    return adata, splits
+
+
+def _add_datasets(subparsers) -> None:
+    p = subparsers.add_parser("datasets", help="list the catalogued datasets (and fetch one)")
+    p.add_argument("--fetch", default=None, help="download a catalogued dataset into the cache now")
+    p.set_defaults(handler=_run_datasets)
+
+
+def _run_datasets(args: argparse.Namespace) -> None:
+    from scadapt.data import CATALOG
+    from scadapt.data.sources import RemoteFile
+
+    if args.fetch:
+        if args.fetch not in CATALOG:
+            raise ScadaptError(f"{args.fetch!r} is not catalogued; choose one of {', '.join(CATALOG)}.")
+        source = CATALOG[args.fetch].source
+        if isinstance(source, RemoteFile):
+            print(f"{args.fetch}: {source.fetch()}")
+        else:
+            print(f"{args.fetch} needs no download ({source.describe()}).")
+        return
+    for spec in CATALOG.values():
+        where = spec.source.describe()
+        if isinstance(spec.source, RemoteFile):
+            path = spec.source.cached_path()
+            where = f"cached at {path}" if path.is_file() else f"not downloaded yet (scadapt datasets --fetch {spec.name})"
+        groups = "; ".join(f"{g}: {','.join(m)}" for g, m in (spec.study_groups or {}).items())
+        print(f"{spec.name}\n  {spec.description}\n  labels: obs[{spec.label_key!r}]"
+              + (f", batches: obs[{spec.batch_key!r}]" if spec.batch_key else "")
+              + (f", matrix: {spec.layer}" if spec.layer else "")
+              + (f"\n  cross-study groups: {groups}" if groups else "")
+              + f"\n  source: {where}")
+
+
+def _add_splits(subparsers) -> None:
+    p = subparsers.add_parser("splits", help="make the train/validation/test splits of a regime and save them")
+    add_data_arguments(p)
+    p.add_argument("--output", default="splits", help="folder for splits.csv and splits.json (default: %(default)s)")
+    p.set_defaults(handler=_run_splits)
+
+
+def _run_splits(args: argparse.Namespace) -> None:
+    from scadapt.data import save_splits
+
+    adata, splits = load_data_and_splits(args)
+    settings = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "output")}
+    paths = save_splits(splits, adata, args.output, **settings)
+    for split in splits:
+        print(split.describe())
+        for note in split.notes:
+            print(f"  note: {note}")
+    print(f"Saved {len(splits)} splits to {paths[0].parent}")
+
+
 def _add_pretrain(subparsers) -> None:
-    from scadapt.training.pretrain import PretrainConfig
+    from scadapt.training.config import PretrainConfig
 
     d = PretrainConfig()
     p = subparsers.add_parser("pretrain", help="masked-value pretraining of a backbone")
@@ -71,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scadapt", description="Adapt scGPT to cell-type annotation.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(subparsers)
+    _add_datasets(subparsers)
+    _add_splits(subparsers)
     return parser
 
 

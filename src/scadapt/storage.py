@@ -24,7 +24,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        os.close(fd)
+        with open(tmp, "wb") as handle:  # handle.name is the temporary path, for checks before the rename
             write(handle)
         os.replace(tmp, path)
     except BaseException:

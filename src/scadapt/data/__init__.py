@@ -1,5 +1,36 @@
-"""Datasets: bundled ones by name and user ``.h5ad`` files."""
+"""Datasets and evaluation regimes.
 
-from scadapt.data.sources import BUNDLED_DATASETS, load_expression, read_h5ad
+``load_dataset`` reads a catalogued dataset or any ``.h5ad`` and validates it;
+``make_splits`` divides its cells into named train/validation/test splits for a regime.
+"""
 
-__all__ = ["BUNDLED_DATASETS", "load_expression", "read_h5ad"]
+from scadapt.data.catalog import CATALOG, DatasetSpec, resolve_spec
+from scadapt.data.dataset import DEFAULT_N_FOLDS, DatasetInfo, load_dataset, load_expression
+from scadapt.data.sources import read_h5ad
+from scadapt.data.splits import (
+    DEFAULT_LABEL_FRACTIONS,
+    REGIMES,
+    Split,
+    load_splits,
+    make_splits,
+    required_cells_per_class,
+    save_splits,
+)
+
+__all__ = [
+    "CATALOG",
+    "DEFAULT_LABEL_FRACTIONS",
+    "DEFAULT_N_FOLDS",
+    "REGIMES",
+    "DatasetInfo",
+    "DatasetSpec",
+    "Split",
+    "load_dataset",
+    "load_expression",
+    "load_splits",
+    "make_splits",
+    "read_h5ad",
+    "required_cells_per_class",
+    "resolve_spec",
+    "save_splits",
+]

@@ -1,15 +1,10 @@
-"""Where expression data come from: bundled datasets by name, or any ``.h5ad`` path.
-
-Bundled:
-  * ``pbmc68k_reduced`` - ships with scanpy; its ``.X`` is scaled, so we use ``.raw``
-    (log-normalised, 765 genes, 700 cells).
-  * ``pancreas_small`` - a real 500-cell, 5-technology human pancreas subset (raw counts in
-    ``X``; obs ``celltype``, ``tech``), shipped inside this package (see bundled/SOURCES.md).
-"""
+"""Where the AnnData of a dataset comes from: scanpy, a file inside this package, a download, or
+a user's ``.h5ad``. Each source has ``read(cache_dir) -> AnnData`` and says what it is."""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -17,24 +12,8 @@ import anndata as ad
 import h5py
 from anndata import AnnData
 
+from scadapt.data.download import DownloadedFile
 from scadapt.errors import InputDataError
-
-BUNDLED_DATASETS = ("pbmc68k_reduced", "pancreas_small")
-
-
-def bundled_path(filename: str) -> Path:
-    return Path(str(resources.files("scadapt.data") / "bundled" / filename))
-
-
-def _pbmc68k_reduced() -> AnnData:
-    import scanpy as sc
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        full = sc.datasets.pbmc68k_reduced()
-    adata = full.raw.to_adata()
-    adata.obs = full.obs.copy()
-    return adata
 
 
 def read_h5ad(path: str | Path) -> AnnData:
@@ -42,8 +21,8 @@ def read_h5ad(path: str | Path) -> AnnData:
     path = Path(path)
     if not path.is_file():
         raise InputDataError(
-            f"{path} does not exist. Pass the path of an .h5ad file or one of the bundled "
-            f"datasets: {', '.join(BUNDLED_DATASETS)}."
+            f"{path} does not exist. Pass the path of an .h5ad file or a catalogued dataset name "
+            "(`scadapt datasets` lists them)."
         )
     if not h5py.is_hdf5(path):
         raise InputDataError(
@@ -52,17 +31,82 @@ def read_h5ad(path: str | Path) -> AnnData:
         )
     try:
         return ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, TypeError) as error:
         raise InputDataError(
             f"{path} could not be read as AnnData ({type(error).__name__}: {str(error)[:200]}). "
             "The file may be truncated; download or write it again."
         ) from None
 
 
-def load_expression(source: str) -> AnnData:
-    """An AnnData for a bundled dataset name or an ``.h5ad`` path."""
-    if source == "pbmc68k_reduced":
-        return _pbmc68k_reduced()
-    if source == "pancreas_small":
-        return read_h5ad(bundled_path("pancreas_panc8_small.h5ad"))
-    return read_h5ad(source)
+@dataclass(frozen=True)
+class ScanpyDataset:
+    """A dataset shipped inside scanpy (``scanpy.datasets.<function>()``)."""
+
+    function: str
+
+    def read(self, cache_dir: str | Path | None = None) -> AnnData:
+        import scanpy as sc
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return getattr(sc.datasets, self.function)()
+
+    def describe(self) -> str:
+        return f"scanpy.datasets.{self.function}()"
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """An ``.h5ad`` shipped inside scadapt (``scadapt/data/bundled``)."""
+
+    filename: str
+
+    @property
+    def path(self) -> Path:
+        return Path(str(resources.files("scadapt.data") / "bundled" / self.filename))
+
+    def read(self, cache_dir: str | Path | None = None) -> AnnData:
+        return read_h5ad(self.path)
+
+    def describe(self) -> str:
+        return f"bundled file {self.filename}"
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A user's ``.h5ad`` file."""
+
+    path: str
+
+    def read(self, cache_dir: str | Path | None = None) -> AnnData:
+        return read_h5ad(self.path)
+
+    def describe(self) -> str:
+        return str(Path(self.path).resolve())
+
+
+@dataclass(frozen=True)
+class RemoteFile(DownloadedFile):
+    """An ``.h5ad`` downloaded once into the scadapt cache."""
+
+    def read(self, cache_dir: str | Path | None = None) -> AnnData:
+        return read_h5ad(self.fetch(cache_dir))
+
+    def describe(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True, eq=False)
+class InMemory:
+    """An AnnData the caller already holds; it is copied, never changed."""
+
+    adata: AnnData
+
+    def read(self, cache_dir: str | Path | None = None) -> AnnData:
+        return self.adata.copy()
+
+    def describe(self) -> str:
+        return "in-memory AnnData"
+
+
+Source = ScanpyDataset | PackageFile | LocalFile | RemoteFile | InMemory

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from scadapt.data.validation import check_values, looks_like_ensembl, scaled_data_fix
 from scadapt.errors import InputDataError, VocabularyError
 from scadapt.tokenization.binning import bin_cells
 from scadapt.tokenization.cache import TokenCache
@@ -111,7 +112,7 @@ class GeneTokenizer:
         )
         if overlap.n_matched < self.min_genes:
             hint = ""
-            if np.mean([str(s).upper().startswith("ENS") for s in symbols[:200]]) > 0.5:
+            if looks_like_ensembl(symbols):
                 hint = (
                     " The genes look like Ensembl ids; the vocabulary uses gene symbols: pass the "
                     "var column that holds symbols (gene_column=...)."
@@ -143,20 +144,8 @@ class GeneTokenizer:
         matrix = adata.X if layer is None else adata.layers[layer]
         if matrix is None:
             raise InputDataError("adata.X is empty; pass layer=... with the expression values.")
+        check_values(matrix, scaled_data_fix(adata) if layer is None else "")
         matrix = sp.csr_matrix(matrix) if not sp.issparse(matrix) else matrix.tocsr()
-        if not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(matrix.dtype, np.complexfloating):
-            raise InputDataError(f"The expression matrix has dtype {matrix.dtype}; it must be numeric.")
-        data = matrix.data
-        if data.size and not np.isfinite(data).all():
-            raise InputDataError(
-                "The expression matrix contains NaN or infinite values; fix or drop those cells."
-            )
-        if data.size and data.min() < 0:
-            raise InputDataError(
-                f"The expression matrix has negative values (min {data.min():.3g}): it looks scaled "
-                "or centred (e.g. sc.pp.scale). scGPT needs raw counts or log-normalised values: "
-                "use adata.raw, layers['counts'], or the matrix before scaling."
-            )
         matrix = matrix.astype(np.float32, copy=True)
         matrix.eliminate_zeros()
         matrix.sort_indices()

@@ -9,8 +9,6 @@ teaches the ``<cls>`` embedding to summarise the cell.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -25,11 +23,11 @@ from tqdm.auto import tqdm
 
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
 from scadapt.data import load_expression
-from scadapt.errors import ScadaptError
 from scadapt.storage import atomic_write, default_cache_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
 from scadapt.tracking import log_params, tracked_run
 from scadapt.training.batching import length_grouped_batches
+from scadapt.training.config import PretrainConfig
 from scadapt.training.devices import autocast, resolve_device
 from scadapt.training.optim import Updater
 
@@ -42,49 +40,6 @@ EVAL_MASK_RATIO = 0.5
 def demo_backbone_dir() -> Path:
     """Where the demo backbone lives when no checkpoint is given (reused by later steps)."""
     return default_cache_dir() / "backbones" / "demo"
-
-
-@dataclass
-class PretrainConfig:
-    """Settings of a pretraining job. Model-shape fields apply only to a new backbone."""
-
-    data: tuple[str, ...] = ("pbmc68k_reduced", "pancreas_small")
-    layer: str | None = None
-    checkpoint: str | None = None
-    output_dir: str | None = None
-    d_model: int = 64
-    nlayers: int = 4
-    nhead: int = 4
-    d_hid: int = 128
-    dropout: float = 0.1
-    n_bins: int = 51
-    max_seq_len: int = 512
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    mask_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
-    val_fraction: float = 0.05
-    min_genes: int = 100
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "scadapt-pretrain"
-
-    def __post_init__(self) -> None:
-        self.data = tuple(self.data)
-        self.mask_ratios = tuple(float(r) for r in self.mask_ratios)
-        if not self.data:
-            raise ScadaptError("Pretraining needs at least one dataset (data=...).")
-        if not all(0.0 < r < 1.0 for r in self.mask_ratios):
-            raise ScadaptError(f"mask_ratios must lie strictly between 0 and 1, got {self.mask_ratios}.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ScadaptError("epochs and batch_size must be at least 1.")
-
-    def fingerprint(self) -> str:
-        """Identifies the job for resuming: everything but where it runs and logs."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("device", "experiment", "output_dir")}
-        return hashlib.blake2b(json.dumps(keep, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
 @dataclass

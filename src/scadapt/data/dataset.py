@@ -1,0 +1,151 @@
+"""``load_dataset``: any dataset, one validation step, one AnnData out.
+
+The returned AnnData has the chosen expression matrix in ``X`` (CSR when sparse), gene symbols
+as ``var_names``, the labels as a string categorical, and what was done in
+``adata.uns["scadapt"]`` (see :class:`DatasetInfo`), so later steps need no extra arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from anndata import AnnData
+
+from scadapt.data.catalog import DatasetSpec, resolve_spec
+from scadapt.data.validation import (
+    check_batch_key,
+    check_labels,
+    check_study_groups,
+    check_values,
+    keep_sparse,
+    scaled_data_fix,
+    select_matrix,
+    use_gene_symbols,
+    value_kind,
+)
+from scadapt.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+UNS_KEY = "scadapt"
+DEFAULT_N_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What ``load_dataset`` read and decided; kept in ``adata.uns["scadapt"]``."""
+
+    name: str
+    source: str
+    label_key: str | None = None
+    batch_key: str | None = None
+    layer: str | None = None
+    gene_column: str | None = None
+    value_kind: str = ""
+    dropped_classes: dict[str, int] = field(default_factory=dict)
+    study_groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_uns(self) -> dict:
+        """h5ad cannot store None: unset fields are left out."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def of(cls, adata: AnnData) -> DatasetInfo | None:
+        stored = adata.uns.get(UNS_KEY)
+        if not isinstance(stored, Mapping):
+            return None
+        known = {key: stored[key] for key in cls.__dataclass_fields__ if key in stored}
+        known["dropped_classes"] = {str(k): int(v) for k, v in dict(known.get("dropped_classes", {})).items()}
+        known["study_groups"] = {str(k): [str(m) for m in v] for k, v in dict(known.get("study_groups", {})).items()}
+        return cls(**known)
+
+
+def load_expression(
+    source: str | Path | DatasetSpec | AnnData,
+    *,
+    layer: str | None = None,
+    gene_column: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> AnnData:
+    """Expression only (no labels needed, e.g. for pretraining): read, select the matrix, check
+    values and gene symbols."""
+    spec = resolve_spec(source, layer=layer, gene_column=gene_column)
+    adata, _ = _read_checked(spec, cache_dir)
+    return adata
+
+
+def load_dataset(
+    source: str | Path | DatasetSpec | AnnData,
+    *,
+    name: str | None = None,
+    label_key: str | None = None,
+    batch_key: str | None = None,
+    layer: str | None = None,
+    gene_column: str | None = None,
+    study_groups: Mapping[str, tuple[str, ...] | list[str]] | None = None,
+    min_cells_per_class: int = DEFAULT_N_FOLDS,
+    drop_rare_classes: bool = False,
+    cache_dir: str | Path | None = None,
+) -> AnnData:
+    """A labelled dataset, validated, as AnnData.
+
+    Args:
+        source: a catalogued name (``pbmc68k_reduced``, ``pancreas_small``, ``human_pancreas``),
+            an ``.h5ad`` path, an AnnData (copied, not changed) or a :class:`DatasetSpec`.
+        name: dataset name for runs and the registry (default: catalogue name or file stem).
+        label_key: ``obs`` column with cell types (required for user files).
+        batch_key: ``obs`` column with technology/batch, for ``cross_study`` splits.
+        layer: matrix to use (a layer name, ``"raw"`` for ``adata.raw``; default ``X`` or the
+            catalogue's choice). Raw counts or log-normalised values; scaled data are refused.
+        gene_column: ``var`` column with gene symbols when ``var_names`` are not symbols.
+        study_groups: ``{group: [batch values]}`` held out together in ``cross_study``.
+        min_cells_per_class: classes with fewer cells are refused (or dropped, see below).
+            ``full``/``low`` splits need ``n_folds`` cells per class.
+        drop_rare_classes: drop such classes instead of refusing; the drop is logged and kept
+            in ``uns["scadapt"]["dropped_classes"]``.
+        cache_dir: where downloads go (default ``$SCADAPT_CACHE``).
+
+    Returns:
+        AnnData ``[n_cells, n_genes]``.
+    """
+    spec = resolve_spec(
+        source, name=name, label_key=label_key, batch_key=batch_key, layer=layer,
+        gene_column=gene_column, study_groups=_as_tuples(study_groups),
+    )
+    if spec.label_key is None:
+        raise InputDataError(
+            f"{spec.name}: say which obs column holds the cell types with label_key=... (--label-key)."
+        )
+    adata, kind = _read_checked(spec, cache_dir)
+    adata, dropped = check_labels(adata, spec.label_key, min_cells_per_class, drop_rare_classes)
+    check_batch_key(adata, spec.batch_key)
+    if spec.study_groups:
+        if spec.batch_key is None:
+            raise InputDataError("study_groups need a batch_key: the obs column whose values they group.")
+        check_study_groups(adata.obs[spec.batch_key], spec.study_groups, spec.batch_key)
+    info = DatasetInfo(
+        name=spec.name, source=spec.source.describe(), label_key=spec.label_key, batch_key=spec.batch_key,
+        layer=spec.layer, gene_column=spec.gene_column, value_kind=kind, dropped_classes=dropped,
+        study_groups={k: list(v) for k, v in (spec.study_groups or {}).items()},
+    )
+    adata.uns[UNS_KEY] = info.to_uns()
+    n_classes = adata.obs[spec.label_key].nunique()
+    log.info("Loaded %s: %d cells x %d genes, %d classes, values: %s.", spec.name, adata.n_obs, adata.n_vars,
+             n_classes, kind)
+    return adata
+
+
+def _read_checked(spec: DatasetSpec, cache_dir: str | Path | None) -> tuple[AnnData, str]:
+    original = spec.source.read(cache_dir)
+    adata = select_matrix(original, spec.layer)
+    check_values(adata.X, scaled_data_fix(original) if spec.layer is None else "")
+    adata = use_gene_symbols(adata, spec.gene_column)
+    adata = keep_sparse(adata)
+    return adata, value_kind(adata.X)
+
+
+def _as_tuples(groups: Mapping[str, tuple[str, ...] | list[str]] | None) -> dict[str, tuple[str, ...]] | None:
+    return None if groups is None else {str(k): tuple(map(str, v)) for k, v in groups.items()}

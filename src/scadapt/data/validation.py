@@ -1,0 +1,238 @@
+"""The checks every dataset passes before anything is trained on it.
+
+Each check raises :class:`~scadapt.errors.InputDataError` with a message that says what is wrong
+and how to fix it. None of them densifies a sparse matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from scadapt.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+RAW = "raw"  # layer name that selects adata.raw, as scanpy's use_raw does
+_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}")
+_GENERIC_FIX = "Use adata.raw, layers['counts'], or the matrix from before scaling."
+_LOG_SCALE_MAX = 30.0  # log1p of a normalised count rarely exceeds ~15; raw counts routinely do
+
+
+def looks_like_ensembl(names) -> bool:
+    """True when most of the first 200 names are Ensembl gene ids (``ENSG00000141510``)."""
+    sample = [str(n) for n in list(names)[:200]]
+    return bool(sample) and np.mean([bool(_ENSEMBL.match(n)) for n in sample]) > 0.5
+
+
+def select_matrix(adata: AnnData, layer: str | None) -> AnnData:
+    """An AnnData whose ``X`` is the chosen expression matrix (``X``, a layer, or ``raw``)."""
+    if layer is None:
+        if adata.X is None:
+            raise InputDataError(f"adata.X is empty; pass layer=... (layers: {_names(adata.layers.keys())}).")
+        return adata
+    if layer in adata.layers:
+        return AnnData(
+            X=adata.layers[layer], obs=adata.obs.copy(), var=adata.var.copy(), uns=dict(adata.uns),
+            obsm=dict(adata.obsm), layers=dict(adata.layers),
+        )
+    if layer == RAW and adata.raw is not None:
+        out = adata.raw.to_adata()
+        out.obs = adata.obs.copy()
+        out.uns = dict(adata.uns)
+        out.obsm = dict(adata.obsm)
+        return out
+    raise InputDataError(
+        f"Layer {layer!r} is not in adata.layers (layers: {_names(adata.layers.keys())}"
+        f"{'; adata.raw is set, select it with layer=' + repr(RAW) if adata.raw is not None else ''})."
+    )
+
+
+def scaled_data_fix(adata: AnnData) -> str:
+    """What to use instead of a scaled matrix, named from what this AnnData holds."""
+    options = []
+    if adata.raw is not None:
+        options.append(f"layer={RAW!r} (adata.raw)")
+    options += [f"layer={name!r}" for name in adata.layers.keys()]
+    if options:
+        return "Use " + " or ".join(options) + " if it holds counts or log-normalised values."
+    return _GENERIC_FIX
+
+
+def check_values(matrix, fix: str = "") -> None:
+    """Refuse non-numeric, NaN/infinite and negative (scaled) expression values."""
+    dtype = matrix.dtype
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise InputDataError(
+            f"The expression matrix has dtype {dtype}; it must hold numbers (counts or log-normalised values)."
+        )
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+    if data.size and not np.isfinite(data).all():
+        raise InputDataError(
+            f"The expression matrix contains {int((~np.isfinite(data)).sum())} NaN or infinite values; "
+            "fix or drop the affected cells."
+        )
+    if data.size and data.min() < 0:
+        raise InputDataError(
+            f"The expression matrix has negative values (min {data.min():.3g}): it looks scaled or centred "
+            f"(e.g. sc.pp.scale). scGPT and the baselines need raw counts or log-normalised values. "
+            f"{fix or _GENERIC_FIX}"
+        )
+
+
+def value_kind(matrix) -> str:
+    """``counts`` (all integers), ``log_normalized`` (max below ~30) or ``normalized`` (anything else).
+
+    Binning makes the first two equivalent for scGPT; the PCA baseline log-normalises the others.
+    """
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+    if data.size == 0:
+        return "counts"
+    if np.array_equal(data, np.round(data)):
+        return "counts"
+    return "log_normalized" if float(data.max()) <= _LOG_SCALE_MAX else "normalized"
+
+
+def keep_sparse(adata: AnnData) -> AnnData:
+    """Sparse matrices become CSR (fast row access for tokenization); dense ones stay dense."""
+    if sp.issparse(adata.X) and not isinstance(adata.X, sp.csr_matrix | sp.csr_array):
+        adata.X = sp.csr_matrix(adata.X)
+    return adata
+
+
+def use_gene_symbols(adata: AnnData, gene_column: str | None) -> AnnData:
+    """Put gene symbols in ``var_names``, refusing Ensembl ids, missing and duplicate names.
+
+    With ``gene_column`` the symbols come from that ``var`` column (the old names are kept in
+    ``var["original_var_name"]``); genes without a symbol are dropped and counted.
+    """
+    if gene_column is not None:
+        if gene_column not in adata.var.columns:
+            raise InputDataError(
+                f"Gene column {gene_column!r} is not in adata.var (columns: {_names(adata.var.columns)}); "
+                "leave it out to use var_names."
+            )
+        symbols = adata.var[gene_column]
+        missing = symbols.isna().to_numpy() | (symbols.astype(str).str.strip() == "").to_numpy()
+        if missing.all():
+            raise InputDataError(f"adata.var[{gene_column!r}] holds no gene symbols (all empty).")
+        if missing.any():
+            log.warning("Dropping %d genes without a symbol in var[%r].", int(missing.sum()), gene_column)
+            adata = adata[:, ~missing].copy()
+            symbols = symbols[~missing]
+        adata.var["original_var_name"] = adata.var_names.astype(str)
+        adata.var_names = pd.Index(symbols.astype(str).to_numpy())
+    elif looks_like_ensembl(adata.var_names):
+        candidates = [c for c in adata.var.columns if _looks_like_symbols(adata.var[c])]
+        raise InputDataError(
+            f"adata.var_names look like Ensembl ids (e.g. {adata.var_names[0]}); the scGPT vocabulary uses gene "
+            "symbols. Pass the var column that holds symbols"
+            + (f", e.g. gene_column={candidates[0]!r} (candidates: {_names(candidates)})." if candidates else
+               f" with gene_column=... (var columns: {_names(adata.var.columns)}).")
+        )
+    duplicated = adata.var_names[adata.var_names.duplicated()].unique()
+    if len(duplicated):
+        raise InputDataError(
+            f"{len(duplicated)} gene name(s) occur more than once, e.g. {_names(duplicated[:5])}. Make them unique: "
+            "sum the duplicated genes, or keep one of each (adata = adata[:, ~adata.var_names.duplicated()])."
+        )
+    return adata
+
+
+def _looks_like_symbols(column: pd.Series) -> bool:
+    if column.dtype.kind not in "OUS" and not isinstance(column.dtype, pd.CategoricalDtype):
+        return False
+    values = column.dropna().astype(str)
+    return len(values) > 0 and not looks_like_ensembl(values) and values.str.match(r"^[A-Za-z]").mean() > 0.9
+
+
+def check_labels(
+    adata: AnnData, label_key: str, min_cells_per_class: int, drop_rare_classes: bool = False
+) -> tuple[AnnData, dict[str, int]]:
+    """Check the label column; drop classes below ``min_cells_per_class`` only when allowed.
+
+    Returns the AnnData (labels as a string categorical) and ``{dropped class: n cells}``.
+    """
+    if label_key not in adata.obs.columns:
+        raise InputDataError(
+            f"Label key {label_key!r} is not a column of adata.obs (columns: {_names(adata.obs.columns)}). "
+            "Pass the column that holds the cell types with label_key=... (--label-key)."
+        )
+    labels = adata.obs[label_key]
+    if (missing := int(labels.isna().sum())) > 0:
+        raise InputDataError(
+            f"{missing} of {adata.n_obs} cells have no label in obs[{label_key!r}]. Drop them first: "
+            f"adata = adata[adata.obs[{label_key!r}].notna()].copy()."
+        )
+    adata.obs[label_key] = pd.Categorical(labels.astype(str))
+    counts = adata.obs[label_key].value_counts()
+    counts = counts[counts > 0]
+    if len(counts) < 2:
+        raise InputDataError(
+            f"All {adata.n_obs} cells have the same label ({counts.index[0]!r} in obs[{label_key!r}]); "
+            "annotation needs at least two classes."
+        )
+    rare = counts[counts < min_cells_per_class]
+    dropped: dict[str, int] = {}
+    if len(rare):
+        if not drop_rare_classes:
+            raise rare_classes_error(rare, label_key, min_cells_per_class)
+        dropped = {str(k): int(v) for k, v in rare.items()}
+        adata = adata[~adata.obs[label_key].isin(rare.index)].copy()
+        adata.obs[label_key] = adata.obs[label_key].cat.remove_unused_categories()
+        log.warning("Dropped %d cells of %d rare class(es): %s.", sum(dropped.values()), len(rare), _counts(rare))
+        if adata.obs[label_key].nunique() < 2:
+            raise InputDataError("Fewer than two classes are left after dropping rare classes.")
+    return adata, dropped
+
+
+def rare_classes_error(rare: pd.Series, label_key: str, needed: int) -> InputDataError:
+    """The error for classes (``rare``: class -> cell count) smaller than a split needs."""
+    return InputDataError(
+        f"{len(rare)} class(es) in obs[{label_key!r}] have fewer than the {needed} cells a split needs: "
+        f"{_counts(rare)}. Allow dropping them with drop_rare_classes=True (--drop-rare-classes), merge them "
+        "into a broader label, or use fewer folds."
+    )
+
+
+def _counts(counts: pd.Series) -> str:
+    return ", ".join(f"{name!r} ({n} cell{'s' if n > 1 else ''})" for name, n in counts.items())
+
+
+def check_batch_key(adata: AnnData, batch_key: str | None) -> None:
+    if batch_key is not None and batch_key not in adata.obs.columns:
+        raise InputDataError(
+            f"Batch key {batch_key!r} is not a column of adata.obs (columns: {_names(adata.obs.columns)})."
+        )
+    if batch_key is not None and (missing := int(adata.obs[batch_key].isna().sum())):
+        raise InputDataError(f"{missing} cells have no value in obs[{batch_key!r}]; fill or drop them.")
+
+
+def check_study_groups(values, groups: Mapping[str, tuple[str, ...] | list[str]], batch_key: str) -> None:
+    """Every group must name existing batch values, and no value may be in two groups."""
+    present = set(map(str, pd.unique(np.asarray(values, dtype=str))))
+    seen: dict[str, str] = {}
+    for group, members in groups.items():
+        if not members:
+            raise InputDataError(f"Cross-study group {group!r} is empty.")
+        unknown = [m for m in members if m not in present]
+        if unknown:
+            raise InputDataError(
+                f"Cross-study group {group!r} names {_names(unknown)}, which do not occur in obs[{batch_key!r}] "
+                f"(values: {_names(sorted(present))})."
+            )
+        for member in members:
+            if member in seen:
+                raise InputDataError(f"{member!r} is in two cross-study groups: {seen[member]!r} and {group!r}.")
+            seen[member] = group
+
+
+def _names(items) -> str:
+    items = [str(i) for i in items]
+    return ", ".join(items) if items else "(none)"
