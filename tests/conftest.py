@@ -32,8 +32,11 @@ def isolated_stores(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.chdir(tmp_path)
-    yield
     import mlflow
+
+    # set_experiment caches the experiment id in the process; a new store must not inherit it
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    yield
 
     while mlflow.active_run() is not None:
         mlflow.end_run()

@@ -68,7 +68,8 @@ def test_low_label_counts_nesting_and_unchanged_evaluation(pbmc_data):
         base = full[split.fold]
         assert np.array_equal(split.test, base.test) and np.array_equal(split.validation, base.validation)
         assert set(split.train) <= set(base.train)
-        expected = _labels(pbmc_data, base.train).value_counts().map(lambda n: max(1, round(n * split.label_fraction)))
+        fraction = split.label_fraction
+        expected = _labels(pbmc_data, base.train).value_counts().map(lambda n, f=fraction: max(1, round(n * f)))
         assert _labels(pbmc_data, split.train).value_counts().sort_index().equals(expected.sort_index())
         if split.label_fraction > 0.01:
             assert previous <= set(split.train)  # 1% within 5% within 10%

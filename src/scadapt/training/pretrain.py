@@ -214,13 +214,13 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     device = resolve_device(cfg.device)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else demo_backbone_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
-    adatas = [load_expression(source) for source in cfg.data]
+    adatas = [load_expression(source, layer=cfg.layer) for source in cfg.data]
     model, vocab, init_hash = _build_backbone(cfg, adatas, device)
     tokenizer = GeneTokenizer(
         vocab, n_bins=model.config.n_bins, max_seq_len=model.config.max_seq_len,
         pad_value=model.config.pad_value, min_genes=cfg.min_genes, seed=cfg.seed, cache=TokenCache(),
     )
-    parts = [tokenizer.tokenize(adata, layer=cfg.layer) for adata in adatas]
+    parts = [tokenizer.tokenize(adata) for adata in adatas]
     corpus = _prepare_corpus(parts, len(vocab), cfg)
     steps_per_epoch = math.ceil(len(corpus.train_idx) / cfg.batch_size)
     updater = Updater(model.parameters(), cfg.lr, cfg.weight_decay, cfg.warmup_steps, steps_per_epoch * cfg.epochs, device)
