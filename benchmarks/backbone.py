@@ -90,7 +90,7 @@ def _head(d: int) -> torch.nn.Module:
 
 
 def worker(task: str, impl: str, ckpt: Path, inputs: Path, out: Path, batch_size: int) -> None:
-    from _measure import PeakRSS
+    from scadapt.tracking.resources import PeakRSS
 
     data = np.load(inputs)
     torch.manual_seed(0)

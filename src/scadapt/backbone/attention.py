@@ -8,6 +8,7 @@ bypasses such adapters (DESIGN.md section 4).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -34,6 +35,7 @@ class SelfAttention(nn.Module):
         x: Tensor,
         attend_mask: Tensor | None,
         query: Tensor | None = None,
+        prefix: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Attend from ``query`` (default: ``x``) to all positions of ``x``.
 
@@ -41,6 +43,8 @@ class SelfAttention(nn.Module):
             x: ``[B, L, d]`` keys/values source.
             attend_mask: ``[B, 1, 1, L]`` bool, True where a key may be attended; None = all.
             query: ``[B, Lq, d]`` query source; lets the last layer compute only the CLS row.
+            prefix: extra keys and values ``[B, P, d]`` (already projected) placed before the
+                sequence and always attended: prefix tuning.
 
         Returns:
             ``[B, Lq, d]``.
@@ -49,6 +53,12 @@ class SelfAttention(nn.Module):
         q = self._heads(self.q(query))
         k = self._heads(self.k(x))
         v = self._heads(self.v(x))
+        if prefix is not None:
+            k = torch.cat([self._heads(prefix[0]), k], dim=2)
+            v = torch.cat([self._heads(prefix[1]), v], dim=2)
+            if attend_mask is not None:
+                always = attend_mask.new_ones(*attend_mask.shape[:-1], prefix[0].shape[1])
+                attend_mask = torch.cat([always, attend_mask], dim=-1)
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attend_mask, dropout_p=self.dropout if self.training else 0.0
         )

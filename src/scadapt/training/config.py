@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from scadapt.errors import ScadaptError
 
@@ -50,3 +50,35 @@ class PretrainConfig:
         """Identifies the job for resuming: everything but where it runs and logs."""
         keep = {k: v for k, v in asdict(self).items() if k not in ("device", "experiment", "output_dir")}
         return hashlib.blake2b(json.dumps(keep, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+@dataclass
+class TrainJob:
+    """One strategy on one split of one dataset, with fixed hyperparameters (the ``train`` entry point).
+
+    ``hparams`` are the strategy's own settings (see ``scadapt.strategies``), given as values or
+    strings; everything else chooses the data, the split and the backbone.
+    """
+
+    data: str = "pancreas_small"
+    label_key: str | None = None
+    batch_key: str | None = None
+    layer: str | None = None
+    gene_column: str | None = None
+    drop_rare_classes: bool = False
+    regime: str = "full"
+    split: str | None = None  # e.g. "full_fold0"; default: the regime's first split
+    n_folds: int = 5
+    validation_fraction: float = 0.2
+    label_fractions: tuple[float, ...] = (0.01, 0.05, 0.10)
+    study_groups: dict[str, tuple[str, ...]] | None = None
+    strategy: str = "head"
+    hparams: dict[str, object] = field(default_factory=dict)
+    checkpoint: str | None = None  # default: the demo backbone made by `scadapt pretrain`
+    max_seq_len: int | None = None  # tokens per cell; default: the checkpoint's
+    seed: int = 0
+    device: str = "auto"
+    experiment: str | None = None  # default: "scadapt-<dataset>"
+    output_dir: str | None = None  # also save the trained annotator here
+    umap: bool = True
+    progress: bool = True

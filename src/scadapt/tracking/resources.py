@@ -1,4 +1,4 @@
-"""Small measuring helpers shared by the benchmark scripts."""
+"""Peak memory of a block of work (CPU resident memory sampled in a thread; CUDA from torch)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,12 @@ class PeakRSS:
         self._thread.join()
         self._peak = max(self._peak, self.process.memory_info().rss)
         self.peak_bytes = self._peak - self.start
+
+
+def cuda_peak_bytes(device) -> int | None:
+    """Peak CUDA memory allocated since the last reset on ``device`` (None on CPU)."""
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda":
+        return None
+    return int(torch.cuda.max_memory_allocated(device))

@@ -1,0 +1,29 @@
+"""``frozen_probe``: logistic regression on the frozen backbone's CLS embeddings. It answers
+"is the pretrained embedding already good enough for this label space?"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scadapt.strategies.base import Strategy, StrategyConfig
+from scadapt.strategies.registry import register
+
+
+@dataclass
+class FrozenProbeConfig(StrategyConfig):
+    C: float = 1.0  # inverse L2 strength, on standardised embeddings
+    class_weighted: bool = True
+    max_iter: int = 2000
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+
+
+@register
+class FrozenProbe(Strategy):
+    name = "frozen_probe"
+    kind = "frozen"
+    config_class = FrozenProbeConfig
+    description = "logistic regression on frozen CLS embeddings"

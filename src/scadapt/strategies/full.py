@@ -1,0 +1,37 @@
+"""``full``: every backbone weight trains with the head. The unconstrained reference point; it
+needs a low learning rate, warmup and clipping (scDLKit saw it collapse at 5e-4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from scadapt.strategies.base import Strategy, TorchConfig
+from scadapt.strategies.registry import register
+
+
+@dataclass
+class FullConfig(TorchConfig):
+    lr: float = 1e-4
+    freeze_gene_embedding: bool = False  # the gene embedding holds ~60% of scGPT's weights
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return {**super().search_space(trial), "lr": trial.suggest_float("lr", 1e-5, 3e-4, log=True)}
+
+
+@register
+class Full(Strategy):
+    name = "full"
+    kind = "adapted"
+    config_class = FullConfig
+    description = "full fine-tuning of the backbone and head"
+
+    @classmethod
+    def adapt(cls, backbone: nn.Module, config: FullConfig) -> None:
+        for param in backbone.parameters():
+            param.requires_grad_(True)
+        if config.freeze_gene_embedding:
+            backbone.encoder.embedding.weight.requires_grad_(False)

@@ -1,0 +1,54 @@
+"""``lora``: low-rank updates of the attention projections and FFN linears, injected by ``peft``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from scadapt.errors import ScadaptError
+from scadapt.strategies.base import Strategy, TorchConfig, freeze
+from scadapt.strategies.registry import register
+
+LAYER = r"transformer_encoder\.layers\.\d+\."
+TARGETS = {
+    "qv": LAYER + r"self_attn\.(q|v)",
+    "attention": LAYER + r"self_attn\.(q|k|v|out)",
+    "attention_ffn": LAYER + r"(self_attn\.(q|k|v|out)|linear1|linear2)",
+}
+
+
+@dataclass
+class LoRAConfig(TorchConfig):
+    r: int = 8
+    alpha: float = 16.0
+    lora_dropout: float = 0.1
+    targets: str = "attention_ffn"  # one of TARGETS
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return {
+            **super().search_space(trial),
+            "r": trial.suggest_categorical("r", [4, 8, 16]),
+            "targets": trial.suggest_categorical("targets", list(TARGETS)),
+        }
+
+
+@register
+class LoRA(Strategy):
+    name = "lora"
+    kind = "adapted"
+    config_class = LoRAConfig
+    description = "LoRA on attention q/k/v/out and FFN linears (peft)"
+
+    @classmethod
+    def adapt(cls, backbone: nn.Module, config: LoRAConfig) -> None:
+        if config.targets not in TARGETS:
+            raise ScadaptError(f"LoRA targets must be one of {', '.join(TARGETS)}, got {config.targets!r}.")
+        freeze(backbone)
+        peft_config = LoraConfig(
+            r=config.r, lora_alpha=config.alpha, lora_dropout=config.lora_dropout, target_modules=TARGETS[config.targets]
+        )
+        inject_adapter_in_model(peft_config, backbone)

@@ -1,0 +1,57 @@
+"""``prefix``: true prefix tuning. Each layer gets ``n_prefix`` learned key and value vectors that
+every token can attend to; the base weights are untouched. (``peft``'s PrefixTuning works only
+on Hugging Face models, so this is ours.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from scadapt.backbone.attention import SelfAttention
+from scadapt.strategies.base import Strategy, TorchConfig, freeze
+from scadapt.strategies.registry import register
+
+
+class PrefixAttention(nn.Module):
+    """Wraps a :class:`SelfAttention` and supplies its learned prefix keys/values."""
+
+    def __init__(self, base: SelfAttention, n_prefix: int):
+        super().__init__()
+        self.base = base
+        d_model = base.q.in_features
+        with torch.no_grad():  # start at keys/values of typical (unit-scale) layer inputs
+            seed = torch.randn(n_prefix, d_model)
+            self.prefix_k = nn.Parameter(base.k(seed).clone())
+            self.prefix_v = nn.Parameter(base.v(seed).clone())
+
+    def forward(self, x: Tensor, attend_mask: Tensor | None, query: Tensor | None = None) -> Tensor:
+        batch = x.shape[0]
+        prefix = (self.prefix_k.expand(batch, -1, -1).to(x.dtype), self.prefix_v.expand(batch, -1, -1).to(x.dtype))
+        return self.base(x, attend_mask, query=query, prefix=prefix)
+
+
+@dataclass
+class PrefixConfig(TorchConfig):
+    lr: float = 5e-3
+    n_prefix: int = 8  # scPEFT: 8; scDLKit: 20
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return {**super().search_space(trial), "n_prefix": trial.suggest_categorical("n_prefix", [4, 8, 16, 32])}
+
+
+@register
+class Prefix(Strategy):
+    name = "prefix"
+    kind = "adapted"
+    config_class = PrefixConfig
+    description = "learned key/value prefixes in every layer (ours)"
+
+    @classmethod
+    def adapt(cls, backbone: nn.Module, config: PrefixConfig) -> None:
+        freeze(backbone)
+        for layer in backbone.transformer_encoder.layers:
+            layer.self_attn = PrefixAttention(layer.self_attn, config.n_prefix)

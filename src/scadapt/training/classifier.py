@@ -1,0 +1,171 @@
+"""The training loop shared by every gradient-trained strategy.
+
+AdamW with warmup and cosine decay, gradient clipping, an optional class-weighted loss, AMP on
+CUDA, early stopping on validation macro-F1 with the best weights restored. What feeds the
+classifier is a *source*: token batches through the (adapted) backbone, or, for ``head``,
+embeddings computed once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from scadapt.models.build import trainable_state
+from scadapt.models.head import AnnotationModel
+from scadapt.strategies.base import TorchConfig
+from scadapt.tokenization import GeneTokenizer, TokenizedCells
+from scadapt.training.batching import length_grouped_batches
+from scadapt.training.devices import autocast
+from scadapt.training.optim import Updater
+
+
+class TokenSource:
+    """Cells as token batches through backbone and head (``adapted`` strategies)."""
+
+    def __init__(self, model: AnnotationModel, tokenizer: GeneTokenizer, cells: TokenizedCells, device: torch.device):
+        self.model, self.tokenizer, self.cells, self.device = model, tokenizer, cells, device
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model
+
+    def batches(self, indices: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        order = length_grouped_batches(self.cells.lengths[indices], batch_size, rng)
+        return [indices[rows] for rows in order]
+
+    def logits(self, indices: np.ndarray, epoch: int) -> Tensor:
+        batch = self.tokenizer.batch(self.cells, indices, epoch)
+        return self.model(*(batch[k].to(self.device) for k in ("gene_ids", "values", "padding_mask")))
+
+
+class EmbeddingSource:
+    """Precomputed CLS embeddings through the head only (``head``)."""
+
+    def __init__(self, model: AnnotationModel, embeddings: np.ndarray, device: torch.device):
+        self.model = model
+        self.embeddings = torch.as_tensor(embeddings, dtype=torch.float32, device=device)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model.head
+
+    def batches(self, indices: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        order = rng.permutation(indices) if rng is not None else indices
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def logits(self, indices: np.ndarray, epoch: int) -> Tensor:
+        return self.model.head(self.embeddings[torch.as_tensor(indices, device=self.embeddings.device)])
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    best_epoch: int = 0
+    best_val_macro_f1: float = float("-inf")
+    stopped_early: bool = False
+
+
+def class_weights(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """``n / (n_classes * n_c)``: every class contributes equally to the loss."""
+    counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
+    return np.where(counts > 0, len(codes) / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+def predict_logits(source, indices: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits ``[len(indices), n_classes]`` in eval mode, in the order of ``indices``."""
+    source.module.eval()
+    device = next(source.module.parameters()).device
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    with torch.inference_mode(), autocast(device):
+        for batch in source.batches(indices, batch_size, rng=None):
+            out.append((batch, source.logits(batch, 0).float().cpu().numpy()))
+    position = {cell: i for i, cell in enumerate(indices)}
+    logits = np.empty((len(indices), out[0][1].shape[1]), dtype=np.float32)
+    for batch, values in out:
+        logits[[position[c] for c in batch]] = values
+    return logits
+
+
+def fit_classifier(
+    source,
+    codes: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    n_classes: int,
+    cfg: TorchConfig,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``source.module``'s trainable weights; restore the epoch with the best validation
+    macro-F1 (ties: lower validation loss).
+
+    Args:
+        codes: ``[n_cells]`` class index per cell (-1 for a class unknown to the model, which
+            counts as an error in validation metrics and is left out of the loss).
+        train_idx, val_idx: cells to train on / to select the epoch with.
+    """
+    module = source.module
+    params = [p for p in module.parameters() if p.requires_grad]
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    updater = Updater(params, cfg.lr, cfg.weight_decay, max(1, round(cfg.warmup_ratio * total)), total, device,
+                      clip_norm=cfg.max_grad_norm)
+    weight = torch.as_tensor(class_weights(codes[train_idx], n_classes), dtype=torch.float32, device=device) \
+        if cfg.class_weighted else None
+    targets = torch.as_tensor(codes, device=device)
+    rng = np.random.default_rng(cfg.seed)
+    result, best_state, waited = FitResult(), trainable_state(module), 0
+    best_key = (float("-inf"), float("-inf"))
+    bar = tqdm(total=total, desc="training", unit="step", disable=not progress, leave=False)
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        module.train()
+        losses = []
+        for batch in source.batches(train_idx, cfg.batch_size, rng):
+            with autocast(device):
+                logits = source.logits(batch, epoch)
+            loss = F.cross_entropy(logits.float(), targets[torch.as_tensor(batch, device=device)], weight=weight)
+            updater.step(loss)
+            losses.append(loss.item())
+            bar.update(1)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": updater.lr,
+                  **_validate(source, codes, val_idx, n_classes, cfg.batch_size * 2),
+                  "epoch_sec": time.perf_counter() - started}
+        result.history.append(record)
+        bar.set_postfix(val_macro_f1=f"{record['val_macro_f1']:.3f}")
+        if on_epoch is not None:
+            on_epoch(record)
+        key = (record["val_macro_f1"], -record["val_loss"])
+        if key > best_key:
+            best_key, best_state, waited = key, trainable_state(module), 0
+            result.best_epoch, result.best_val_macro_f1 = epoch, record["val_macro_f1"]
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                result.stopped_early = True
+                break
+    bar.close()
+    module.load_state_dict({k: v.to(device) for k, v in best_state.items()}, strict=False)
+    module.eval()
+    return result
+
+
+def _validate(source, codes: np.ndarray, val_idx: np.ndarray, n_classes: int, batch_size: int) -> dict[str, float]:
+    logits = predict_logits(source, val_idx, batch_size)
+    truth = codes[val_idx]
+    known = truth >= 0
+    loss = F.cross_entropy(torch.from_numpy(logits[known]), torch.from_numpy(truth[known])).item() if known.any() else 0.0
+    predicted = logits.argmax(axis=1)
+    return {"val_loss": loss, "val_macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+            "val_accuracy": float((predicted == truth).mean())}

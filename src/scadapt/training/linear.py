@@ -1,0 +1,74 @@
+"""Closed-form-ish fits: logistic regression (for ``frozen_probe`` and ``pca_logreg``) and PCA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+
+from scadapt.data.preprocess import log_normalized
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """Multinomial logistic regression on standardised features: ``logits = ((x - mean) / scale) @ coef.T + intercept``."""
+
+    mean: np.ndarray  # [d]
+    scale: np.ndarray  # [d]
+    coef: np.ndarray  # [n_classes, d]
+    intercept: np.ndarray  # [n_classes]
+
+
+def fit_logistic(features: np.ndarray, codes: np.ndarray, n_classes: int, C: float, class_weighted: bool,
+                 max_iter: int, seed: int) -> LogisticFit:
+    """Fit on ``features`` ``[n, d]`` and integer labels ``codes`` in ``0..n_classes-1``."""
+    features = np.asarray(features, dtype=np.float64)
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    model = LogisticRegression(C=C, class_weight="balanced" if class_weighted else None, max_iter=max_iter,
+                               random_state=seed)
+    model.fit((features - mean) / scale, codes)
+    coef = np.zeros((n_classes, features.shape[1]))
+    intercept = np.zeros(n_classes)
+    if len(model.classes_) == 2:  # sklearn keeps one row for two classes: logit of the second
+        coef[model.classes_[1]], intercept[model.classes_[1]] = model.coef_[0], model.intercept_[0]
+    else:
+        coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
+    return LogisticFit(mean, scale, coef, intercept)
+
+
+def load_into_linear(layer: torch.nn.Linear, fit: LogisticFit) -> None:
+    """Fold the standardisation into a ``Linear`` so it computes the same logits on raw features."""
+    weight = fit.coef / fit.scale
+    bias = fit.intercept - weight @ fit.mean
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
+        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+
+
+@dataclass(frozen=True)
+class PCALogisticFit:
+    genes: list[str]
+    arrays: dict[str, np.ndarray]  # what ExpressionAnnotator needs
+
+
+def fit_pca_logistic(matrix, genes, codes: np.ndarray, n_classes: int, n_components: int, n_top_genes: int,
+                     C: float, class_weighted: bool, max_iter: int, seed: int) -> PCALogisticFit:
+    """Log-normalise the training cells ``matrix`` ``[n, G]``, keep the ``n_top_genes`` most
+    variable genes, PCA to ``n_components`` and fit a logistic regression on the scores."""
+    logged = log_normalized(matrix)
+    mean = np.asarray(logged.mean(axis=0)).ravel()
+    variance = np.asarray(logged.multiply(logged).mean(axis=0)).ravel() - mean**2
+    keep = np.sort(np.argsort(-variance, kind="stable")[: n_top_genes or len(variance)])
+    dense = logged[:, keep].toarray().astype(np.float64)
+    components = max(1, min(n_components, dense.shape[0] - 1, dense.shape[1]))
+    pca = PCA(n_components=components, random_state=seed, svd_solver="full" if dense.shape[1] <= 3000 else "auto")
+    scores = pca.fit_transform(dense)
+    fit = fit_logistic(scores, codes, n_classes, C, class_weighted, max_iter, seed)
+    arrays = {"pca_mean": pca.mean_, "pca_components": pca.components_, "score_mean": fit.mean,
+              "score_scale": fit.scale, "coef": fit.coef, "intercept": fit.intercept}
+    return PCALogisticFit([str(g) for g in np.asarray(genes)[keep]], arrays)
