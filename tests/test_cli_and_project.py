@@ -71,3 +71,25 @@ def test_mlflow_project_pretrain_entry_point(tmp_path, monkeypatch):
     assert run.info.status == "FINISHED"
     assert run.data.params["d_model"] == "16" and "val_loss" in run.data.metrics
     assert load_backbone(out).config.d_model == 16
+
+
+def test_mlflow_project_train_entry_point_logs_a_comparable_run(tmp_path, monkeypatch):
+    _project_python(monkeypatch)
+    submitted = mlflow.projects.run(str(REPO), entry_point="train", env_manager="local", synchronous=True,
+                                    parameters={"strategy": "pca_logreg", "hparams": "n_components=20"})
+    run = mlflow.get_run(submitted.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dataset"] == "pancreas_small" and run.data.tags["strategy"] == "pca_logreg"
+    assert run.data.params["n_components"] == "20" and run.data.tags["split"] == "full_fold0"
+    for name in ("val_macro_f1", "test_macro_f1", "test_balanced_accuracy", "trainable_parameters", "runtime_sec",
+                 "peak_rss_mb", "runner_size_bytes"):
+        assert name in run.data.metrics
+    artifacts = {f.path for f in mlflow.artifacts.list_artifacts(run_id=run.info.run_id)}
+    assert {"annotator", "figures", "tables", "splits"} <= artifacts
+    figures = {f.path for f in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="figures")}
+    assert {"figures/confusion_test.png", "figures/umap_test.png"} <= figures
+
+
+def test_unknown_hyperparameter_is_a_message(tmp_path):
+    result = _scadapt("train", "--strategy", "pca_logreg", "--hparams", "n_components=10,depth=3")
+    assert result.returncode == 2 and "Unknown hyperparameter(s) depth" in result.stderr

@@ -52,7 +52,18 @@ def _study_groups(text: str) -> dict[str, tuple[str, ...]] | None:
     return groups
 
 
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
+def _hparams(text: str) -> dict[str, str]:
+    """``name=value,name=value`` -> dict (values are converted by the strategy's config)."""
+    pairs = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"hyperparameters are written name=value,name=value (got {entry!r})")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def add_data_arguments(p: argparse.ArgumentParser, with_folds: bool = True) -> None:
     """Arguments that choose and read a labelled dataset (shared by every data-using command)."""
     from scadapt.data import CATALOG, DEFAULT_N_FOLDS, REGIMES
 
@@ -67,7 +78,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop classes too small for the regime instead of refusing (the drop is logged)")
     p.add_argument("--regime", choices=REGIMES, default="full")
     p.add_argument("--n-folds", type=_integer, default=DEFAULT_N_FOLDS)
-    p.add_argument("--folds", type=_optional, default=None, help="comma-separated fold numbers (default: all)")
+    if with_folds:
+        p.add_argument("--folds", type=_optional, default=None, help="comma-separated fold numbers (default: all)")
     p.add_argument("--validation-fraction", type=float, default=0.2)
     p.add_argument("--label-fractions", type=_number_list, default=(0.01, 0.05, 0.10),
                    help="training-label fractions for the low regime (default: 0.01,0.05,0.1)")
@@ -150,6 +162,46 @@ def _run_splits(args: argparse.Namespace) -> None:
     print(f"Saved {len(splits)} splits to {paths[0].parent}")
 
 
+def _add_train(subparsers) -> None:
+    from scadapt.strategies import STRATEGY_NAMES
+    from scadapt.training.config import TrainJob
+
+    d = TrainJob()
+    p = subparsers.add_parser("train", help="train one strategy on one split as one MLflow run")
+    add_data_arguments(p, with_folds=False)
+    p.add_argument("--split", type=_optional, default=None,
+                   help="split name, e.g. full_fold0 or low_5pct_fold0 (default: the regime's first)")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=d.strategy)
+    p.add_argument("--hparams", type=_hparams, default={},
+                   help="strategy hyperparameters as name=value,name=value (e.g. lr=0.001,epochs=5)")
+    p.add_argument("--checkpoint", type=_optional, default=None,
+                   help="scGPT model folder (default: the demo backbone from `scadapt pretrain`)")
+    p.add_argument("--max-seq-len", type=_integer, default=0, help="tokens per cell (default 0: the checkpoint's)")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--experiment", type=_optional, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
+    p.add_argument("--output-dir", type=_optional, default=None, help="also save the trained annotator here")
+    p.add_argument("--no-umap", action="store_true", help="skip the UMAP figure of the test embeddings")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from scadapt.training.config import TrainJob
+    from scadapt.training.train import train
+
+    job = TrainJob(
+        data=args.data, label_key=args.label_key, batch_key=args.batch_key, layer=args.layer,
+        gene_column=args.gene_column, drop_rare_classes=args.drop_rare_classes, regime=args.regime, split=args.split,
+        n_folds=args.n_folds, validation_fraction=args.validation_fraction, label_fractions=args.label_fractions,
+        study_groups=args.study_groups, strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
+        max_seq_len=args.max_seq_len or None, seed=args.seed, device=args.device, experiment=args.experiment,
+        output_dir=args.output_dir, umap=not args.no_umap,
+    )
+    result = train(job)
+    m = result.metrics
+    print(f"{job.strategy}: validation macro-F1 {m['val_macro_f1']:.3f}, test macro-F1 {m['test_macro_f1']:.3f}, "
+          f"{int(m['trainable_parameters']):,} trainable parameters, {m['runtime_sec']:.1f} s (MLflow run {result.run_id})")
+
+
 def _add_pretrain(subparsers) -> None:
     from scadapt.training.config import PretrainConfig
 
@@ -191,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scadapt", description="Adapt scGPT to cell-type annotation.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(subparsers)
+    _add_train(subparsers)
     _add_datasets(subparsers)
     _add_splits(subparsers)
     return parser

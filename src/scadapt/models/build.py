@@ -26,5 +26,8 @@ def build_annotation_model(strategy_name: str, config: StrategyConfig, backbone,
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights a strategy changed (everything with ``requires_grad``), detached on the CPU."""
-    return {name: p.detach().cpu().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    """What a strategy fitted: every weight with ``requires_grad`` plus the head's input
+    standardisation buffers, detached on the CPU."""
+    state = {name: p.detach().cpu().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    state.update({name: b.detach().cpu().clone().contiguous() for name, b in model.named_buffers() if "input_" in name})
+    return state

@@ -3,15 +3,26 @@ that joins it to a (possibly adapted) backbone."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
 class ClassifierHead(nn.Module):
-    """``n_layers - 1`` blocks of Linear-ReLU-LayerNorm (scGPT's ``ClsDecoder`` shape), dropout,
-    then a Linear to the classes. ``n_layers=1`` is a plain linear (logistic) layer."""
+    """Fixed standardisation of the embedding, ``n_layers - 1`` blocks of Linear-ReLU-LayerNorm
+    (scGPT's ``ClsDecoder`` shape), dropout, then a Linear to the classes. ``n_layers=1`` is a
+    plain linear (logistic) layer.
+
+    The standardisation (``input_mean``/``input_scale`` buffers, identity until
+    :meth:`set_standardization`) is set for heads on frozen embeddings from the training cells:
+    CLS embeddings of a post-norm encoder vary little between cells compared with their common
+    offset, and a head on the raw values learns slowly or not at all. Heads on an adapted
+    backbone keep the identity: fixed statistics would amplify every change of the backbone.
+    """
 
     def __init__(self, d_model: int, n_classes: int, n_layers: int = 3, dropout: float = 0.0):
         super().__init__()
+        self.register_buffer("input_mean", torch.zeros(d_model))
+        self.register_buffer("input_scale", torch.ones(d_model))
         blocks: list[nn.Module] = []
         for _ in range(max(0, n_layers - 1)):
             blocks += [nn.Linear(d_model, d_model), nn.ReLU(), nn.LayerNorm(d_model)]
@@ -19,9 +30,16 @@ class ClassifierHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(d_model, n_classes)
 
+    def set_standardization(self, embeddings: Tensor) -> None:
+        """Centre and scale inputs by the mean and std of ``embeddings`` ``[n, d]``."""
+        with torch.no_grad():
+            self.input_mean.copy_(embeddings.mean(dim=0))
+            self.input_scale.copy_(embeddings.std(dim=0).clamp_min(1e-6))
+
     def forward(self, cell_embedding: Tensor) -> Tensor:
         """``[B, d]`` -> logits ``[B, n_classes]``."""
-        return self.out(self.dropout(self.hidden(cell_embedding)))
+        x = (cell_embedding - self.input_mean) / self.input_scale
+        return self.out(self.dropout(self.hidden(x)))
 
 
 class AnnotationModel(nn.Module):

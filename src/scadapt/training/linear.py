@@ -41,13 +41,14 @@ def fit_logistic(features: np.ndarray, codes: np.ndarray, n_classes: int, C: flo
     return LogisticFit(mean, scale, coef, intercept)
 
 
-def load_into_linear(layer: torch.nn.Linear, fit: LogisticFit) -> None:
-    """Fold the standardisation into a ``Linear`` so it computes the same logits on raw features."""
-    weight = fit.coef / fit.scale
-    bias = fit.intercept - weight @ fit.mean
+def load_into_head(head, fit: LogisticFit) -> None:
+    """A one-layer ``ClassifierHead`` that computes the fitted logits: the standardisation goes to
+    its input buffers, the coefficients to its linear layer."""
     with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
-        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+        head.input_mean.copy_(torch.as_tensor(fit.mean, dtype=head.input_mean.dtype))
+        head.input_scale.copy_(torch.as_tensor(fit.scale, dtype=head.input_scale.dtype))
+        head.out.weight.copy_(torch.as_tensor(fit.coef, dtype=head.out.weight.dtype))
+        head.out.bias.copy_(torch.as_tensor(fit.intercept, dtype=head.out.bias.dtype))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
 from scadapt.training.classifier import EmbeddingSource, FitResult, TokenSource, fit_classifier, predict_logits
 from scadapt.training.config import TrainJob
 from scadapt.training.devices import resolve_device
-from scadapt.training.linear import fit_logistic, fit_pca_logistic, load_into_linear
+from scadapt.training.linear import fit_logistic, fit_pca_logistic, load_into_head
 from scadapt.training.pretrain import demo_backbone_dir
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,10 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
             if strategy_name == "frozen_probe":
                 logistic = fit_logistic(ctx.embeddings()[split.train], ctx.codes[split.train], n_classes, config.C,
                                         config.class_weighted, config.max_iter, config.seed)
-                load_into_linear(model.head.out, logistic)
+                load_into_head(model.head, logistic)
             else:
+                if strategy.kind == "frozen":
+                    model.head.set_standardization(torch.as_tensor(ctx.embeddings()[split.train], device=ctx.device))
                 source = EmbeddingSource(model, ctx.embeddings(), ctx.device) if strategy.kind == "frozen" else \
                     TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device)
                 fit = fit_classifier(source, ctx.codes, split.train, split.validation, n_classes, config, ctx.device,

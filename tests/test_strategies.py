@@ -1,0 +1,193 @@
+"""The eight strategies: parameter counts, what they leave untouched, what they change, that
+they learn a planted signal, and that a saved annotator reproduces its predictions exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from conftest import random_backbone, tiny_config
+
+from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
+from scadapt.models.annotator import Annotator
+from scadapt.models.build import build_annotation_model
+from scadapt.strategies import STRATEGY_NAMES, get_strategy
+from scadapt.tokenization import GeneTokenizer, GeneVocab
+from scadapt.training.classifier import TokenSource, fit_classifier
+from scadapt.training.config import TrainJob
+from scadapt.training.train import train
+
+D, H, LAYERS, K = 32, 48, 2, 3  # tiny_config: d_model, d_hid, nlayers; classes
+BACKBONE_STRATEGIES = [s for s in STRATEGY_NAMES if s != "pca_logreg"]
+INJECTED = ["lora", "adapter", "prefix", "ia3"]
+
+
+def planted_data(n_per_class: int = 40, n_genes: int = 150, seed: int = 0) -> AnnData:
+    """Three classes; each expresses its own 25 marker genes strongly, on sparse background noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(["alpha", "beta", "gamma"], n_per_class)
+    counts = rng.poisson(0.3, (len(labels), n_genes)).astype(np.float32)
+    for c in range(3):
+        rows = labels == labels[c * n_per_class]
+        counts[np.ix_(rows, np.arange(c * 25, (c + 1) * 25))] += rng.poisson(8.0, (rows.sum(), 25))
+    adata = AnnData(sp.csr_matrix(counts))
+    adata.var_names = [f"GENE{i}" for i in range(n_genes)]
+    adata.obs_names = [f"cell{i}" for i in range(len(labels))]
+    adata.obs["cell_type"] = labels
+    return adata
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """The planted dataset as an .h5ad and a random tiny backbone over its genes."""
+    root = tmp_path_factory.mktemp("planted")
+    adata = planted_data()
+    adata.write_h5ad(root / "planted.h5ad")
+    vocab = GeneVocab.from_genes(adata.var_names)
+    torch.manual_seed(0)  # PyTorch's default initialisation: random, but not degenerate
+    save_backbone(ScGPTBackbone(tiny_config(vocab), pad_id=vocab.pad_id), vocab, root / "backbone")
+    return adata, root / "planted.h5ad", root / "backbone", vocab
+
+
+def _model(strategy: str, vocab: GeneVocab, **hparams):
+    cls = get_strategy(strategy)
+    config = cls.config_class.from_params(hparams)
+    backbone = random_backbone(vocab)
+    backbone.decoder = backbone.mvc_decoder = None  # as loaded for annotation (with_decoders=False)
+    return build_annotation_model(strategy, config, backbone, K), config
+
+
+def _backbone_count(vocab_size: int) -> int:
+    linear = lambda i, o: i * o + o  # noqa: E731
+    layer = 4 * linear(D, D) + linear(D, H) + linear(H, D) + 2 * 2 * D
+    return vocab_size * D + 2 * D + linear(1, D) + linear(D, D) + 2 * D + LAYERS * layer
+
+
+HEAD3 = 2 * (D * D + D + 2 * D) + D * K + K
+
+
+@pytest.mark.parametrize(
+    ("strategy", "hparams", "expected"),
+    [
+        ("frozen_probe", {}, D * K + K),
+        ("head", {}, HEAD3),
+        ("full", {}, None),  # the whole backbone + head, counted below
+        ("lora", {"r": 4}, LAYERS * 4 * (4 * 2 * D + (D + H) + (H + D)) + HEAD3),
+        ("lora", {"r": 4, "targets": "qv"}, LAYERS * 4 * 2 * (2 * D) + HEAD3),
+        ("adapter", {"ratio": 0.25}, LAYERS * 2 * (2 * D * 8 + 8 + D) + HEAD3),
+        ("adapter", {"ratio": 0.25, "layers": "first_half"}, 1 * 2 * (2 * D * 8 + 8 + D) + HEAD3),
+        ("prefix", {"n_prefix": 5}, LAYERS * 2 * 5 * D + HEAD3),
+        ("ia3", {}, LAYERS * (D + D + H) + HEAD3),
+    ],
+)
+def test_trainable_parameters_match_a_hand_count(strategy, hparams, expected):
+    vocab = GeneVocab.from_genes([f"G{i}" for i in range(50)])
+    model, _ = _model(strategy, vocab, **hparams)
+    if expected is None:
+        expected = _backbone_count(len(vocab)) + HEAD3
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+
+
+@pytest.mark.parametrize("strategy", ["lora", "adapter", "ia3"])
+def test_injection_starts_from_the_pretrained_function(strategy, planted):
+    """LoRA (B = 0), adapters (zero up-projection) and IA3 (ones) do not change the model until trained."""
+    adata, _, _, vocab = planted
+    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
+    batch = tokenizer.batch(tokenizer.tokenize(adata), np.arange(8))
+    base = random_backbone(vocab).eval()
+    adapted, _ = _model(strategy, vocab)
+    adapted.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.backbone(**batch), base(**batch), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", INJECTED)
+def test_nonzero_injected_weights_change_eval_outputs(strategy, planted):
+    adata, _, _, vocab = planted
+    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
+    batch = tokenizer.batch(tokenizer.tokenize(adata), np.arange(8))
+    base = random_backbone(vocab).eval()
+    adapted, _ = _model(strategy, vocab)
+    with torch.no_grad():
+        for param in adapted.backbone.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.2)
+    adapted.eval()
+    with torch.no_grad():
+        assert (adapted.backbone(**batch) - base(**batch)).abs().max() > 1e-3
+
+
+def test_merged_and_unmerged_lora_predict_the_same(planted):
+    from peft.tuners.lora import LoraLayer
+
+    adata, _, _, vocab = planted
+    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
+    batch = tokenizer.batch(tokenizer.tokenize(adata), np.arange(16))
+    model, _ = _model("lora", vocab)
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    model.eval()
+    with torch.no_grad():
+        unmerged = model(**batch)
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        assert len(layers) == LAYERS * 6
+        for layer in layers:
+            layer.merge()
+        merged = model(**batch)
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    assert (unmerged.argmax(1) == merged.argmax(1)).all()
+
+
+def _job(path, backbone, strategy, **hparams) -> TrainJob:
+    return TrainJob(data=str(path), label_key="cell_type", strategy=strategy, checkpoint=str(backbone),
+                    hparams=hparams, progress=False, umap=False, max_seq_len=64)
+
+
+LEARNING_SETTINGS = {
+    "pca_logreg": {"n_components": 10},
+    "frozen_probe": {},
+    "head": {"epochs": 30, "batch_size": 16},
+    "full": {"epochs": 15, "lr": 1e-3, "batch_size": 16, "patience": 15},
+}
+
+
+@pytest.mark.parametrize("strategy", list(LEARNING_SETTINGS))
+def test_strategies_learn_a_planted_signal(strategy, planted):
+    _, path, backbone, _ = planted
+    result = train(_job(path, backbone, strategy, **LEARNING_SETTINGS[strategy]))
+    assert result.metrics["test_macro_f1"] > 0.8, result.metrics  # chance is 1/3
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_saved_annotator_reproduces_predictions_and_base_stays_untouched(strategy, planted, tmp_path):
+    adata, path, backbone, vocab = planted
+    before = load_backbone(backbone, with_decoders=False).weights_hash
+    hparams = {} if strategy in ("pca_logreg", "frozen_probe") else {"epochs": 2}
+    result = train(_job(path, backbone, strategy, **hparams))
+    assert load_backbone(backbone, with_decoders=False).weights_hash == before  # never written to
+    result.annotator.save(tmp_path / "annotator")
+    again = Annotator.load(tmp_path / "annotator")
+    np.testing.assert_array_equal(again.predict_proba(adata), result.annotator.predict_proba(adata))
+    annotated = again.annotate(adata.copy(), progress=False)
+    assert set(annotated.obs["scadapt_label"].cat.categories) == {"alpha", "beta", "gamma"}
+    assert annotated.obsm["X_scadapt"].shape[0] == adata.n_obs
+
+
+@pytest.mark.parametrize("strategy", ["head", "lora", "adapter", "prefix", "ia3"])
+def test_frozen_base_weights_stay_bit_identical(strategy, planted):
+    adata, _, _, vocab = planted
+    model, config = _model(strategy, vocab, epochs=2)
+    before = {id(p): p.detach().clone() for p in model.backbone.parameters() if not p.requires_grad}
+    assert before
+    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
+    cells = tokenizer.tokenize(adata)
+    codes = np.repeat([0, 1, 2], 40)
+    fit_classifier(TokenSource(model, tokenizer, cells, torch.device("cpu")), codes, np.arange(0, 120, 2),
+                   np.arange(1, 120, 2), K, config, torch.device("cpu"), progress=False)
+    after = {id(p): p for p in model.backbone.parameters() if not p.requires_grad}
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[i], after[i]) for i in before)
