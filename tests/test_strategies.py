@@ -65,6 +65,12 @@ def _backbone_count(vocab_size: int) -> int:
     return vocab_size * D + 2 * D + linear(1, D) + linear(D, D) + 2 * D + LAYERS * layer
 
 
+def _token_batch(planted, n_cells: int) -> dict[str, torch.Tensor]:
+    adata, _, _, vocab = planted
+    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
+    return tokenizer.batch(tokenizer.tokenize(adata), np.arange(n_cells))
+
+
 HEAD3 = 2 * (D * D + D + 2 * D) + D * K + K
 
 
@@ -93,9 +99,8 @@ def test_trainable_parameters_match_a_hand_count(strategy, hparams, expected):
 @pytest.mark.parametrize("strategy", ["lora", "adapter", "ia3"])
 def test_injection_starts_from_the_pretrained_function(strategy, planted):
     """LoRA (B = 0), adapters (zero up-projection) and IA3 (ones) do not change the model until trained."""
-    adata, _, _, vocab = planted
-    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
-    batch = tokenizer.batch(tokenizer.tokenize(adata), np.arange(8))
+    _, _, _, vocab = planted
+    batch = _token_batch(planted, 8)
     base = random_backbone(vocab).eval()
     adapted, _ = _model(strategy, vocab)
     adapted.eval()
@@ -105,9 +110,8 @@ def test_injection_starts_from_the_pretrained_function(strategy, planted):
 
 @pytest.mark.parametrize("strategy", INJECTED)
 def test_nonzero_injected_weights_change_eval_outputs(strategy, planted):
-    adata, _, _, vocab = planted
-    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
-    batch = tokenizer.batch(tokenizer.tokenize(adata), np.arange(8))
+    _, _, _, vocab = planted
+    batch = _token_batch(planted, 8)
     base = random_backbone(vocab).eval()
     adapted, _ = _model(strategy, vocab)
     with torch.no_grad():
@@ -122,9 +126,8 @@ def test_nonzero_injected_weights_change_eval_outputs(strategy, planted):
 def test_merged_and_unmerged_lora_predict_the_same(planted):
     from peft.tuners.lora import LoraLayer
 
-    adata, _, _, vocab = planted
-    tokenizer = GeneTokenizer(vocab, max_seq_len=64, min_genes=10)
-    batch = tokenizer.batch(tokenizer.tokenize(adata), np.arange(16))
+    _, _, _, vocab = planted
+    batch = _token_batch(planted, 16)
     model, _ = _model("lora", vocab)
     with torch.no_grad():
         for name, param in model.backbone.named_parameters():
@@ -144,7 +147,7 @@ def test_merged_and_unmerged_lora_predict_the_same(planted):
 
 def _job(path, backbone, strategy, **hparams) -> TrainJob:
     return TrainJob(data=str(path), label_key="cell_type", strategy=strategy, checkpoint=str(backbone),
-                    hparams=hparams, progress=False, umap=False, max_seq_len=64)
+                    hparams=hparams, progress=False, umap=False, max_seq_len=64, min_genes=10)
 
 
 LEARNING_SETTINGS = {
@@ -191,3 +194,22 @@ def test_frozen_base_weights_stay_bit_identical(strategy, planted):
     after = {id(p): p for p in model.backbone.parameters() if not p.requires_grad}
     assert before.keys() == after.keys()
     assert all(torch.equal(before[i], after[i]) for i in before)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "hparams", "message"),
+    [
+        ("head", {"epochs": 0}, "epochs must be at least 1"),
+        ("lora", {"lr": -1, "batch_size": 0}, "lr must be positive.*batch_size must be at least 1"),
+        ("lora", {"targets": "everything"}, "LoRA targets must be one of"),
+        ("adapter", {"layers": "last"}, "adapter layers must be 'all' or 'first_half'"),
+        ("pca_logreg", {"n_components": 0}, "n_components >= 1"),
+        ("frozen_probe", {"C": "strong"}, "C='strong' is not a valid float"),
+        ("full", {"depth": 3}, "Unknown hyperparameter\\(s\\) depth"),
+    ],
+)
+def test_bad_hyperparameters_are_refused(strategy, hparams, message, planted):
+    from scadapt.errors import ScadaptError
+
+    with pytest.raises(ScadaptError, match=message):
+        _model(strategy, planted[3], **hparams)

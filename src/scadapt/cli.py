@@ -65,7 +65,7 @@ def _hparams(text: str) -> dict[str, str]:
 
 def add_data_arguments(p: argparse.ArgumentParser, with_folds: bool = True) -> None:
     """Arguments that choose and read a labelled dataset (shared by every data-using command)."""
-    from scadapt.data import CATALOG, DEFAULT_N_FOLDS, REGIMES
+    from scadapt.data import CATALOG, DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES
 
     p.add_argument("--data", default="pancreas_small",
                    help=f"catalogued dataset ({', '.join(CATALOG)}) or an .h5ad path (default: %(default)s)")
@@ -81,8 +81,8 @@ def add_data_arguments(p: argparse.ArgumentParser, with_folds: bool = True) -> N
     if with_folds:
         p.add_argument("--folds", type=_optional, default=None, help="comma-separated fold numbers (default: all)")
     p.add_argument("--validation-fraction", type=float, default=0.2)
-    p.add_argument("--label-fractions", type=_number_list, default=(0.01, 0.05, 0.10),
-                   help="training-label fractions for the low regime (default: 0.01,0.05,0.1)")
+    p.add_argument("--label-fractions", type=_number_list, default=DEFAULT_LABEL_FRACTIONS,
+                   help=f"training-label fractions for the low regime (default: {DEFAULT_LABEL_FRACTIONS})")
     p.add_argument("--study-groups", type=_study_groups, default=None,
                    help="cross-study groups as name:value,value;name:value (default: catalogue groups, "
                         "else leave one batch out)")
@@ -177,6 +177,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--checkpoint", type=_optional, default=None,
                    help="scGPT model folder (default: the demo backbone from `scadapt pretrain`)")
     p.add_argument("--max-seq-len", type=_integer, default=0, help="tokens per cell (default 0: the checkpoint's)")
+    p.add_argument("--min-genes", type=_integer, default=d.min_genes,
+                   help="refuse data with fewer genes in the vocabulary (default: %(default)s)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--experiment", type=_optional, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
     p.add_argument("--output-dir", type=_optional, default=None, help="also save the trained annotator here")
@@ -193,7 +195,7 @@ def _run_train(args: argparse.Namespace) -> None:
         gene_column=args.gene_column, drop_rare_classes=args.drop_rare_classes, regime=args.regime, split=args.split,
         n_folds=args.n_folds, validation_fraction=args.validation_fraction, label_fractions=args.label_fractions,
         study_groups=args.study_groups, strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
-        max_seq_len=args.max_seq_len or None, seed=args.seed, device=args.device, experiment=args.experiment,
+        max_seq_len=args.max_seq_len or None, min_genes=args.min_genes, seed=args.seed, device=args.device, experiment=args.experiment,
         output_dir=args.output_dir, umap=not args.no_umap,
     )
     result = train(job)

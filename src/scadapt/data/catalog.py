@@ -74,7 +74,7 @@ CATALOG: dict[str, DatasetSpec] = {
                 "celseq_family": ("celseq", "celseq2"),
                 "droplet_c1": ("inDrop1", "inDrop2", "inDrop3", "inDrop4", "fluidigmc1"),
             },
-            description="scIB human pancreas, ~16k cells, 14 cell types, 9 technologies (downloaded once)",
+            description="scIB / OpenProblems v1 human pancreas, 9 technologies (downloaded once)",
         ),
     )
 }

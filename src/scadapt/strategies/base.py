@@ -22,6 +22,8 @@ from torch import nn
 
 from scadapt.errors import ScadaptError
 
+LAYER_PATTERN = r"transformer_encoder\.layers\.\d+\."  # peft target prefix: every encoder layer
+
 
 @dataclass
 class StrategyConfig:
@@ -64,6 +66,20 @@ class TorchConfig(StrategyConfig):
     patience: int = 3
     head_layers: int = 3
     head_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        problems = [text for bad, text in (
+            (self.lr <= 0, f"lr must be positive (got {self.lr})"),
+            (self.epochs < 1, f"epochs must be at least 1 (got {self.epochs})"),
+            (self.batch_size < 1, f"batch_size must be at least 1 (got {self.batch_size})"),
+            (self.patience < 1, f"patience must be at least 1 (got {self.patience})"),
+            (self.head_layers < 1, f"head_layers must be at least 1 (got {self.head_layers})"),
+            (not 0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})"),
+            (not 0 <= self.head_dropout < 1, f"head_dropout must be in [0, 1) (got {self.head_dropout})"),
+            (self.weight_decay < 0 or self.max_grad_norm <= 0, "weight_decay must be >= 0 and max_grad_norm > 0"),
+        ) if bad]
+        if problems:
+            raise ScadaptError(f"Bad hyperparameters for {type(self).__name__}: {'; '.join(problems)}.")
 
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scadapt.errors import ScadaptError
 from scadapt.strategies.base import Strategy, StrategyConfig
 from scadapt.strategies.registry import register
 
@@ -15,6 +16,11 @@ class FrozenProbeConfig(StrategyConfig):
     C: float = 1.0  # inverse L2 strength, on standardised embeddings
     class_weighted: bool = True
     max_iter: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.C <= 0 or self.max_iter < 1:
+            raise ScadaptError(f"Bad hyperparameters for frozen_probe: C > 0 and max_iter >= 1 are needed "
+                               f"(got C={self.C}, max_iter={self.max_iter}).")
 
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:

@@ -9,10 +9,9 @@ from peft import IA3Config as PeftIA3Config
 from peft import inject_adapter_in_model
 from torch import nn
 
+from scadapt.strategies.base import LAYER_PATTERN as LAYER
 from scadapt.strategies.base import Strategy, TorchConfig, freeze
 from scadapt.strategies.registry import register
-
-LAYER = r"transformer_encoder\.layers\.\d+\."
 
 
 @dataclass

@@ -9,10 +9,10 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from scadapt.errors import ScadaptError
+from scadapt.strategies.base import LAYER_PATTERN as LAYER
 from scadapt.strategies.base import Strategy, TorchConfig, freeze
 from scadapt.strategies.registry import register
 
-LAYER = r"transformer_encoder\.layers\.\d+\."
 TARGETS = {
     "qv": LAYER + r"self_attn\.(q|v)",
     "attention": LAYER + r"self_attn\.(q|k|v|out)",

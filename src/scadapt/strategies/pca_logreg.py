@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scadapt.errors import ScadaptError
 from scadapt.strategies.base import Strategy, StrategyConfig
 from scadapt.strategies.registry import register
 
@@ -17,6 +18,14 @@ class PCALogRegConfig(StrategyConfig):
     C: float = 1.0  # inverse L2 strength of the logistic regression
     class_weighted: bool = True
     max_iter: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.n_components < 1 or self.C <= 0 or self.n_top_genes < 0 or self.max_iter < 1:
+            raise ScadaptError(
+                f"Bad hyperparameters for pca_logreg: n_components >= 1, C > 0, n_top_genes >= 0 and max_iter >= 1 "
+                f"are needed (got n_components={self.n_components}, C={self.C}, n_top_genes={self.n_top_genes}, "
+                f"max_iter={self.max_iter})."
+            )
 
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:

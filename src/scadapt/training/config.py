@@ -76,6 +76,7 @@ class TrainJob:
     hparams: dict[str, object] = field(default_factory=dict)
     checkpoint: str | None = None  # default: the demo backbone made by `scadapt pretrain`
     max_seq_len: int | None = None  # tokens per cell; default: the checkpoint's
+    min_genes: int = 200  # refuse data with fewer genes in the backbone's vocabulary
     seed: int = 0
     device: str = "auto"
     experiment: str | None = None  # default: "scadapt-<dataset>"

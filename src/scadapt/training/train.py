@@ -7,6 +7,7 @@ configuration; :func:`evaluate` scores it; :func:`train` does all three inside a
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import time
@@ -52,6 +53,7 @@ class TrainingContext:
     device: torch.device
     checkpoint: Path | None
     weights_hash: str | None = None
+    backbone: torch.nn.Module | None = field(default=None, repr=False)  # pristine, on ``device``; never trained
     tokenizer: GeneTokenizer | None = None
     cells: TokenizedCells | None = None
     gene_overlap: str = ""
@@ -62,15 +64,15 @@ class TrainingContext:
     def labels(self) -> np.ndarray:
         return self.adata.obs[self.info.label_key].astype(str).to_numpy()
 
-    def fresh_backbone(self):
-        """The pristine backbone from disk (strategies change it in place)."""
-        return load_backbone(self.checkpoint, with_decoders=False, device=self.device).model
+    def fresh_backbone(self) -> torch.nn.Module:
+        """A copy of the pristine backbone for a strategy that changes it in place."""
+        return copy.deepcopy(self.backbone)
 
     def embeddings(self, progress: bool = True) -> np.ndarray:
         """Frozen CLS embeddings of every cell ``[n_cells, d]``, computed once."""
         if self._embeddings is None:
             started = time.perf_counter()
-            self._embeddings = embed_cells(self.fresh_backbone(), self.tokenizer, self.cells, progress=progress)
+            self._embeddings = embed_cells(self.backbone, self.tokenizer, self.cells, progress=progress)
             self.embedding_sec = time.perf_counter() - started
         return self._embeddings
 
@@ -101,11 +103,12 @@ def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
                 f"No backbone checkpoint at {ctx.checkpoint}. Create the demo backbone with `scadapt pretrain` "
                 "(a few minutes on CPU) or pass the scGPT model folder with --checkpoint."
             )
-        loaded = load_backbone(ctx.checkpoint, with_decoders=False)
+        loaded = load_backbone(ctx.checkpoint, with_decoders=False, device=ctx.device)
+        ctx.backbone = loaded.model
         cfg = loaded.config
         ctx.weights_hash = loaded.weights_hash
         ctx.tokenizer = GeneTokenizer(loaded.vocab, n_bins=cfg.n_bins, max_seq_len=job.max_seq_len or cfg.max_seq_len,
-                                      pad_value=cfg.pad_value, min_genes=min(200, adata.n_vars), seed=job.seed,
+                                      pad_value=cfg.pad_value, min_genes=job.min_genes, seed=job.seed,
                                       cache=TokenCache())
         ctx.cells = ctx.tokenizer.tokenize(adata)
         ctx.gene_overlap = ctx.cells.overlap.describe()
@@ -141,7 +144,9 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
         else:
             if strategy.kind == "frozen":
                 ctx.embeddings(progress)  # the one pass through the backbone, counted in this runtime
-            model = build_annotation_model(strategy_name, config, ctx.fresh_backbone(), n_classes).to(ctx.device)
+            # frozen strategies only read the backbone: they share the pristine one
+            backbone = ctx.backbone if strategy.kind == "frozen" else ctx.fresh_backbone()
+            model = build_annotation_model(strategy_name, config, backbone, n_classes).to(ctx.device)
             if strategy_name == "frozen_probe":
                 logistic = fit_logistic(ctx.embeddings()[split.train], ctx.codes[split.train], n_classes, config.C,
                                         config.class_weighted, config.max_iter, config.seed)
