@@ -142,19 +142,20 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
             annotator: Annotator = ExpressionAnnotator(strategy_name, config, ctx.classes, result.genes, result.arrays)
             total = annotator.fitted_parameters
         else:
-            if strategy.kind == "frozen":
+            frozen = strategy.kind == "frozen"
+            if frozen:
                 ctx.embeddings(progress)  # the one pass through the backbone, counted in this runtime
-            # frozen strategies only read the backbone: they share the pristine one
-            backbone = ctx.backbone if strategy.kind == "frozen" else ctx.fresh_backbone()
+            # frozen strategies only read the backbone, so they share the pristine one
+            backbone = ctx.backbone if frozen else ctx.fresh_backbone()
             model = build_annotation_model(strategy_name, config, backbone, n_classes).to(ctx.device)
+            train_embeddings = ctx.embeddings()[split.train] if frozen else None
             if strategy_name == "frozen_probe":
-                logistic = fit_logistic(ctx.embeddings()[split.train], ctx.codes[split.train], n_classes, config.C,
-                                        config.class_weighted, config.max_iter, config.seed)
-                load_into_head(model.head, logistic)
+                load_into_head(model.head, fit_logistic(train_embeddings, ctx.codes[split.train], n_classes, config.C,
+                                                        config.class_weighted, config.max_iter, config.seed))
             else:
-                if strategy.kind == "frozen":
-                    model.head.set_standardization(torch.as_tensor(ctx.embeddings()[split.train], device=ctx.device))
-                source = EmbeddingSource(model, ctx.embeddings(), ctx.device) if strategy.kind == "frozen" else \
+                if frozen:
+                    model.head.set_standardization(torch.as_tensor(train_embeddings, device=ctx.device))
+                source = EmbeddingSource(model, ctx.embeddings(), ctx.device) if frozen else \
                     TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device)
                 fit = fit_classifier(source, ctx.codes, split.train, split.validation, n_classes, config, ctx.device,
                                      on_epoch=on_epoch, progress=progress)
