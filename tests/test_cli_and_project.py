@@ -81,6 +81,9 @@ def test_mlflow_project_train_entry_point_logs_a_comparable_run(tmp_path, monkey
     assert run.info.status == "FINISHED"
     assert run.data.tags["dataset"] == "pancreas_small" and run.data.tags["strategy"] == "pca_logreg"
     assert run.data.params["n_components"] == "20" and run.data.tags["split"] == "full_fold0"
+    # what was resolved is logged beside what the launcher logged as typed (label_key='', split='')
+    assert run.data.params["data.label_key"] == "celltype" and run.data.params["split.name"] == "full_fold0"
+    assert run.data.params["split.n_folds"] == "5" and run.data.params["seed"] in ("0", "0.0")
     for name in ("val_macro_f1", "test_macro_f1", "test_balanced_accuracy", "trainable_parameters", "runtime_sec",
                  "peak_rss_mb", "runner_size_bytes"):
         assert name in run.data.metrics

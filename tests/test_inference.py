@@ -33,6 +33,9 @@ def test_embed_cells_keeps_cell_order_and_matches_single_cell_forward(tiny_check
             single = tokenizer.batch(cells, np.array([cell]))
             expected = loaded.model(single["gene_ids"], single["values"], single["padding_mask"])
             np.testing.assert_allclose(embeddings[cell], expected[0].numpy(), atol=1e-5)
+    some = np.array([39, 3, 17])
+    subset = embed_cells(loaded.model, tokenizer, cells, batch_size=2, progress=False, indices=some)
+    np.testing.assert_allclose(subset, embeddings[some], atol=1e-5)
 
 
 def test_lora_on_attention_projections_changes_eval_outputs():

@@ -150,16 +150,23 @@ def _job(path, backbone, strategy, **hparams) -> TrainJob:
                     hparams=hparams, progress=False, umap=False, max_seq_len=64, min_genes=10)
 
 
+SHORT_TRAINING = {"epochs": 15, "batch_size": 16, "patience": 15}
 LEARNING_SETTINGS = {
     "pca_logreg": {"n_components": 10},
     "frozen_probe": {},
     "head": {"epochs": 30, "batch_size": 16},
-    "full": {"epochs": 15, "lr": 1e-3, "batch_size": 16, "patience": 15},
+    "full": SHORT_TRAINING,
+    "lora": SHORT_TRAINING,
+    "adapter": {**SHORT_TRAINING, "lr": 3e-3},
+    "prefix": SHORT_TRAINING,
+    "ia3": SHORT_TRAINING,
 }
 
 
-@pytest.mark.parametrize("strategy", list(LEARNING_SETTINGS))
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_strategies_learn_a_planted_signal(strategy, planted):
+    """The backbone is random, so what the injected strategies learn comes from routing the
+    marker genes into the CLS embedding, through their own weights only."""
     _, path, backbone, _ = planted
     result = train(_job(path, backbone, strategy, **LEARNING_SETTINGS[strategy]))
     assert result.metrics["test_macro_f1"] > 0.8, result.metrics  # chance is 1/3
@@ -194,6 +201,16 @@ def test_frozen_base_weights_stay_bit_identical(strategy, planted):
     after = {id(p): p for p in model.backbone.parameters() if not p.requires_grad}
     assert before.keys() == after.keys()
     assert all(torch.equal(before[i], after[i]) for i in before)
+
+
+@pytest.mark.parametrize(("strategy", "hparams", "expected"), [("lora", {}, 0.0), ("full", {"backbone_dropout": 0.2}, 0.2)])
+def test_backbone_dropout_applies_to_the_base_only(strategy, hparams, expected, planted):
+    model, _ = _model(strategy, planted[3], **hparams)
+    base = [m.p for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" not in n]
+    assert base and all(p == expected for p in base)
+    assert all(layer.self_attn.dropout == expected for layer in model.backbone.transformer_encoder.layers)
+    injected = [m.p for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" in n]
+    assert all(p == 0.1 for p in injected)  # LoRA's own dropout is its own hyperparameter
 
 
 @pytest.mark.parametrize(

@@ -18,23 +18,25 @@ def embed_cells(
     cells: TokenizedCells,
     batch_size: int = 32,
     progress: bool = True,
+    indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """CLS embeddings ``[n_cells, d_model]`` (float32, in the order of ``cells``).
+    """CLS embeddings ``[n, d_model]`` (float32) of ``cells[indices]`` (default: every cell), in that order.
 
     Cells are batched by length so that padding stays short, and the last layer computes the CLS
     row only. The model is put in eval mode.
     """
     device = next(model.parameters()).device
     model.eval()
-    out = np.empty((cells.n_cells, model.config.d_model), dtype=np.float32)
-    batches = length_grouped_batches(cells.lengths, batch_size, rng=None)
+    chosen = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
+    out = np.empty((len(chosen), model.config.d_model), dtype=np.float32)
+    batches = length_grouped_batches(cells.lengths[chosen], batch_size, rng=None)
     with torch.inference_mode(), autocast(device):
-        for indices in tqdm(batches, desc="embedding cells", disable=not progress, leave=False):
-            batch = tokenizer.batch(cells, indices)
+        for rows in tqdm(batches, desc="embedding cells", disable=not progress, leave=False):
+            batch = tokenizer.batch(cells, chosen[rows])
             emb = model(
                 batch["gene_ids"].to(device),
                 batch["values"].to(device),
                 batch["padding_mask"].to(device),
             )
-            out[indices] = emb.float().cpu().numpy()
+            out[rows] = emb.float().cpu().numpy()
     return out

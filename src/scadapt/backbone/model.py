@@ -122,6 +122,18 @@ class ScGPTBackbone(nn.Module):
         )
         nn.init.uniform_(self.encoder.embedding.weight, -0.1, 0.1)
 
+    def set_dropout(self, p: float) -> None:
+        """Set every dropout of the backbone (activations and attention probabilities) to ``p``.
+
+        Eval-mode outputs do not change. Strategies call this before injecting their own
+        modules, whose dropout stays as configured.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, SelfAttention):
+                module.dropout = p
+
     @staticmethod
     def _attend_mask(padding_mask: Tensor | None) -> Tensor | None:
         """``[B, 1, 1, L]`` bool mask (True = may attend) or None when nothing is padded."""

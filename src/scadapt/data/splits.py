@@ -73,12 +73,12 @@ class Split:
         return f"{self.name}: {sizes}{extra}"
 
     def params(self) -> dict[str, object]:
-        """Flat description for MLflow params (same keys for every regime)."""
+        """Flat description for MLflow params, as ``split.*`` keys (the same for every regime)."""
         return {
-            "split": self.name, "regime": self.regime, "fold": "" if self.fold is None else self.fold,
-            "label_fraction": "" if self.label_fraction is None else self.label_fraction,
-            "held_out": ",".join(self.held_out),
-            **{f"n_{part}": n for part, n in self.sizes().items()},
+            "split.name": self.name, "split.regime": self.regime, "split.fold": "" if self.fold is None else self.fold,
+            "split.label_fraction": "" if self.label_fraction is None else self.label_fraction,
+            "split.held_out": ",".join(self.held_out),
+            **{f"split.n_{part}": n for part, n in self.sizes().items()},
         }
 
 

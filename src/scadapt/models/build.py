@@ -14,11 +14,13 @@ def build_annotation_model(strategy_name: str, config: StrategyConfig, backbone,
 
     The head is seeded from ``config.seed``, so the same settings give the same initial model.
     ``frozen_probe`` gets a single linear layer (its weights come from a logistic regression).
+    An adapted backbone gets ``config.backbone_dropout`` before the strategy injects its modules.
     """
     strategy = get_strategy(strategy_name)
     freeze(backbone)
     torch.manual_seed(config.seed)
     if strategy.kind == "adapted":
+        backbone.set_dropout(config.backbone_dropout)
         strategy.adapt(backbone, config)
     n_layers = 1 if strategy_name == "frozen_probe" else getattr(config, "head_layers", 1)
     head = ClassifierHead(backbone.config.d_model, n_classes, n_layers, getattr(config, "head_dropout", 0.0))

@@ -13,10 +13,11 @@ class ClassifierHead(nn.Module):
     plain linear (logistic) layer.
 
     The standardisation (``input_mean``/``input_scale`` buffers, identity until
-    :meth:`set_standardization`) is set for heads on frozen embeddings from the training cells:
-    CLS embeddings of a post-norm encoder vary little between cells compared with their common
-    offset, and a head on the raw values learns slowly or not at all. Heads on an adapted
-    backbone keep the identity: fixed statistics would amplify every change of the backbone.
+    :meth:`set_standardization`) is set from the frozen backbone's embeddings of the training
+    cells, for every strategy that trains the head: CLS embeddings of a post-norm encoder vary
+    little between cells compared with their common offset, and a head on the raw values learns
+    slowly or not at all. (``frozen_probe`` keeps the identity; its logistic regression is fitted
+    on the raw embeddings.)
     """
 
     def __init__(self, d_model: int, n_classes: int, n_layers: int = 3, dropout: float = 0.0):

@@ -57,7 +57,8 @@ class TrainingContext:
     tokenizer: GeneTokenizer | None = None
     cells: TokenizedCells | None = None
     gene_overlap: str = ""
-    _embeddings: np.ndarray | None = field(default=None, repr=False)
+    _embeddings: np.ndarray | None = field(default=None, repr=False)  # [n_cells, d]; valid where _embedded
+    _embedded: np.ndarray | None = field(default=None, repr=False)  # [n_cells] bool
     embedding_sec: float = 0.0
 
     @property
@@ -68,13 +69,22 @@ class TrainingContext:
         """A copy of the pristine backbone for a strategy that changes it in place."""
         return copy.deepcopy(self.backbone)
 
-    def embeddings(self, progress: bool = True) -> np.ndarray:
-        """Frozen CLS embeddings of every cell ``[n_cells, d]``, computed once."""
+    def embeddings(self, indices: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+        """Frozen CLS embeddings of cells ``indices`` ``[len(indices), d]`` (default: of every cell,
+        ``[n_cells, d]``). Each cell passes through the backbone once per context."""
+        n_cells = self.cells.n_cells
         if self._embeddings is None:
+            self._embeddings = np.zeros((n_cells, self.backbone.config.d_model), dtype=np.float32)
+            self._embedded = np.zeros(n_cells, dtype=bool)
+        wanted = np.arange(n_cells) if indices is None else np.asarray(indices)
+        missing = wanted[~self._embedded[wanted]]
+        if len(missing):
             started = time.perf_counter()
-            self._embeddings = embed_cells(self.backbone, self.tokenizer, self.cells, progress=progress)
-            self.embedding_sec = time.perf_counter() - started
-        return self._embeddings
+            self._embeddings[missing] = embed_cells(self.backbone, self.tokenizer, self.cells, progress=progress,
+                                                    indices=missing)
+            self._embedded[missing] = True
+            self.embedding_sec += time.perf_counter() - started
+        return self._embeddings if indices is None else self._embeddings[wanted]
 
 
 def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
@@ -143,19 +153,20 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
             total = annotator.fitted_parameters
         else:
             frozen = strategy.kind == "frozen"
-            if frozen:
-                ctx.embeddings(progress)  # the one pass through the backbone, counted in this runtime
             # frozen strategies only read the backbone, so they share the pristine one
             backbone = ctx.backbone if frozen else ctx.fresh_backbone()
             model = build_annotation_model(strategy_name, config, backbone, n_classes).to(ctx.device)
-            train_embeddings = ctx.embeddings()[split.train] if frozen else None
+            # the one pass through the frozen backbone, counted in this runtime: every cell for the
+            # frozen strategies, otherwise the training cells (for the head's input statistics)
+            if frozen:
+                ctx.embeddings(progress=progress)
+            train_embeddings = ctx.embeddings(split.train, progress)
             if strategy_name == "frozen_probe":
                 load_into_head(model.head, fit_logistic(train_embeddings, ctx.codes[split.train], n_classes, config.C,
                                                         config.class_weighted, config.max_iter, config.seed))
             else:
-                if frozen:
-                    model.head.set_standardization(torch.as_tensor(train_embeddings, device=ctx.device))
-                source = EmbeddingSource(model, ctx.embeddings(), ctx.device) if frozen else \
+                model.head.set_standardization(torch.as_tensor(train_embeddings, device=ctx.device))
+                source = EmbeddingSource(model, ctx.embeddings(progress=progress), ctx.device) if frozen else \
                     TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device)
                 fit = fit_classifier(source, ctx.codes, split.train, split.validation, n_classes, config, ctx.device,
                                      on_epoch=on_epoch, progress=progress)
@@ -170,7 +181,7 @@ def annotator_outputs(ctx: TrainingContext, annotator: Annotator, indices: np.nd
     if isinstance(annotator, ExpressionAnnotator):
         return annotator.outputs(ctx.adata[indices])
     if get_strategy(annotator.strategy).kind == "frozen":  # reuse the cached embeddings
-        embedding = ctx.embeddings()[indices]
+        embedding = ctx.embeddings(indices)
         logits = predict_logits(EmbeddingSource(annotator.model, ctx.embeddings(), ctx.device), indices, 1024)
         return embedding, torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
     return annotator.cell_outputs(ctx.cells, indices)
@@ -216,14 +227,21 @@ def train(job: TrainJob) -> TrainResult:
 
 
 def run_params(job: TrainJob, ctx: TrainingContext, config: StrategyConfig) -> dict[str, object]:
-    """Every run has the same data/split/backbone columns, plus the strategy's hyperparameters."""
+    """The strategy's hyperparameters under their own names, plus the same ``data.*``,
+    ``split.*`` and ``backbone.*`` columns for every run.
+
+    The namespaces keep what was resolved (e.g. the label key a catalogued dataset uses) apart
+    from the entry-point parameters that ``mlflow run`` logs as typed, which cannot be overwritten.
+    """
     return {
-        **config.to_params(), "strategy": job.strategy, "dataset": ctx.info.name, "label_key": ctx.info.label_key,
-        "batch_key": ctx.info.batch_key, "layer": ctx.info.layer, "drop_rare_classes": job.drop_rare_classes,
-        **ctx.split.params(), "n_folds": job.n_folds, "validation_fraction": job.validation_fraction,
-        "n_classes": len(ctx.classes), "checkpoint": str(ctx.checkpoint or ""), "backbone_weights_hash": ctx.weights_hash,
-        "max_seq_len": ctx.tokenizer.max_seq_len if ctx.tokenizer else None, "gene_overlap": ctx.gene_overlap,
-        "compute_device": str(ctx.device),
+        **config.to_params(), "strategy": job.strategy,
+        "data.name": ctx.info.name, "data.label_key": ctx.info.label_key, "data.batch_key": ctx.info.batch_key,
+        "data.layer": ctx.info.layer, "data.drop_rare_classes": job.drop_rare_classes, "data.n_cells": ctx.adata.n_obs,
+        "data.n_classes": len(ctx.classes),
+        **ctx.split.params(), "split.n_folds": job.n_folds, "split.validation_fraction": job.validation_fraction,
+        "backbone.checkpoint": str(ctx.checkpoint or ""), "backbone.weights_hash": ctx.weights_hash,
+        "backbone.max_seq_len": ctx.tokenizer.max_seq_len if ctx.tokenizer else None,
+        "backbone.gene_overlap": ctx.gene_overlap, "compute_device": str(ctx.device),
     }
 
 
