@@ -118,7 +118,7 @@ def worker(task: str, impl: str, ckpt: Path, inputs: Path, out: Path, batch_size
 
                 emb = _ours_embed(model, ids, values, mask, batch_size)
             seconds = time.perf_counter() - start
-        result = {"seconds": seconds, "peak_bytes": peak.peak_bytes}
+        result = {"seconds": seconds, "peak_bytes": peak.added_bytes}
         np.save(out.with_suffix(".npy"), emb)
     else:
         ids = torch.from_numpy(data["train_ids"]).long()
@@ -146,7 +146,7 @@ def worker(task: str, impl: str, ckpt: Path, inputs: Path, out: Path, batch_size
             loss.backward()
             optimizer.step()
             seconds = time.perf_counter() - start
-        result = {"seconds": seconds, "peak_bytes": peak.peak_bytes}
+        result = {"seconds": seconds, "peak_bytes": peak.added_bytes}
     out.with_suffix(".json").write_text(json.dumps(result))
 
 

@@ -203,7 +203,8 @@ def test_frozen_base_weights_stay_bit_identical(strategy, planted):
     assert all(torch.equal(before[i], after[i]) for i in before)
 
 
-@pytest.mark.parametrize(("strategy", "hparams", "expected"), [("lora", {}, 0.0), ("full", {"backbone_dropout": 0.2}, 0.2)])
+@pytest.mark.parametrize(("strategy", "hparams", "expected"),
+                         [("lora", {"lora_dropout": 0.1}, 0.0), ("full", {"backbone_dropout": 0.2}, 0.2)])
 def test_backbone_dropout_applies_to_the_base_only(strategy, hparams, expected, planted):
     model, _ = _model(strategy, planted[3], **hparams)
     base = [m.p for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" not in n]
@@ -230,3 +231,15 @@ def test_bad_hyperparameters_are_refused(strategy, hparams, message, planted):
 
     with pytest.raises(ScadaptError, match=message):
         _model(strategy, planted[3], **hparams)
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_search_space_suggestions_make_valid_configs(strategy):
+    import optuna
+
+    cls = get_strategy(strategy)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        suggested = cls.config_class.search_space(study.ask())
+        config = cls.config_class.from_params(suggested)
+        assert all(getattr(config, key) == value for key, value in suggested.items())

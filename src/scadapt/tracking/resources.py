@@ -9,16 +9,23 @@ import psutil
 
 
 class PeakRSS:
-    """Peak resident memory above the level at entry, sampled every 5 ms in a thread."""
+    """Peak resident memory of this process during a block, sampled in a thread.
+
+    ``peak_bytes`` is the absolute peak; ``added_bytes`` the peak above the level at entry (what
+    the block itself needed, unless memory freed earlier in the process was reused).
+    """
 
     def __init__(self, interval: float = 0.005):
         self.interval = interval
         self.process = psutil.Process()
-        self.peak_bytes = 0
+        self.start_bytes = self.peak_bytes = 0
+
+    @property
+    def added_bytes(self) -> int:
+        return self.peak_bytes - self.start_bytes
 
     def __enter__(self) -> PeakRSS:
-        self.start = self.process.memory_info().rss
-        self._peak = self.start
+        self.start_bytes = self.peak_bytes = self.process.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -26,14 +33,13 @@ class PeakRSS:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self._peak = max(self._peak, self.process.memory_info().rss)
+            self.peak_bytes = max(self.peak_bytes, self.process.memory_info().rss)
             time.sleep(self.interval)
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._peak = max(self._peak, self.process.memory_info().rss)
-        self.peak_bytes = self._peak - self.start
+        self.peak_bytes = max(self.peak_bytes, self.process.memory_info().rss)
 
 
 def cuda_peak_bytes(device) -> int | None:

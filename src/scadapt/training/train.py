@@ -130,7 +130,8 @@ class FitOutcome:
     annotator: Annotator
     fit: FitResult | None
     runtime_sec: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # of the process during the fit
+    added_rss_bytes: int  # that peak above the level before the fit
     peak_cuda_bytes: int | None
     total_parameters: int
 
@@ -173,7 +174,8 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
             annotator = BackboneAnnotator(strategy_name, config, ctx.classes, model, ctx.tokenizer, ctx.weights_hash,
                                           str(ctx.checkpoint))
             total = sum(p.numel() for p in model.parameters())
-    return FitOutcome(annotator, fit, time.perf_counter() - started, peak.peak_bytes, cuda_peak_bytes(ctx.device), total)
+    return FitOutcome(annotator, fit, time.perf_counter() - started, peak.peak_bytes, peak.added_bytes,
+                      cuda_peak_bytes(ctx.device), total)
 
 
 def annotator_outputs(ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +257,7 @@ def log_outcome(ctx: TrainingContext, outcome: FitOutcome, umap: bool = True) ->
         **val.prefixed("val"), **test.prefixed("test"),
         "trainable_parameters": trainable, "total_parameters": outcome.total_parameters,
         "trainable_fraction": trainable / max(1, outcome.total_parameters), "runtime_sec": outcome.runtime_sec,
-        "peak_rss_mb": outcome.peak_rss_bytes / 2**20,
+        "peak_rss_mb": outcome.peak_rss_bytes / 2**20, "fit_added_rss_mb": outcome.added_rss_bytes / 2**20,
     }
     if outcome.peak_cuda_bytes is not None:
         metrics["peak_cuda_mb"] = outcome.peak_cuda_bytes / 2**20

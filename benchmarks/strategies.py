@@ -1,0 +1,222 @@
+"""Speed and memory of the eight strategies, with ``full`` fine-tuning as the reference.
+
+Run:  python benchmarks/strategies.py  [--part pbmc human] [--epochs 3] [--seq-len 512]
+
+Each measurement runs in a fresh subprocess, so one strategy's memory never counts towards
+another's peak.
+
+1. ``pbmc``: the bundled PBMC data (``pbmc68k_reduced``, full regime, fold 0) with the demo
+   backbone (``scadapt pretrain`` makes it), through ``fit_strategy`` exactly as ``train`` runs it,
+   for ``--epochs`` epochs. Seconds per epoch include the validation pass; ``head`` and
+   ``frozen_probe`` first embed every cell once (reported separately).
+2. ``human``: the whole-human scGPT shapes (``args.json`` + ``vocab.json``; random weights), a
+   batch of ``--batch-size`` cells x ``--seq-len`` tokens, ``--steps`` timed training steps after
+   one warm-up step. The optimiser state is measured from AdamW itself after the steps. ``head``
+   embeds the batch once and then trains the head only. (``pca_logreg`` and ``frozen_probe`` do not
+   train through the backbone and are left out here.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from backbone import _full_length_cells, make_checkpoint  # noqa: E402  (benchmarks/backbone.py)
+
+N_CLASSES = 10
+HUMAN_STRATEGIES = ["head", "full", "lora", "adapter", "prefix", "ia3"]
+
+
+def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
+    from scadapt.strategies import get_strategy
+    from scadapt.training.config import TrainJob
+    from scadapt.training.train import fit_strategy, prepare
+
+    cls = get_strategy(strategy)
+    ctx = prepare(TrainJob(data="pbmc68k_reduced", strategy=strategy, device=device, progress=False, umap=False),
+                  needs_backbone=cls.kind != "expression")
+    params = {"seed": 0}
+    if "epochs" in {f for f in cls.config_class.__dataclass_fields__}:
+        params.update(epochs=epochs, patience=epochs)
+    outcome = fit_strategy(ctx, strategy, cls.config_class.from_params(params), progress=False)
+    epoch_sec = [row["epoch_sec"] for row in outcome.fit.history] if outcome.fit else []
+    return {
+        "runtime_sec": outcome.runtime_sec, "embedding_sec": ctx.embedding_sec,
+        "sec_per_epoch": statistics.median(epoch_sec) if epoch_sec else None, "epochs": len(epoch_sec),
+        "trainable": outcome.annotator.fitted_parameters, "total": outcome.total_parameters,
+        "peak_rss_bytes": outcome.peak_rss_bytes, "added_rss_bytes": outcome.added_rss_bytes,
+        "peak_cuda_bytes": outcome.peak_cuda_bytes, "n_train": len(ctx.split.train),
+    }
+
+
+def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps: int, device: str) -> dict:
+    import torch.nn.functional as F
+
+    from scadapt.backbone import load_backbone
+    from scadapt.models.build import build_annotation_model
+    from scadapt.strategies import get_strategy
+    from scadapt.tokenization import GeneVocab
+    from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
+    from scadapt.training.devices import autocast, resolve_device
+    from scadapt.training.optim import Updater
+
+    dev = resolve_device(device)
+    vocab = GeneVocab.from_file(ckpt / "vocab.json")
+    ids, values = _full_length_cells(np.random.default_rng(0), vocab, batch_size, seq_len)
+    ids, values = torch.from_numpy(ids).long().to(dev), torch.from_numpy(values).to(dev)
+    labels = torch.from_numpy(np.arange(batch_size) % N_CLASSES).to(dev)
+    backbone = load_backbone(ckpt, with_decoders=False, device=dev).model
+    config = get_strategy(strategy).config_class.from_params({"seed": 0})
+    model = build_annotation_model(strategy, config, backbone, N_CLASSES).to(dev)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    updater = Updater(trainable, config.lr, config.weight_decay, 1, steps + 1, dev, clip_norm=config.max_grad_norm)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    result: dict = {}
+    with PeakRSS() as peak:
+        if strategy == "head":  # the one embedding pass, then head-only steps on the embeddings
+            started = time.perf_counter()
+            model.eval()
+            with torch.inference_mode(), autocast(dev):
+                embeddings = model.backbone(ids, values, None).float()
+            result["embedding_sec"] = time.perf_counter() - started
+            embeddings = embeddings.clone()
+
+            def forward():
+                return model.head(embeddings)
+        else:
+            model.train()
+
+            def forward():
+                with autocast(dev):
+                    return model(ids, values, None)
+
+        durations = []
+        for step in range(steps + 1):
+            started = time.perf_counter()
+            updater.step(F.cross_entropy(forward().float(), labels))
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if step:  # the first step is a warm-up (allocations, kernel selection)
+                durations.append(time.perf_counter() - started)
+    optimizer_bytes = sum(t.nbytes for state in updater.optimizer.state.values() for t in state.values()
+                          if torch.is_tensor(t) and t.dim() > 0)
+    return {
+        **result, "sec_per_step": statistics.median(durations), "trainable": sum(p.numel() for p in trainable),
+        "total": sum(p.numel() for p in model.parameters()), "optimizer_bytes": optimizer_bytes,
+        "grad_bytes": sum(p.grad.nbytes for p in trainable if p.grad is not None),
+        "peak_rss_bytes": peak.peak_bytes, "added_rss_bytes": peak.added_bytes,
+        "peak_cuda_bytes": cuda_peak_bytes(dev),
+    }
+
+
+def run_worker(args: argparse.Namespace, part: str, strategy: str, tmp: Path, ckpt: Path | None) -> dict:
+    out = tmp / f"{part}-{strategy}.json"
+    cmd = [sys.executable, __file__, "--worker", part, strategy, str(out), "--epochs", str(args.epochs),
+           "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps),
+           "--device", args.device, "--checkpoint", str(ckpt or "")]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+def _ratio(value, reference) -> str:
+    return f"{value / reference:.3f}x" if value is not None and reference else "-"
+
+
+def _mb(n) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f}"
+
+
+def report_pbmc(rows: dict[str, dict]) -> None:
+    ref = rows.get("full", {})
+    print("\n### PBMC (pbmc68k_reduced, demo backbone)\n")
+    print(f"{rows[next(iter(rows))]['n_train']} training cells. Ratios are against `full` in the same run.\n")
+    print("| strategy | trainable params | one embedding pass (s) | s / epoch | epoch vs full | total fit (s) "
+          "| peak RSS (MB) | added by the fit (MB) | added vs full |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        epoch = "-" if r["sec_per_epoch"] is None else f"{r['sec_per_epoch']:.3f}"
+        embed = f"{r['embedding_sec']:.2f}" if r["embedding_sec"] else "-"
+        print(f"| {name} | {r['trainable']:,} | {embed} | {epoch} | {_ratio(r['sec_per_epoch'], ref.get('sec_per_epoch'))} "
+              f"| {r['runtime_sec']:.2f} | {_mb(r['peak_rss_bytes'])} | {_mb(r['added_rss_bytes'])} "
+              f"| {_ratio(r['added_rss_bytes'], ref.get('added_rss_bytes'))} |")
+
+
+def report_human(rows: dict[str, dict], args: argparse.Namespace) -> None:
+    ref = rows.get("full", {})
+    print(f"\n### Whole-human shapes (random weights; {args.batch_size} cells x {args.seq_len} tokens per step)\n")
+    print("| strategy | trainable params | s / step | step vs full | AdamW state (MB) | gradients (MB) "
+          "| optimiser + gradients vs full | added RSS in the steps (MB) | peak CUDA (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        both, ref_both = r["optimizer_bytes"] + r["grad_bytes"], ref.get("optimizer_bytes", 0) + ref.get("grad_bytes", 0)
+        step = f"{r['sec_per_step']:.4f}" + (f" (+{r['embedding_sec']:.2f} s embedding)" if "embedding_sec" in r else "")
+        print(f"| {name} | {r['trainable']:,} | {step} | {_ratio(r['sec_per_step'], ref.get('sec_per_step'))} "
+              f"| {_mb(r['optimizer_bytes'])} | {_mb(r['grad_bytes'])} | {_ratio(both, ref_both)} "
+              f"| {_mb(r['added_rss_bytes'])} | {_mb(r['peak_cuda_bytes'])} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", nargs="+", choices=["pbmc", "human"], default=["pbmc", "human"])
+    parser.add_argument("--epochs", type=int, default=3, help="pbmc: epochs per strategy")
+    parser.add_argument("--reference-dir", type=Path, default=HERE.parent.parent / "shared/reference/scgpt_human")
+    parser.add_argument("--batch-size", type=int, default=4, help="human: cells per step")
+    parser.add_argument("--seq-len", type=int, default=512, help="human: tokens per cell (scGPT's cap is 1200)")
+    parser.add_argument("--steps", type=int, default=3, help="human: timed steps after one warm-up step")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--checkpoint", default="")
+    parser.add_argument("--worker", nargs=3, metavar=("PART", "STRATEGY", "OUT"))
+    args = parser.parse_args()
+    if args.worker:
+        part, strategy, out = args.worker
+        if part == "pbmc":
+            result = pbmc_worker(strategy, args.epochs, args.device)
+        else:
+            result = human_worker(strategy, Path(args.checkpoint), args.batch_size, args.seq_len, args.steps, args.device)
+        Path(out).write_text(json.dumps(result))
+        return
+
+    from scadapt.strategies import STRATEGY_NAMES
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        results: dict[str, dict[str, dict]] = {}
+        if "pbmc" in args.part:
+            results["pbmc"] = {}
+            for strategy in ["full", *[s for s in STRATEGY_NAMES if s != "full"]]:
+                print(f"pbmc / {strategy} ...", flush=True)
+                results["pbmc"][strategy] = run_worker(args, "pbmc", strategy, tmp, None)
+        if "human" in args.part:
+            ckpt = tmp / "ckpt"
+            make_checkpoint(args.reference_dir, ckpt)
+            results["human"] = {}
+            for strategy in ["full", *[s for s in HUMAN_STRATEGIES if s != "full"]]:
+                print(f"human / {strategy} ...", flush=True)
+                results["human"][strategy] = run_worker(args, "human", strategy, tmp, ckpt)
+
+    device = "cuda: " + torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else \
+        f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    print(f"\n{device}, torch {torch.__version__}, {date.today()}")
+    if "pbmc" in results:
+        report_pbmc(results["pbmc"])
+    if "human" in results:
+        report_human(results["human"], args)
+
+
+if __name__ == "__main__":
+    main()
