@@ -44,7 +44,8 @@ HUMAN_STRATEGIES = ["head", "full", "lora", "adapter", "prefix", "ia3"]
 def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
     from scadapt.strategies import get_strategy
     from scadapt.training.config import TrainJob
-    from scadapt.training.train import fit_strategy, prepare
+    from scadapt.training.context import prepare
+    from scadapt.training.fit import fit_strategy
 
     cls = get_strategy(strategy)
     ctx = prepare(TrainJob(data="pbmc68k_reduced", strategy=strategy, device=device, progress=False, umap=False),

@@ -162,18 +162,17 @@ def _run_splits(args: argparse.Namespace) -> None:
     print(f"Saved {len(splits)} splits to {paths[0].parent}")
 
 
-def _add_train(subparsers) -> None:
+def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """The arguments ``train`` and ``tune`` share: data, split, strategy, backbone, device."""
     from scadapt.strategies import STRATEGY_NAMES
     from scadapt.training.config import TrainJob
 
     d = TrainJob()
-    p = subparsers.add_parser("train", help="train one strategy on one split as one MLflow run")
     add_data_arguments(p, with_folds=False)
     p.add_argument("--split", type=_optional, default=None,
                    help="split name, e.g. full_fold0 or low_5pct_fold0 (default: the regime's first)")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default=d.strategy)
-    p.add_argument("--hparams", type=_hparams, default={},
-                   help="strategy hyperparameters as name=value,name=value (e.g. lr=0.001,epochs=5)")
+    p.add_argument("--hparams", type=_hparams, default={}, help=f"{what} as name=value,name=value (e.g. lr=0.001,epochs=5)")
     p.add_argument("--checkpoint", type=_optional, default=None,
                    help="scGPT model folder (default: the demo backbone from `scadapt pretrain`)")
     p.add_argument("--max-seq-len", type=_integer, default=0, help="tokens per cell (default 0: the checkpoint's)")
@@ -181,8 +180,24 @@ def _add_train(subparsers) -> None:
                    help="refuse data with fewer genes in the vocabulary (default: %(default)s)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--experiment", type=_optional, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
-    p.add_argument("--output-dir", type=_optional, default=None, help="also save the trained annotator here")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP figure of the test embeddings")
+
+
+def _job_fields(args: argparse.Namespace) -> dict:
+    return dict(
+        data=args.data, label_key=args.label_key, batch_key=args.batch_key, layer=args.layer,
+        gene_column=args.gene_column, drop_rare_classes=args.drop_rare_classes, regime=args.regime, split=args.split,
+        n_folds=args.n_folds, validation_fraction=args.validation_fraction, label_fractions=args.label_fractions,
+        study_groups=args.study_groups, strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
+        max_seq_len=args.max_seq_len or None, min_genes=args.min_genes, seed=args.seed, device=args.device,
+        experiment=args.experiment, umap=not args.no_umap,
+    )
+
+
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train one strategy on one split as one MLflow run")
+    _add_job_arguments(p, "strategy hyperparameters")
+    p.add_argument("--output-dir", type=_optional, default=None, help="also save the trained annotator here")
     p.set_defaults(handler=_run_train)
 
 
@@ -190,18 +205,42 @@ def _run_train(args: argparse.Namespace) -> None:
     from scadapt.training.config import TrainJob
     from scadapt.training.train import train
 
-    job = TrainJob(
-        data=args.data, label_key=args.label_key, batch_key=args.batch_key, layer=args.layer,
-        gene_column=args.gene_column, drop_rare_classes=args.drop_rare_classes, regime=args.regime, split=args.split,
-        n_folds=args.n_folds, validation_fraction=args.validation_fraction, label_fractions=args.label_fractions,
-        study_groups=args.study_groups, strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
-        max_seq_len=args.max_seq_len or None, min_genes=args.min_genes, seed=args.seed, device=args.device, experiment=args.experiment,
-        output_dir=args.output_dir, umap=not args.no_umap,
-    )
+    job = TrainJob(**_job_fields(args), output_dir=args.output_dir)
     result = train(job)
     m = result.metrics
     print(f"{job.strategy}: validation macro-F1 {m['val_macro_f1']:.3f}, test macro-F1 {m['test_macro_f1']:.3f}, "
           f"{int(m['trainable_parameters']):,} trainable parameters, {m['runtime_sec']:.1f} s (MLflow run {result.run_id})")
+
+
+def _add_tune(subparsers) -> None:
+    from scadapt.tuning.study import PRUNERS, TuneJob
+
+    d = TuneJob()
+    p = subparsers.add_parser("tune", help="an Optuna study of one strategy on one split (MLflow parent + child runs)")
+    _add_job_arguments(p, "fixed strategy hyperparameters, not searched")
+    p.add_argument("--n-trials", type=_integer, default=d.n_trials,
+                   help="finished trials the study should reach; a second worker or a rerun continues it")
+    p.add_argument("--timeout", type=float, default=0, help="seconds after which this worker starts no new trial (0: none)")
+    p.add_argument("--storage", type=_optional, default=None,
+                   help="sqlite:///optuna.db (default), journal:PATH for several workers on one host, or a database URL")
+    p.add_argument("--study-name", type=_optional, default=None, help="default: <dataset>/<strategy>/<split>")
+    p.add_argument("--pruning", choices=PRUNERS, default=d.pruning)
+    p.add_argument("--prune-below", type=float, default=d.prune_below, help="with --pruning threshold")
+    p.add_argument("--pruning-warmup-epochs", type=_integer, default=d.pruning_warmup_epochs)
+    p.set_defaults(handler=_run_tune)
+
+
+def _run_tune(args: argparse.Namespace) -> None:
+    from scadapt.tuning import TuneJob, tune
+
+    job = TuneJob(**_job_fields(args), n_trials=args.n_trials, timeout=args.timeout or None, storage=args.storage,
+                  study_name=args.study_name, pruning=args.pruning, prune_below=args.prune_below,
+                  pruning_warmup_epochs=args.pruning_warmup_epochs)
+    result = tune(job)
+    m = result.metrics
+    states = ", ".join(f"{n} {state}" for state, n in result.trial_states.items())
+    print(f"Study {result.study_name} ({states}): best {job.strategy} validation macro-F1 {m['val_macro_f1']:.3f}, "
+          f"test macro-F1 {m['test_macro_f1']:.3f}, settings {result.best_params} (MLflow run {result.best_run_id})")
 
 
 def _add_pretrain(subparsers) -> None:
@@ -246,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(subparsers)
     _add_train(subparsers)
+    _add_tune(subparsers)
     _add_datasets(subparsers)
     _add_splits(subparsers)
     return parser

@@ -1,0 +1,108 @@
+"""What a strategy trains on: the data, its split, the tokenized cells and the frozen backbone.
+
+:func:`prepare` does the work that does not depend on a strategy's settings once, so that tuning
+reuses it for every trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from scadapt.backbone import embed_cells, load_backbone
+from scadapt.data import DatasetInfo, Split, load_dataset, make_splits, required_cells_per_class
+from scadapt.errors import CheckpointError, ScadaptError
+from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
+from scadapt.training.config import TrainJob
+from scadapt.training.devices import resolve_device
+from scadapt.training.pretrain import demo_backbone_dir
+
+
+@dataclass
+class TrainingContext:
+    """Everything about the data and backbone that does not depend on the strategy's settings."""
+
+    adata: AnnData
+    info: DatasetInfo
+    split: Split
+    classes: list[str]  # the classes of the training cells, in model output order
+    codes: np.ndarray  # [n_cells] class index, -1 for a class absent from training
+    device: torch.device
+    checkpoint: Path | None
+    weights_hash: str | None = None
+    backbone: torch.nn.Module | None = field(default=None, repr=False)  # pristine, on ``device``; never trained
+    tokenizer: GeneTokenizer | None = None
+    cells: TokenizedCells | None = None
+    gene_overlap: str = ""
+    _embeddings: np.ndarray | None = field(default=None, repr=False)  # [n_cells, d]; valid where _embedded
+    _embedded: np.ndarray | None = field(default=None, repr=False)  # [n_cells] bool
+    embedding_sec: float = 0.0
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.adata.obs[self.info.label_key].astype(str).to_numpy()
+
+    def fresh_backbone(self) -> torch.nn.Module:
+        """A copy of the pristine backbone for a strategy that changes it in place."""
+        return copy.deepcopy(self.backbone)
+
+    def embeddings(self, indices: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+        """Frozen CLS embeddings of cells ``indices`` ``[len(indices), d]`` (default: of every cell,
+        ``[n_cells, d]``). Each cell passes through the backbone once per context."""
+        n_cells = self.cells.n_cells
+        if self._embeddings is None:
+            self._embeddings = np.zeros((n_cells, self.backbone.config.d_model), dtype=np.float32)
+            self._embedded = np.zeros(n_cells, dtype=bool)
+        wanted = np.arange(n_cells) if indices is None else np.asarray(indices)
+        missing = wanted[~self._embedded[wanted]]
+        if len(missing):
+            started = time.perf_counter()
+            self._embeddings[missing] = embed_cells(self.backbone, self.tokenizer, self.cells, progress=progress,
+                                                    indices=missing)
+            self._embedded[missing] = True
+            self.embedding_sec += time.perf_counter() - started
+        return self._embeddings if indices is None else self._embeddings[wanted]
+
+
+def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
+    """Load and validate the data, make the job's split, tokenize for the backbone."""
+    adata = load_dataset(
+        job.data, label_key=job.label_key, batch_key=job.batch_key, layer=job.layer, gene_column=job.gene_column,
+        study_groups=job.study_groups, min_cells_per_class=required_cells_per_class(job.regime, job.n_folds),
+        drop_rare_classes=job.drop_rare_classes,
+    )
+    splits = make_splits(adata, job.regime, n_folds=job.n_folds, validation_fraction=job.validation_fraction,
+                         label_fractions=job.label_fractions, seed=job.seed)
+    by_name = {s.name: s for s in splits}
+    if job.split is not None and job.split not in by_name:
+        raise ScadaptError(f"No split {job.split!r} in regime {job.regime!r}; splits: {', '.join(by_name)}.")
+    split = by_name[job.split] if job.split else splits[0]
+    info = DatasetInfo.of(adata)
+    labels = adata.obs[info.label_key].astype(str).to_numpy()
+    classes = sorted(set(labels[split.train]))
+    position = {name: i for i, name in enumerate(classes)}
+    codes = np.array([position.get(label, -1) for label in labels], dtype=np.int64)
+    ctx = TrainingContext(adata, info, split, classes, codes, resolve_device(job.device), None)
+    if needs_backbone:
+        ctx.checkpoint = Path(job.checkpoint) if job.checkpoint else demo_backbone_dir()
+        if not (ctx.checkpoint / "args.json").is_file() and not job.checkpoint:
+            raise CheckpointError(
+                f"No backbone checkpoint at {ctx.checkpoint}. Create the demo backbone with `scadapt pretrain` "
+                "(a few minutes on CPU) or pass the scGPT model folder with --checkpoint."
+            )
+        loaded = load_backbone(ctx.checkpoint, with_decoders=False, device=ctx.device)
+        ctx.backbone = loaded.model
+        cfg = loaded.config
+        ctx.weights_hash = loaded.weights_hash
+        ctx.tokenizer = GeneTokenizer(loaded.vocab, n_bins=cfg.n_bins, max_seq_len=job.max_seq_len or cfg.max_seq_len,
+                                      pad_value=cfg.pad_value, min_genes=job.min_genes, seed=job.seed,
+                                      cache=TokenCache())
+        ctx.cells = ctx.tokenizer.tokenize(adata)
+        ctx.gene_overlap = ctx.cells.overlap.describe()
+    return ctx

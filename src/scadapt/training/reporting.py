@@ -1,0 +1,133 @@
+"""What a training run logs to MLflow: parameters, the dataset input, metrics, figures, tables,
+the split and the annotator. The same names for every strategy, so runs line up in the UI."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from scadapt.data import save_splits
+from scadapt.evaluation.figures import confusion_figure, curves_figure, umap_figure
+from scadapt.evaluation.metrics import ClassificationReport
+from scadapt.models.annotator import Annotator
+from scadapt.strategies import StrategyConfig, get_strategy
+from scadapt.training.config import TrainJob
+from scadapt.training.context import TrainingContext
+from scadapt.training.fit import FitOutcome, evaluate
+
+log = logging.getLogger(__name__)
+
+
+def run_tags(job: TrainJob, ctx: TrainingContext) -> dict[str, str]:
+    """Tags that identify what a run is about, the same for ``train`` and ``tune`` runs."""
+    return {"dataset": ctx.info.name, "strategy": job.strategy, "regime": job.regime, "split": ctx.split.name,
+            "fold": "" if ctx.split.fold is None else str(ctx.split.fold)}
+
+
+def run_params(job: TrainJob, ctx: TrainingContext, config: StrategyConfig) -> dict[str, object]:
+    """The strategy's hyperparameters under their own names, plus the same ``data.*``,
+    ``split.*`` and ``backbone.*`` columns for every run.
+
+    The namespaces keep what was resolved (e.g. the label key a catalogued dataset uses) apart
+    from the entry-point parameters that ``mlflow run`` logs as typed, which cannot be overwritten.
+    """
+    return {
+        **config.to_params(), "strategy": job.strategy,
+        "data.name": ctx.info.name, "data.label_key": ctx.info.label_key, "data.batch_key": ctx.info.batch_key,
+        "data.layer": ctx.info.layer, "data.drop_rare_classes": job.drop_rare_classes, "data.n_cells": ctx.adata.n_obs,
+        "data.n_classes": len(ctx.classes),
+        **ctx.split.params(), "split.n_folds": job.n_folds, "split.validation_fraction": job.validation_fraction,
+        "backbone.checkpoint": str(ctx.checkpoint or ""), "backbone.weights_hash": ctx.weights_hash,
+        "backbone.max_seq_len": ctx.tokenizer.max_seq_len if ctx.tokenizer else None,
+        "backbone.gene_overlap": ctx.gene_overlap, "compute_device": str(ctx.device),
+    }
+
+
+def fit_metrics(outcome: FitOutcome, val: ClassificationReport, embedding_sec: float) -> dict[str, float]:
+    """Validation metrics, parameter counts and resources of one fit."""
+    trainable = outcome.annotator.fitted_parameters
+    metrics = {
+        **val.prefixed("val"),
+        "trainable_parameters": trainable, "total_parameters": outcome.total_parameters,
+        "trainable_fraction": trainable / max(1, outcome.total_parameters), "runtime_sec": outcome.runtime_sec,
+        "peak_rss_mb": outcome.peak_rss_bytes / 2**20, "fit_added_rss_mb": outcome.added_rss_bytes / 2**20,
+    }
+    if outcome.peak_cuda_bytes is not None:
+        metrics["peak_cuda_mb"] = outcome.peak_cuda_bytes / 2**20
+    if get_strategy(outcome.annotator.strategy).kind == "frozen":
+        metrics["embedding_sec"] = embedding_sec
+    if outcome.fit is not None:
+        metrics.update(best_epoch=outcome.fit.best_epoch, epochs_run=len(outcome.fit.history))
+    return metrics
+
+
+def log_fit(ctx: TrainingContext, outcome: FitOutcome) -> dict[str, float]:
+    """Log what a fit alone tells (no test cells touched): validation metrics, resources, the
+    annotator, curves, validation tables and the split."""
+    annotator = outcome.annotator
+    val, _, _ = evaluate(ctx, annotator, "validation")
+    metrics = fit_metrics(outcome, val, ctx.embedding_sec)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        annotator_dir = annotator.save(tmp / "annotator")
+        metrics["runner_size_bytes"] = sum(f.stat().st_size for f in annotator_dir.iterdir())
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(annotator_dir), "annotator")
+        for folder in ("figures", "tables"):
+            (tmp / folder).mkdir()
+        val.per_class.to_csv(tmp / "tables" / "per_class_validation.csv")
+        if outcome.fit is not None:
+            history = pd.DataFrame(outcome.fit.history)
+            history.to_csv(tmp / "tables" / "history.csv", index=False)
+            curves_figure(history, tmp / "figures" / "curves.png", f"{annotator.strategy} / {ctx.split.name}")
+        for folder in ("figures", "tables"):
+            mlflow.log_artifacts(str(tmp / folder), folder)
+        save_splits([ctx.split], ctx.adata, tmp / "splits", regime=ctx.split.regime, seed=annotator.config.seed)
+        mlflow.log_artifacts(str(tmp / "splits"), "splits")
+    return metrics
+
+
+def log_test(ctx: TrainingContext, annotator: Annotator, umap: bool = True) -> dict[str, float]:
+    """Score the test cells and log ``test_*`` metrics, the confusion matrix, the UMAP and the
+    per-class table on the active run."""
+    test, embedding, predicted = evaluate(ctx, annotator, "test")
+    metrics = test.prefixed("test")
+    mlflow.log_metrics(metrics)
+    title = f"{annotator.strategy} / {ctx.split.name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for folder in ("figures", "tables"):
+            (tmp / folder).mkdir()
+        confusion_figure(test.confusion, tmp / "figures" / "confusion_test.png", f"{title} (test)")
+        if umap and umap_figure(embedding, ctx.labels[ctx.split.test], predicted, tmp / "figures" / "umap_test.png",
+                                title, seed=annotator.config.seed) is None:
+            log.info("Too few test cells for a UMAP.")
+        test.per_class.to_csv(tmp / "tables" / "per_class_test.csv")
+        test.confusion.to_csv(tmp / "tables" / "confusion_test.csv")
+        for folder in ("figures", "tables"):
+            mlflow.log_artifacts(str(tmp / folder), folder)
+    return metrics
+
+
+def log_dataset_input(ctx: TrainingContext) -> None:
+    """The dataset as an MLflow input: cell labels (and batches) with the split part, digest-keyed."""
+    columns = [c for c in (ctx.info.label_key, ctx.info.batch_key) if c]
+    table = ctx.adata.obs[columns].astype(str).reset_index(names="cell")
+    table["part"] = ctx.split.part_labels(ctx.adata.n_obs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(table, source=ctx.info.source, name=ctx.info.name, targets=ctx.info.label_key)
+    try:
+        mlflow.log_input(dataset, context="training", tags={"split": ctx.split.name})
+    except mlflow.exceptions.MlflowException as error:
+        if "UNIQUE constraint" not in str(error):
+            raise
+        # another process registered the same dataset a moment ago (parallel tuning workers); now it exists
+        time.sleep(0.5)
+        mlflow.log_input(dataset, context="training", tags={"split": ctx.split.name})

@@ -1,0 +1,95 @@
+"""Where Optuna studies live, and recovery of trials whose worker died.
+
+One ``storage`` string chooses the backend:
+
+- a SQLite URL (``sqlite:///optuna.db``, the default): one process at a time, or a few on one host;
+- ``journal:PATH`` (or a path ending in ``.journal``/``.log``): Optuna's journal file, for several
+  worker processes on one host (file locks, no database);
+- any other SQLAlchemy URL (``postgresql://user:pass@host/db``): workers on several hosts.
+
+Optuna leaves the trial of a killed worker RUNNING forever. Every trial records its worker
+(host, process id, process start time); :func:`recover_interrupted` marks the trials of dead
+workers on this host FAILED. Database storages also run Optuna's heartbeat, which does the same
+for workers on other hosts after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import warnings
+from collections.abc import Callable
+
+import optuna
+import psutil
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from scadapt.errors import ScadaptError
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+HEARTBEAT_SEC, GRACE_SEC = 60, 300
+WORKER_ATTR = "scadapt_worker"
+
+
+def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> BaseStorage:
+    """The Optuna storage named by ``url`` (see the module docstring)."""
+    url = url or DEFAULT_STORAGE
+    journal = _journal_path(url)
+    if journal is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(journal)), exist_ok=True)
+        return JournalStorage(JournalFileBackend(journal))
+    if "://" not in url:
+        raise ScadaptError(
+            f"Unknown study storage {describe_storage(url)!r}: give a SQLite or database URL "
+            "(sqlite:///optuna.db, postgresql://user:password@host/db) or journal:PATH for a journal file."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SEC, grace_period=GRACE_SEC,
+                              failed_trial_callback=on_stale)
+    except ImportError as error:
+        raise ScadaptError(f"The study storage {describe_storage(url)} needs a database driver: {error}.") from None
+
+
+def describe_storage(url: str | None) -> str:
+    """``url`` with any password replaced, safe to log."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url or DEFAULT_STORAGE)
+
+
+def _journal_path(url: str) -> str | None:
+    if url.startswith("journal:"):
+        return url.removeprefix("journal:").removeprefix("//")
+    if "://" not in url and url.endswith((".journal", ".log")):
+        return url
+    return None
+
+
+def worker_id() -> str:
+    """This process as ``host:pid:start-time`` (the start time tells a reused pid apart)."""
+    process = psutil.Process()
+    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.3f}"
+
+
+def _is_dead_local_worker(worker: str) -> bool:
+    host, pid, started = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return False  # another host's worker: left to the heartbeat (database storages)
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" != started
+    except psutil.NoSuchProcess:
+        return True
+
+
+def recover_interrupted(study: optuna.Study, storage: BaseStorage) -> list[FrozenTrial]:
+    """Mark RUNNING trials whose worker on this host no longer runs as FAILED; return them."""
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if worker is not None and _is_dead_local_worker(worker):
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                recovered.append(trial)
+    return recovered
