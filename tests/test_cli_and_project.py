@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from conftest import REPO
 
@@ -48,14 +49,22 @@ def _project_python(monkeypatch) -> None:
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
-def test_mlflow_project_main_entry_point_pretrains_the_demo_backbone(tmp_path, monkeypatch):
+def test_mlflow_project_main_entry_point_runs_the_pipeline(tmp_path, monkeypatch):
     _project_python(monkeypatch)
-    submitted = mlflow.projects.run(str(REPO), env_manager="local", synchronous=True, parameters={"epochs": 1})
+    submitted = mlflow.projects.run(str(REPO), env_manager="local", synchronous=True, parameters={
+        "data": "pancreas_small", "strategies": "pca_logreg,head", "n_trials": 1, "epochs": 2, "pretrain_epochs": 1,
+        "storage": f"sqlite:///{tmp_path / 'optuna.db'}"})
     run = mlflow.get_run(submitted.run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.params["data"] == "pbmc68k_reduced,pancreas_small"
+    assert run.info.status == "FINISHED" and run.data.tags["champion_model"] == "scadapt-pancreas_small"
     demo = tmp_path / "cache" / "backbones" / "demo"  # SCADAPT_CACHE is the test's temp dir
-    assert load_backbone(demo).weights_hash == run.data.tags["weights_hash"]
+    assert (demo / "args.json").is_file()  # pretrained on first use
+    champion = mlflow.MlflowClient().get_model_version_by_alias("scadapt-pancreas_small", "champion")
+    assert champion.run_id == run.data.tags["champion_run_id"]
+    summary = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/summary/summary.csv"))
+    assert set(summary["strategy"]) == {"pca_logreg", "head"} and summary["champion"].eq("*").sum() == 1
+    studies = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                 filter_string="tags.`scadapt.study_run` = 'true'")
+    assert {r.data.tags["strategy"] for r in studies} == {"pca_logreg", "head"}
 
 
 def test_mlflow_project_pretrain_entry_point(tmp_path, monkeypatch):

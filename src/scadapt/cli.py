@@ -243,6 +243,81 @@ def _run_tune(args: argparse.Namespace) -> None:
           f"test macro-F1 {m['test_macro_f1']:.3f}, settings {result.best_params} (MLflow run {result.best_run_id})")
 
 
+def _add_promote(subparsers) -> None:
+    p = subparsers.add_parser("promote", help="register the best runner of a dataset as @champion")
+    p.add_argument("--data", required=True, help="the dataset name used for training (catalogue name or file stem)")
+    p.add_argument("--policy", type=_optional, default=None, help="promotion policy (default: registry/policy.yaml)")
+    p.add_argument("--experiment", type=_optional, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
+    p.set_defaults(handler=_run_promote)
+
+
+def _run_promote(args: argparse.Namespace) -> None:
+    from scadapt.registry import promote
+
+    result = promote(args.data, args.policy, args.experiment)
+    shown = result.ranking.drop(columns=["run_id"]).head(10)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    action = "registered as" if result.changed else "already is"
+    print(f"\nRun {result.run_id} {action} {result.model_name} version {result.version} (@champion).")
+    print(f"Serve it: mlflow models serve -m models:/{result.model_name}@champion --env-manager local -p 5001")
+
+
+def _add_predict(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="annotate an .h5ad file with a registered model")
+    p.add_argument("--model", required=True, help="model URI, e.g. models:/scadapt-pbmc68k_reduced@champion")
+    p.add_argument("--data", required=True, help=".h5ad file with counts or log-normalised values")
+    p.add_argument("--output", type=_optional, default=None, help="default: <input stem>_annotated.h5ad here")
+    p.add_argument("--layer", type=_optional, default=None, help="AnnData layer to read ('raw' for .raw; default: X)")
+    p.add_argument("--gene-column", type=_optional, default=None, help="var column with gene symbols")
+    p.add_argument("--key", default="scadapt", help="obs/obsm key prefix (default: %(default)s)")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    from scadapt.serving.predict import predict_h5ad
+
+    result = predict_h5ad(args.model, args.data, args.output, args.layer, args.gene_column, args.key)
+    print(result.label_counts.to_string())
+    print(f"\nWrote {result.output} (obs {args.key}_label, {args.key}_confidence; obsm X_{args.key}); "
+          f"MLflow run {result.run_id}.")
+
+
+def _add_pipeline(subparsers) -> None:
+    from scadapt.pipeline import PipelineConfig
+
+    d = PipelineConfig()
+    p = subparsers.add_parser("pipeline", help="the main job: demo backbone, tune every strategy, promote, summarise")
+    p.add_argument("--data", default=d.data, help="catalogued dataset name or .h5ad path (default: %(default)s)")
+    p.add_argument("--strategies", default=",".join(d.strategies), help="comma-separated (default: all eight)")
+    p.add_argument("--n-trials", type=_integer, default=d.n_trials, help="trials per strategy (default: %(default)s)")
+    p.add_argument("--epochs", type=_integer, default=d.epochs, help="epochs per trial (default: %(default)s)")
+    p.add_argument("--checkpoint", type=_optional, default=None, help="scGPT model folder (default: the demo backbone)")
+    p.add_argument("--pretrain-epochs", type=_integer, default=d.pretrain_epochs)
+    p.add_argument("--storage", type=_optional, default=None, help="Optuna storage (default: sqlite:///optuna.db)")
+    p.add_argument("--policy", type=_optional, default=None, help="promotion policy (default: registry/policy.yaml)")
+    p.add_argument("--seed", type=_integer, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.set_defaults(handler=_run_pipeline)
+
+
+def _run_pipeline(args: argparse.Namespace) -> None:
+    from scadapt.pipeline import PipelineConfig, run_pipeline
+    from scadapt.strategies import STRATEGY_NAMES
+
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    if unknown := [s for s in strategies if s not in STRATEGY_NAMES]:
+        raise ScadaptError(f"Unknown strategies {', '.join(unknown)}; known: {', '.join(STRATEGY_NAMES)}.")
+    result = run_pipeline(PipelineConfig(
+        data=args.data, strategies=strategies, n_trials=args.n_trials, epochs=args.epochs, checkpoint=args.checkpoint,
+        pretrain_epochs=args.pretrain_epochs, storage=args.storage, policy=args.policy, seed=args.seed, device=args.device,
+    ))
+    print(result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    promotion = result.promotion
+    print(f"\nChampion: {promotion.model_name} version {promotion.version} (run {promotion.run_id}).")
+    print(f"Serve it: mlflow models serve -m models:/{promotion.model_name}@champion --env-manager local -p 5001")
+    print("Compare the runs: mlflow ui")
+
+
 def _add_pretrain(subparsers) -> None:
     from scadapt.training.config import PretrainConfig
 
@@ -286,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(subparsers)
     _add_train(subparsers)
     _add_tune(subparsers)
+    _add_promote(subparsers)
+    _add_predict(subparsers)
+    _add_pipeline(subparsers)
     _add_datasets(subparsers)
     _add_splits(subparsers)
     return parser

@@ -3,6 +3,7 @@ the split and the annotator. The same names for every strategy, so runs line up 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -10,7 +11,9 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from scadapt.data import save_splits
 from scadapt.evaluation.figures import confusion_figure, curves_figure, umap_figure
@@ -90,7 +93,20 @@ def log_fit(ctx: TrainingContext, outcome: FitOutcome) -> dict[str, float]:
             mlflow.log_artifacts(str(tmp / folder), folder)
         save_splits([ctx.split], ctx.adata, tmp / "splits", regime=ctx.split.regime, seed=annotator.config.seed)
         mlflow.log_artifacts(str(tmp / "splits"), "splits")
+        _log_serving_inputs(ctx, tmp / "serving")
     return metrics
+
+
+def _log_serving_inputs(ctx: TrainingContext, folder: Path) -> None:
+    """What serving this runner needs from the data: the gene symbols it reads (``genes.json``)
+    and two training cells as the input example (``input_example.csv``)."""
+    folder.mkdir()
+    genes = [str(g) for g in ctx.adata.var_names]
+    (folder / "genes.json").write_text(json.dumps(genes))
+    example = ctx.adata.X[ctx.split.train[:2]]
+    example = example.toarray() if sp.issparse(example) else np.asarray(example)
+    pd.DataFrame(example, columns=genes).to_csv(folder / "input_example.csv", index=False)
+    mlflow.log_artifacts(str(folder), "serving")
 
 
 def log_test(ctx: TrainingContext, annotator: Annotator, umap: bool = True) -> dict[str, float]:

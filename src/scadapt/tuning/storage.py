@@ -50,7 +50,7 @@ def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
             return RDBStorage(url, heartbeat_interval=HEARTBEAT_SEC, grace_period=GRACE_SEC,
-                              failed_trial_callback=on_stale)
+                              heartbeat_stale_trial_callback=on_stale)
     except ImportError as error:
         raise ScadaptError(f"The study storage {describe_storage(url)} needs a database driver: {error}.") from None
 

@@ -1,0 +1,6 @@
+"""Promotion of the best runner per dataset in the MLflow model registry."""
+
+from scadapt.registry.policy import PromotionPolicy
+from scadapt.registry.promote import PromotionResult, promote
+
+__all__ = ["PromotionPolicy", "PromotionResult", "promote"]

@@ -1,0 +1,55 @@
+"""The MLflow pyfunc model of a promoted annotator, logged as code ("models from code"): MLflow
+stores this file, not a pickled object, and runs it when the model is loaded.
+
+Artifacts: ``annotator`` (the saved annotator folder), ``backbone`` (its scGPT checkpoint; absent
+for ``pca_logreg``) and ``serving`` (``genes.json``: the gene symbols the model reads).
+
+Input: a table of cells x gene symbols (counts or log-normalised). Output: one row per cell with
+``label`` and ``confidence``; ``params={"output": "probabilities"}`` adds ``p_<class>`` columns and
+``params={"output": "embedding"}`` adds ``emb_<i>`` columns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from scadapt.errors import ScadaptError
+from scadapt.models.annotator import Annotator
+from scadapt.serving.request import OUTPUTS, cells_from_table
+from scadapt.training.devices import resolve_device
+
+
+class AnnotatorModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        artifacts = context.artifacts
+        device = str(resolve_device("auto"))
+        self.annotator = Annotator.load(artifacts["annotator"], checkpoint=artifacts.get("backbone"), device=device)
+        self.genes = json.loads((Path(artifacts["serving"]) / "genes.json").read_text())
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        output = (params or {}).get("output", "label")
+        try:
+            if output not in OUTPUTS:
+                raise ScadaptError(f"Unknown output {output!r}; choose one of {', '.join(OUTPUTS)}.")
+            cells = cells_from_table(pd.DataFrame(model_input), self.genes)
+            embedding, proba = self.annotator.outputs(cells)
+        except ScadaptError as error:  # a bad request: HTTP 400 with the message, the server keeps serving
+            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
+        best = proba.argmax(axis=1)
+        table = pd.DataFrame({"label": np.asarray(self.annotator.classes, dtype=object)[best],
+                              "confidence": proba[np.arange(len(best)), best].astype(np.float64)})
+        if output == "probabilities":
+            table = table.join(pd.DataFrame(proba, columns=[f"p_{c}" for c in self.annotator.classes]))
+        elif output == "embedding":
+            table = table.join(pd.DataFrame(embedding, columns=[f"emb_{i}" for i in range(embedding.shape[1])]))
+        return table
+
+
+mlflow.models.set_model(AnnotatorModel())

@@ -1,0 +1,62 @@
+"""Turning a request table (cells x gene symbols) into the AnnData an annotator reads."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from scadapt.data.validation import check_values
+from scadapt.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+MAX_MISSING_FRACTION = 0.5  # of the model's genes a request may leave out (they count as zero)
+OUTPUTS = ("label", "probabilities", "embedding")
+
+
+def check_gene_coverage(names, genes: list[str], max_missing: float = MAX_MISSING_FRACTION) -> np.ndarray:
+    """Which of the model's ``genes`` are among ``names`` (bool ``[len(genes)]``); refuse when more
+    than ``max_missing`` of them are absent."""
+    found = pd.Index(pd.Index(names).astype(str)).get_indexer(genes) >= 0
+    missing = 1.0 - found.mean()
+    if missing > max_missing:
+        raise InputDataError(
+            f"The data has {found.sum()} of the {len(genes)} genes this model reads ({missing:.0%} missing, at "
+            f"most {max_missing:.0%} allowed); e.g. missing {', '.join(np.asarray(genes)[~found][:5])}. "
+            "Use gene symbols as column names / var_names."
+        )
+    return found
+
+
+def cells_from_table(table: pd.DataFrame, genes: list[str], max_missing: float = MAX_MISSING_FRACTION) -> AnnData:
+    """Cells ``[n_cells, len(genes)]`` (float32, sparse) from a table with one column per gene symbol.
+
+    Genes of the model that the table lacks count as zero, up to ``max_missing`` of them; columns
+    the model does not know are ignored with a warning. Values must be counts or log-normalised
+    expression (numbers, not negative).
+    """
+    if table.shape[0] == 0:
+        raise InputDataError("The request holds no cells: send one row per cell and one column per gene symbol.")
+    columns = pd.Index(table.columns.astype(str))
+    if columns.has_duplicates:
+        raise InputDataError(f"Gene columns appear twice: {', '.join(columns[columns.duplicated()][:5])}.")
+    position = columns.get_indexer(genes)
+    found = check_gene_coverage(columns, genes, max_missing)
+    unknown = columns[~columns.isin(genes)]
+    if len(unknown):
+        log.warning("Ignoring %d column(s) the model does not read: %s", len(unknown), ", ".join(unknown[:5]))
+    values = table.iloc[:, position[found]]
+    non_numeric = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+    if non_numeric:
+        raise InputDataError(f"Gene columns must hold numbers; not numeric: {', '.join(map(str, non_numeric[:5]))}.")
+    matrix = np.zeros((table.shape[0], len(genes)), dtype=np.float32)
+    matrix[:, found] = values.to_numpy(dtype=np.float32)
+    check_values(matrix)
+    cells = AnnData(sp.csr_matrix(matrix))
+    cells.var_names = list(genes)
+    cells.obs_names = [str(i) for i in table.index]
+    return cells

@@ -1,0 +1,198 @@
+"""``promote`` and the served model: ranking with the policy file, aliases, idempotence, reloading
+the champion as a pyfunc model, and bad requests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import anndata
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from conftest import REPO
+from mlflow.exceptions import MlflowException
+
+from scadapt.errors import ScadaptError
+from scadapt.registry import PromotionPolicy, promote
+from scadapt.registry.policy import DEFAULT_POLICY
+from scadapt.training.config import TrainJob
+from scadapt.training.train import train
+
+POLICY = DEFAULT_POLICY.read_text()
+
+
+def _train(checkpoint, strategy: str, **hparams):
+    return train(TrainJob(data="pancreas_small", strategy=strategy, checkpoint=str(checkpoint), hparams=hparams,
+                          max_seq_len=64, min_genes=50, progress=False, umap=False))
+
+
+@pytest.fixture
+def lenient_policy(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.replace("val_macro_f1: 0.2", "val_macro_f1: 0.0").replace("test_macro_f1: 0.2",
+                                                                                     "test_macro_f1: 0.0"))
+    return path
+
+
+def _cells(adata, n: int = 5) -> pd.DataFrame:
+    return pd.DataFrame(adata.X[:n].toarray(), columns=adata.var_names, index=adata.obs_names[:n])
+
+
+def test_promotion_registers_the_best_candidate_moves_aliases_and_is_idempotent(tiny_checkpoint, lenient_policy,
+                                                                                 pancreas):
+    head = _train(tiny_checkpoint, "head", epochs=2)
+    first = promote("pancreas_small", lenient_policy)
+    assert first.changed and first.version == "1" and first.run_id == head.run_id
+    assert not promote("pancreas_small", lenient_policy).changed  # nothing new: nothing registered
+
+    pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    assert pca.metrics["val_macro_f1"] > head.metrics["val_macro_f1"]
+    second = promote("pancreas_small", lenient_policy)
+    assert second.changed and second.version == "2" and second.run_id == pca.run_id
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("scadapt-pancreas_small", "champion").version) == "2"
+    assert str(client.get_model_version_by_alias("scadapt-pancreas_small", "previous").version) == "1"
+    version = client.get_model_version("scadapt-pancreas_small", "2")
+    assert version.tags["strategy"] == "pca_logreg" and version.tags["source_run"] == pca.run_id
+    assert float(version.tags["test_macro_f1"]) == pytest.approx(pca.metrics["test_macro_f1"], abs=1e-4)
+    assert "pca_logreg on pancreas_small" in version.description
+    assert list(second.ranking["run_id"]) == [pca.run_id, head.run_id]
+
+    # the champion reloads as a pyfunc model and predicts what the trained annotator predicts
+    model = mlflow.pyfunc.load_model("models:/scadapt-pancreas_small@champion")
+    cells = _cells(pancreas)
+    served = model.predict(cells)
+    direct = pca.annotator.predict(pancreas[:5])
+    assert list(served["label"]) == list(direct["label"])
+    np.testing.assert_allclose(served["confidence"], direct["confidence"], rtol=1e-5)
+    proba = model.predict(cells, params={"output": "probabilities"})
+    assert [c for c in proba.columns if c.startswith("p_")] == [f"p_{c}" for c in pca.annotator.classes]
+
+
+def test_served_backbone_model_matches_the_annotator_and_refuses_bad_requests(tiny_checkpoint, lenient_policy,
+                                                                              pancreas):
+    head = _train(tiny_checkpoint, "head", epochs=2)
+    promote("pancreas_small", lenient_policy)
+    tiny_checkpoint.rename(tiny_checkpoint.with_name("moved"))  # the model carries its own copy of the backbone
+    model = mlflow.pyfunc.load_model("models:/scadapt-pancreas_small@champion")
+    cells = _cells(pancreas, 8)
+    served = model.predict(cells, params={"output": "embedding"})
+    direct_embedding, direct_proba = head.annotator.outputs(pancreas[:8])
+    np.testing.assert_allclose(served[[f"emb_{i}" for i in range(32)]].to_numpy(), direct_embedding, atol=1e-5)
+    np.testing.assert_allclose(served["confidence"], direct_proba.max(axis=1), atol=1e-5)
+    assert served["label"].tolist() == head.annotator.predict(pancreas[:8])["label"].tolist()
+
+    with pytest.raises(MlflowException, match="genes this model reads"):
+        model.predict(cells.iloc[:, :100])
+    with pytest.raises(MlflowException, match="negative values"):
+        model.predict(cells - 5.0)
+    with pytest.raises(MlflowException, match="Unknown output 'everything'"):
+        model.predict(cells, params={"output": "everything"})
+
+
+def test_gates_and_missing_candidates_are_explained(tiny_checkpoint, tmp_path):
+    with pytest.raises(ScadaptError, match="No MLflow experiment 'scadapt-pancreas_small'"):
+        promote("pancreas_small")
+    _train(tiny_checkpoint, "head", epochs=1)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(POLICY.replace("val_macro_f1: 0.2", "val_macro_f1: 0.99"))
+    with pytest.raises(ScadaptError, match="passes the quality gates.*val_macro_f1 0.* < 0.99"):
+        promote("pancreas_small", strict)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(POLICY + "\nrank_on: test\n")
+    with pytest.raises(ScadaptError, match="unknown policy keys \\['rank_on'\\]"):
+        PromotionPolicy.load(broken)
+
+
+def test_mlflow_project_promote_entry_point(tiny_checkpoint, lenient_policy, monkeypatch):
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+    pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    submitted = mlflow.projects.run(str(REPO), entry_point="promote", env_manager="local", synchronous=True,
+                                    parameters={"data": "pancreas_small", "policy": str(lenient_policy)})
+    assert mlflow.get_run(submitted.run_id).info.status == "FINISHED"
+    champion = mlflow.MlflowClient().get_model_version_by_alias("scadapt-pancreas_small", "champion")
+    assert champion.run_id == pca.run_id
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_champion_served_by_the_mlflow_scoring_server(tiny_checkpoint, lenient_policy, pancreas, monkeypatch):
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+    _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    promote("pancreas_small", lenient_policy)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/scadapt-pancreas_small@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        else:
+            pytest.fail("the scoring server did not start")
+        cells = _cells(pancreas, 3)
+        expected = mlflow.pyfunc.load_model("models:/scadapt-pancreas_small@champion").predict(cells)
+        split = requests.post(f"{base}/invocations", json={"dataframe_split": cells.to_dict(orient="split")}, timeout=60)
+        assert split.status_code == 200, split.text
+        assert [row["label"] for row in split.json()["predictions"]] == list(expected["label"])
+        records = requests.post(f"{base}/invocations", timeout=60, json={
+            "dataframe_records": cells.to_dict(orient="records"), "params": {"output": "probabilities"}})
+        assert records.status_code == 200 and "p_alpha" in records.json()["predictions"][0]
+        bad = requests.post(f"{base}/invocations", json={"dataframe_split": cells.iloc[:, :10].to_dict(orient="split")},
+                            timeout=60)
+        assert bad.status_code == 400 and "genes this model reads" in bad.json()["message"]
+        garbage = requests.post(f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"},
+                                timeout=60)
+        assert 400 <= garbage.status_code < 500
+        assert requests.get(f"{base}/ping", timeout=5).status_code == 200  # still serving
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_mlflow_project_predict_entry_point_annotates_an_h5ad(tiny_checkpoint, lenient_policy, pancreas, tmp_path,
+                                                             monkeypatch):
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+    pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    promote("pancreas_small", lenient_policy)
+    query = pancreas[:40].copy()
+    query.obs["kept"] = "yes"
+    query.write_h5ad(tmp_path / "query.h5ad")
+    submitted = mlflow.projects.run(str(REPO), entry_point="predict", env_manager="local", synchronous=True,
+                                    parameters={"model": "models:/scadapt-pancreas_small@champion",
+                                                "data": str(tmp_path / "query.h5ad"), "output": str(tmp_path / "out.h5ad")})
+    run = mlflow.get_run(submitted.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["n_cells"] == 40
+    annotated = anndata.read_h5ad(tmp_path / "out.h5ad")
+    assert list(annotated.obs["kept"]) == ["yes"] * 40  # the user's data is kept
+    assert list(annotated.obs["scadapt_label"]) == list(pca.annotator.predict(query)["label"])
+    assert annotated.obsm["X_scadapt"].shape == (40, 20)
+
+
+def test_predict_refuses_data_without_the_models_genes(tiny_checkpoint, lenient_policy, pancreas, tmp_path):
+    from scadapt.serving.predict import predict_h5ad
+
+    _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    promote("pancreas_small", lenient_policy)
+    other = pancreas[:20, :300].copy()
+    other.write_h5ad(tmp_path / "few_genes.h5ad")
+    with pytest.raises(ScadaptError, match="300 of the 2000 genes this model reads"):
+        predict_h5ad("models:/scadapt-pancreas_small@champion", tmp_path / "few_genes.h5ad")
+    with pytest.raises(ScadaptError, match="Cannot load model models:/nothing@champion"):
+        predict_h5ad("models:/nothing@champion", tmp_path / "few_genes.h5ad")
