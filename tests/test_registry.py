@@ -4,10 +4,7 @@ the champion as a pyfunc model, and bad requests."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import anndata
 import mlflow
@@ -21,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from scadapt.errors import ScadaptError
 from scadapt.registry import PromotionPolicy, promote
 from scadapt.registry.policy import DEFAULT_POLICY
+from scadapt.serving.server import serving
 from scadapt.training.config import TrainJob
 from scadapt.training.train import train
 
@@ -120,32 +118,11 @@ def test_mlflow_project_promote_entry_point(tiny_checkpoint, lenient_policy, mon
     assert champion.run_id == pca.run_id
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_champion_served_by_the_mlflow_scoring_server(tiny_checkpoint, lenient_policy, pancreas, monkeypatch):
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     _train(tiny_checkpoint, "pca_logreg", n_components=20)
     promote("pancreas_small", lenient_policy)
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/scadapt-pancreas_small@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(1)
-        else:
-            pytest.fail("the scoring server did not start")
+    with serving("models:/scadapt-pancreas_small@champion") as base:
         cells = _cells(pancreas, 3)
         expected = mlflow.pyfunc.load_model("models:/scadapt-pancreas_small@champion").predict(cells)
         split = requests.post(f"{base}/invocations", json={"dataframe_split": cells.to_dict(orient="split")}, timeout=60)
@@ -161,9 +138,6 @@ def test_champion_served_by_the_mlflow_scoring_server(tiny_checkpoint, lenient_p
                                 timeout=60)
         assert 400 <= garbage.status_code < 500
         assert requests.get(f"{base}/ping", timeout=5).status_code == 200  # still serving
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_mlflow_project_predict_entry_point_annotates_an_h5ad(tiny_checkpoint, lenient_policy, pancreas, tmp_path,

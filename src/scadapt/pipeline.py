@@ -106,4 +106,6 @@ def _dataset_name(data: str) -> str:
 def _summary(studies: dict[str, TuneResult], promotion: PromotionResult) -> pd.DataFrame:
     rows = [{"strategy": name, **{k: result.metrics.get(k) for k in SUMMARY_COLUMNS[1:]},
              "champion": "*" if result.best_run_id == promotion.run_id else ""} for name, result in studies.items()]
-    return pd.DataFrame(rows).sort_values("val_macro_f1", ascending=False).reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values("val_macro_f1", ascending=False).reset_index(drop=True)
+    table["trainable_parameters"] = table["trainable_parameters"].astype("Int64")
+    return table

@@ -1,0 +1,157 @@
+"""Latency and throughput of the served champion (``mlflow models serve``), against calling the
+same pyfunc model in-process (the reference: no HTTP, no JSON).
+
+Run:  python benchmarks/serving.py  [--part demo human] [--sizes 1 100 1000]
+
+Everything happens in a temporary MLflow store:
+
+1. ``demo``: ``head`` and ``pca_logreg`` trained on PBMC (``pbmc68k_reduced``) with the demo
+   backbone (``scadapt pretrain`` makes it), each promoted in turn and served.
+2. ``human``: ``head`` on the bundled pancreas cells with a random backbone at the whole-human
+   scGPT shapes (``args.json``/``vocab.json``; 12 layers, width 512, up to 1,200 tokens per cell).
+
+Requests are ``dataframe_split`` JSON with 1, 100 and 1000 cells (drawn with replacement from the
+data); each size is sent ``--repeats`` times after one warm-up request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from backbone import make_checkpoint  # noqa: E402  (benchmarks/backbone.py)
+
+LENIENT = "gates:\n  val_macro_f1: 0.0\n  test_macro_f1: 0.0\n"
+
+
+def _policy(tmp: Path) -> Path:
+    from scadapt.registry.policy import DEFAULT_POLICY
+
+    text = DEFAULT_POLICY.read_text()
+    start, end = text.index("gates:"), text.index("# Alias")
+    path = tmp / "policy.yaml"
+    path.write_text(text[:start] + LENIENT + "\n" + text[end:])
+    return path
+
+
+def _champion(data: str, strategy: str, checkpoint: str | None, hparams: dict, policy: Path, max_seq_len=None):
+    from scadapt.registry import promote
+    from scadapt.training.config import TrainJob
+    from scadapt.training.train import train
+
+    experiment = f"bench-{data}-{strategy}"  # one candidate per experiment: each strategy becomes the champion
+    train(TrainJob(data=data, strategy=strategy, checkpoint=checkpoint, hparams=hparams, progress=False, umap=False,
+                   max_seq_len=max_seq_len, min_genes=50, experiment=experiment))
+    return promote(data, policy, experiment=experiment)
+
+
+def _requests(cells: pd.DataFrame, sizes: list[int], repeats: list[int], seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for size, n in zip(sizes, repeats, strict=True):
+        yield size, [cells.iloc[rng.integers(0, len(cells), size)].reset_index(drop=True) for _ in range(n + 1)]
+
+
+def _stats(size: int, seconds: list[float]) -> dict:
+    return {"cells": size, "requests": len(seconds), "p50_ms": 1000 * np.percentile(seconds, 50),
+            "p95_ms": 1000 * np.percentile(seconds, 95), "cells_per_s": size * len(seconds) / sum(seconds)}
+
+
+def measure(model_uri: str, cells: pd.DataFrame, sizes: list[int], repeats: list[int]) -> list[dict]:
+    import mlflow
+
+    from scadapt.serving.server import serving
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    rows = []
+    with serving(model_uri, request_timeout=3600) as url:
+        for size, batches in _requests(cells, sizes, repeats):
+            served, local = [], []
+            for i, batch in enumerate(batches):
+                payload = {"dataframe_split": batch.to_dict(orient="split")}
+                started = time.perf_counter()
+                response = requests.post(f"{url}/invocations", json=payload, timeout=3600)
+                elapsed = time.perf_counter() - started
+                response.raise_for_status()
+                started = time.perf_counter()
+                model.predict(batch)
+                local_elapsed = time.perf_counter() - started
+                if i:  # the first request of each size warms up
+                    served.append(elapsed)
+                    local.append(local_elapsed)
+            s, r = _stats(size, served), _stats(size, local)
+            rows.append({**s, "in_process_p50_ms": r["p50_ms"], "in_process_cells_per_s": r["cells_per_s"],
+                         "served_vs_in_process": s["p50_ms"] / r["p50_ms"]})
+            print(f"  {size} cells: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms, {s['cells_per_s']:.1f} cells/s; "
+                  f"in-process p50 {r['p50_ms']:.1f} ms", flush=True)
+    return rows
+
+
+def _table(adata) -> pd.DataFrame:
+    matrix = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    return pd.DataFrame(matrix.astype(np.float64), columns=[str(g) for g in adata.var_names])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", nargs="+", choices=["demo", "human"], default=["demo", "human"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1, 100, 1000])
+    parser.add_argument("--repeats", nargs="+", type=int, default=[20, 5, 2], help="requests per size (demo)")
+    parser.add_argument("--human-repeats", nargs="+", type=int, default=[10, 3, 1], help="requests per size (human)")
+    parser.add_argument("--reference-dir", type=Path, default=HERE.parent.parent / "shared/reference/scgpt_human")
+    args = parser.parse_args()
+
+    from scadapt.data import load_expression
+    from scadapt.training.pretrain import demo_backbone_dir
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+        os.chdir(tmp)
+        policy = _policy(tmp)
+        if "demo" in args.part:
+            if not (demo_backbone_dir() / "args.json").is_file():
+                sys.exit("No demo backbone: run `scadapt pretrain` first.")
+            cells = _table(load_expression("pbmc68k_reduced"))
+            for strategy, hparams in (("pca_logreg", {}), ("head", {"epochs": 2})):
+                print(f"demo / {strategy}", flush=True)
+                champion = _champion("pbmc68k_reduced", strategy, None, hparams, policy)
+                assert champion.changed, "the champion must be this strategy's runner"
+                for row in measure(f"models:/{champion.model_name}/{champion.version}", cells, args.sizes, args.repeats):
+                    results.append({"setting": f"demo backbone, {strategy}", **row})
+        if "human" in args.part:
+            ckpt = tmp / "human_ckpt"
+            make_checkpoint(args.reference_dir, ckpt)
+            print("human / head", flush=True)
+            champion = _champion("pancreas_small", "head", str(ckpt), {"epochs": 1}, policy, max_seq_len=1200)
+            cells = _table(load_expression("pancreas_small"))
+            for row in measure(f"models:/{champion.model_name}/{champion.version}", cells, args.sizes,
+                               args.human_repeats):
+                results.append({"setting": "whole-human shapes, head", **row})
+
+    print(f"\ncpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, {date.today()}")
+    print("| setting | cells per request | requests | p50 (ms) | p95 (ms) | cells/s | in-process p50 (ms) "
+          "| served vs in-process |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['setting']} | {r['cells']} | {r['requests']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+              f"| {r['cells_per_s']:.1f} | {r['in_process_p50_ms']:.1f} | {r['served_vs_in_process']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
