@@ -243,3 +243,6 @@ def test_search_space_suggestions_make_valid_configs(strategy):
         suggested = cls.config_class.search_space(study.ask())
         config = cls.config_class.from_params(suggested)
         assert all(getattr(config, key) == value for key, value in suggested.items())
+    if "lr" in suggested:  # every suggestion of a name uses one range (Optuna ignores a second one)
+        low, high = cls.config_class.lr_range()
+        assert study.trials[0].distributions["lr"].low == low and study.trials[0].distributions["lr"].high == high

@@ -87,9 +87,14 @@ class TorchConfig(StrategyConfig):
             raise ScadaptError(f"Bad hyperparameters for {type(self).__name__}: {'; '.join(problems)}.")
 
     @classmethod
+    def lr_range(cls) -> tuple[float, float]:
+        """The learning rates the search may try (log-uniform)."""
+        return cls.lr / 10, cls.lr * 5
+
+    @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
         return {
-            "lr": trial.suggest_float("lr", cls.lr / 10, cls.lr * 5, log=True),
+            "lr": trial.suggest_float("lr", *cls.lr_range(), log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-4, 0.1, log=True),
             "head_dropout": trial.suggest_float("head_dropout", 0.0, 0.3),
         }

@@ -4,7 +4,6 @@ needs a low learning rate, warmup and clipping (scDLKit saw it collapse at 5e-4)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
@@ -18,8 +17,8 @@ class FullConfig(TorchConfig):
     freeze_gene_embedding: bool = False  # the gene embedding holds ~60% of scGPT's weights
 
     @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {**super().search_space(trial), "lr": trial.suggest_float("lr", 1e-5, 3e-4, log=True)}
+    def lr_range(cls) -> tuple[float, float]:
+        return 1e-5, 3e-4
 
 
 @register
