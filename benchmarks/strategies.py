@@ -43,6 +43,7 @@ HUMAN_STRATEGIES = ["head", "full", "lora", "adapter", "prefix", "ia3"]
 
 def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
     from scadapt.strategies import get_strategy
+    from scadapt.strategies.base import TorchConfig
     from scadapt.training.config import TrainJob
     from scadapt.training.context import prepare
     from scadapt.training.fit import fit_strategy
@@ -51,7 +52,7 @@ def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
     ctx = prepare(TrainJob(data="pbmc68k_reduced", strategy=strategy, device=device, progress=False, umap=False),
                   needs_backbone=cls.kind != "expression")
     params = {"seed": 0}
-    if "epochs" in {f for f in cls.config_class.__dataclass_fields__}:
+    if issubclass(cls.config_class, TorchConfig):
         params.update(epochs=epochs, patience=epochs)
     outcome = fit_strategy(ctx, strategy, cls.config_class.from_params(params), progress=False)
     epoch_sec = [row["epoch_sec"] for row in outcome.fit.history] if outcome.fit else []

@@ -20,6 +20,7 @@ import pandas as pd
 
 from scadapt.registry import PromotionResult, promote
 from scadapt.strategies import STRATEGY_NAMES, get_strategy
+from scadapt.strategies.base import TorchConfig
 from scadapt.tracking import log_params, tracked_run
 from scadapt.training.config import PretrainConfig
 from scadapt.training.pretrain import demo_backbone_dir, pretrain
@@ -96,7 +97,7 @@ def _demo_backbone(cfg: PipelineConfig) -> str:
 
 
 def _has_epochs(strategy: str) -> bool:
-    return "epochs" in get_strategy(strategy).config_class.__dataclass_fields__
+    return issubclass(get_strategy(strategy).config_class, TorchConfig)
 
 
 def _dataset_name(data: str) -> str:

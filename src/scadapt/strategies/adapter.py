@@ -10,7 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from scadapt.errors import ScadaptError
-from scadapt.strategies.base import Strategy, TorchConfig, freeze
+from scadapt.strategies.base import Strategy, TorchConfig
 from scadapt.strategies.registry import register
 
 
@@ -55,7 +55,6 @@ class Adapter(Strategy):
     def adapt(cls, backbone: nn.Module, config: AdapterConfig) -> None:
         if config.layers not in ("all", "first_half"):
             raise ScadaptError(f"adapter layers must be 'all' or 'first_half', got {config.layers!r}.")
-        freeze(backbone)
         layers = backbone.transformer_encoder.layers
         chosen = layers if config.layers == "all" else layers[: max(1, len(layers) // 2)]
         width = max(1, round(backbone.config.d_model * config.ratio))

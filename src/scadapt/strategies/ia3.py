@@ -10,7 +10,7 @@ from peft import inject_adapter_in_model
 from torch import nn
 
 from scadapt.strategies.base import LAYER_PATTERN as LAYER
-from scadapt.strategies.base import Strategy, TorchConfig, freeze
+from scadapt.strategies.base import Strategy, TorchConfig
 from scadapt.strategies.registry import register
 
 
@@ -28,7 +28,6 @@ class IA3(Strategy):
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: IA3Config) -> None:
-        freeze(backbone)
         peft_config = PeftIA3Config(
             target_modules=LAYER + r"(self_attn\.(k|v)|linear2)", feedforward_modules=LAYER + r"linear2"
         )

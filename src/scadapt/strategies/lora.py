@@ -10,7 +10,7 @@ from torch import nn
 
 from scadapt.errors import ScadaptError
 from scadapt.strategies.base import LAYER_PATTERN as LAYER
-from scadapt.strategies.base import Strategy, TorchConfig, freeze
+from scadapt.strategies.base import Strategy, TorchConfig
 from scadapt.strategies.registry import register
 
 TARGETS = {
@@ -50,7 +50,6 @@ class LoRA(Strategy):
     def adapt(cls, backbone: nn.Module, config: LoRAConfig) -> None:
         if config.targets not in TARGETS:
             raise ScadaptError(f"LoRA targets must be one of {', '.join(TARGETS)}, got {config.targets!r}.")
-        freeze(backbone)
         peft_config = LoraConfig(
             r=config.r, lora_alpha=config.alpha, lora_dropout=config.lora_dropout, target_modules=TARGETS[config.targets]
         )

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from scadapt.backbone.attention import SelfAttention
-from scadapt.strategies.base import Strategy, TorchConfig, freeze
+from scadapt.strategies.base import Strategy, TorchConfig
 from scadapt.strategies.registry import register
 
 
@@ -52,6 +52,5 @@ class Prefix(Strategy):
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: PrefixConfig) -> None:
-        freeze(backbone)
         for layer in backbone.transformer_encoder.layers:
             layer.self_attn = PrefixAttention(layer.self_attn, config.n_prefix)
