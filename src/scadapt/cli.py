@@ -318,6 +318,66 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     print("Compare the runs: mlflow ui")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_benchmark(subparsers) -> None:
+    from scadapt.benchmark.config import TUNING_MODES, BenchmarkConfig
+
+    d = BenchmarkConfig()
+    p = subparsers.add_parser("benchmark", help="every strategy x regime x fold, ranked, with figures and a report")
+    p.add_argument("--datasets", type=_names, default=d.datasets,
+                   help="comma-separated catalogued names or .h5ad paths (default: %(default)s)")
+    p.add_argument("--strategies", type=_names, default=d.strategies, help="comma-separated (default: all eight)")
+    p.add_argument("--regimes", type=_names, default=d.regimes,
+                   help="comma-separated from full, low, cross_study (default: all; cross_study where there are batches)")
+    p.add_argument("--label-fractions", type=_number_list, default=d.label_fractions)
+    p.add_argument("--n-folds", type=_integer, default=d.n_folds, help="K of the stratified folds (default: %(default)s)")
+    p.add_argument("--folds", type=_integer, default=d.folds, help="run the first F of the K folds (0: all; default: %(default)s)")
+    p.add_argument("--tuning", choices=TUNING_MODES, default=d.tuning,
+                   help="reuse: one study per dataset and strategy, its settings reused on every split; "
+                        "per_fold: one study per split (default: %(default)s)")
+    p.add_argument("--n-trials", type=_integer, default=d.n_trials, help="trials per study (default: %(default)s)")
+    p.add_argument("--epochs", type=_integer, default=d.epochs, help="epochs per fit (default: %(default)s)")
+    p.add_argument("--checkpoint", type=_optional, default=None, help="scGPT model folder (default: the demo backbone)")
+    p.add_argument("--pretrain-epochs", type=_integer, default=d.pretrain_epochs)
+    p.add_argument("--storage", type=_optional, default=None, help="Optuna storage (default: sqlite:///optuna.db)")
+    p.add_argument("--policy", type=_optional, default=None, help="ranking and promotion rule (default: registry/policy.yaml)")
+    p.add_argument("--no-promote", action="store_true", help="do not register champions at the end")
+    p.add_argument("--experiment", default=d.experiment, help="MLflow experiment of all its runs (default: %(default)s)")
+    p.add_argument("--output-dir", default=d.output_dir, help="report, tables and figures (default: %(default)s)")
+    p.add_argument("--name", default=d.name, help="shown in run names and the report (default: %(default)s)")
+    p.add_argument("--label-key", type=_optional, default=None, help="obs column with cell types (every dataset)")
+    p.add_argument("--batch-key", type=_optional, default=None, help="obs column with technology/batch (every dataset)")
+    p.add_argument("--layer", type=_optional, default=None, help="matrix to use (every dataset)")
+    p.add_argument("--seed", type=_integer, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.set_defaults(handler=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> None:
+    from scadapt.benchmark import BenchmarkConfig, run_benchmark
+
+    options = {k: v for k, v in (("label_key", args.label_key), ("batch_key", args.batch_key), ("layer", args.layer))
+               if v is not None}
+    result = run_benchmark(BenchmarkConfig(
+        datasets=args.datasets, strategies=args.strategies, regimes=args.regimes, label_fractions=args.label_fractions,
+        n_folds=args.n_folds, folds=args.folds or None, tuning=args.tuning, n_trials=args.n_trials, epochs=args.epochs,
+        checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs, storage=args.storage, policy=args.policy,
+        promote=not args.no_promote, experiment=args.experiment, output_dir=args.output_dir, name=args.name,
+        seed=args.seed, device=args.device, data_options=options,
+    ))
+    ranking = result.tables.ranking
+    shown = ranking[ranking["regime"] == "full"] if (ranking["regime"] == "full").any() else ranking
+    print(shown.drop(columns=["regime", "label_fraction"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for dataset, champion in result.tables.champions.items():
+        if champion["model"]:
+            print(f"{dataset}: champion {champion['strategy']} ({champion['model']}, run {champion['run_id']})")
+    print(f"\n{result.cells_run} cells run now, {len(result.tables.runs) - result.cells_run} found finished. "
+          f"Report: {result.output_dir / 'report.md'} (also on MLflow run {result.parent_run_id}).")
+
+
 def _add_pretrain(subparsers) -> None:
     from scadapt.training.config import PretrainConfig
 
@@ -364,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_promote(subparsers)
     _add_predict(subparsers)
     _add_pipeline(subparsers)
+    _add_benchmark(subparsers)
     _add_datasets(subparsers)
     _add_splits(subparsers)
     return parser

@@ -19,11 +19,9 @@ import mlflow
 import pandas as pd
 
 from scadapt.registry import PromotionResult, promote
-from scadapt.strategies import STRATEGY_NAMES, get_strategy
-from scadapt.strategies.base import TorchConfig
+from scadapt.strategies import STRATEGY_NAMES, epoch_budget
 from scadapt.tracking import log_params, tracked_run
-from scadapt.training.config import PretrainConfig
-from scadapt.training.pretrain import demo_backbone_dir, pretrain
+from scadapt.training.pretrain import ensure_demo_backbone
 from scadapt.tuning import TuneJob, TuneResult, tune
 
 log = logging.getLogger(__name__)
@@ -58,12 +56,11 @@ class PipelineResult:
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     launcher = os.environ.pop("MLFLOW_RUN_ID", None)  # the summary goes there; studies get runs of their own
     started = time.perf_counter()
-    checkpoint = cfg.checkpoint or _demo_backbone(cfg)
+    checkpoint = cfg.checkpoint or str(ensure_demo_backbone(cfg.pretrain_epochs, cfg.seed, cfg.device))
     studies: dict[str, TuneResult] = {}
     for name in cfg.strategies:
-        fixed = {"epochs": cfg.epochs, "patience": max(3, cfg.epochs // 3)} if _has_epochs(name) else {}
         log.info("Tuning %s on %s (%d trials).", name, cfg.data, cfg.n_trials)
-        studies[name] = tune(TuneJob(data=cfg.data, strategy=name, checkpoint=checkpoint, hparams=fixed,
+        studies[name] = tune(TuneJob(data=cfg.data, strategy=name, checkpoint=checkpoint, hparams=epoch_budget(name, cfg.epochs),
                                      n_trials=cfg.n_trials, storage=cfg.storage, seed=cfg.seed, device=cfg.device,
                                      progress=cfg.progress, **cfg.tune_overrides))
     promotion = promote(_dataset_name(cfg.data), cfg.policy)
@@ -84,20 +81,6 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
             promotion.ranking.to_csv(Path(tmp) / "ranking.csv", index=False)
             mlflow.log_artifacts(tmp, "summary")
     return PipelineResult(summary, promotion, studies)
-
-
-def _demo_backbone(cfg: PipelineConfig) -> str:
-    directory = demo_backbone_dir()
-    if (directory / "args.json").is_file():
-        log.info("Reusing the demo backbone in %s.", directory)
-    else:
-        log.info("No demo backbone yet: pretraining one on the bundled data (%d epochs).", cfg.pretrain_epochs)
-        pretrain(PretrainConfig(epochs=cfg.pretrain_epochs, seed=cfg.seed, device=cfg.device))
-    return str(directory)
-
-
-def _has_epochs(strategy: str) -> bool:
-    return issubclass(get_strategy(strategy).config_class, TorchConfig)
 
 
 def _dataset_name(data: str) -> str:

@@ -137,6 +137,19 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
 
 
+def checkpoint_digest(model_dir: str | Path) -> str:
+    """Content hash of a model directory's three files, without loading the model (tells a
+    retrained checkpoint in the same folder apart)."""
+    _check_files(Path(model_dir))
+    digest = hashlib.blake2b(digest_size=16)
+    for name in (ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE):
+        digest.update(name.encode())
+        with (Path(model_dir) / name).open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _check_files(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise CheckpointError(

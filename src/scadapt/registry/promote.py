@@ -37,13 +37,16 @@ class PromotionResult:
 
 
 def candidates(dataset: str, policy: PromotionPolicy, experiment: str | None = None) -> list[Run]:
-    """Finished candidate runs of the dataset in the policy's regimes."""
+    """Finished candidate runs of the dataset in the policy's regimes (an experiment may hold
+    several datasets, e.g. a benchmark's)."""
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment or f"scadapt-{dataset}")
     if found is None:
         raise ScadaptError(f"No MLflow experiment {experiment or f'scadapt-{dataset}'!r}: train or tune on {dataset} first.")
-    runs = client.search_runs([found.experiment_id],
-                              "tags.`scadapt.candidate` = 'true' and attributes.status = 'FINISHED'", max_results=10_000)
+    if "'" in dataset:
+        raise ScadaptError(f"A dataset name cannot contain a quote: {dataset!r}.")
+    query = f"tags.`scadapt.candidate` = 'true' and tags.dataset = '{dataset}' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([found.experiment_id], query, max_results=10_000)
     return [run for run in runs if run.data.tags.get("regime") in policy.regimes]
 
 

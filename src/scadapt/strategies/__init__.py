@@ -13,4 +13,13 @@ from scadapt.strategies.registry import STRATEGIES, get_strategy
 
 STRATEGY_NAMES = tuple(STRATEGIES)
 
-__all__ = ["STRATEGIES", "STRATEGY_NAMES", "Strategy", "StrategyConfig", "TorchConfig", "get_strategy"]
+
+def epoch_budget(name: str, epochs: int) -> dict[str, int]:
+    """Fixed settings that give a strategy trained by gradient descent ``epochs`` epochs (with
+    early stopping after a third of them without improvement); empty for the others."""
+    if issubclass(get_strategy(name).config_class, TorchConfig):
+        return {"epochs": epochs, "patience": max(3, epochs // 3)}
+    return {}
+
+
+__all__ = ["STRATEGIES", "STRATEGY_NAMES", "Strategy", "StrategyConfig", "TorchConfig", "epoch_budget", "get_strategy"]

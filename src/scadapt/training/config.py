@@ -83,3 +83,5 @@ class TrainJob:
     output_dir: str | None = None  # also save the trained annotator here
     umap: bool = True
     progress: bool = True
+    parent_run_id: str | None = None  # nest the job's run under this run (e.g. a benchmark's)
+    run_tags: dict[str, str] = field(default_factory=dict)  # more tags for the job's own run

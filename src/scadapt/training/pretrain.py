@@ -269,3 +269,14 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             mlflow.log_artifact(str(output_dir / name), artifact_path="backbone")
         mlflow.log_artifact(str(figure), artifact_path="figures")
         return PretrainResult(output_dir, final_hash, run.info.run_id, history["val_loss"][-1], history["train_loss"])
+
+
+def ensure_demo_backbone(epochs: int = 10, seed: int = 0, device: str = "auto") -> Path:
+    """The demo backbone's folder, pretrained on the bundled data first if it does not exist yet."""
+    directory = demo_backbone_dir()
+    if (directory / "args.json").is_file():
+        log.info("Reusing the demo backbone in %s.", directory)
+    else:
+        log.info("No demo backbone yet: pretraining one on the bundled data (%d epochs).", epochs)
+        pretrain(PretrainConfig(epochs=epochs, seed=seed, device=device))
+    return directory

@@ -33,6 +33,13 @@ def run_tags(job: TrainJob, ctx: TrainingContext) -> dict[str, str]:
             "fold": "" if ctx.split.fold is None else str(ctx.split.fold)}
 
 
+def job_run_tags(job: TrainJob) -> dict[str, str]:
+    """Tags that only the job's own top-level run gets (a train run, a study's parent run), not
+    its trials: the caller's ``run_tags`` and the parent it is nested under."""
+    parent = {"mlflow.parentRunId": job.parent_run_id} if job.parent_run_id else {}
+    return {**job.run_tags, **parent}
+
+
 def run_params(job: TrainJob, ctx: TrainingContext, config: StrategyConfig) -> dict[str, object]:
     """The strategy's hyperparameters under their own names, plus the same ``data.*``,
     ``split.*`` and ``backbone.*`` columns for every run.

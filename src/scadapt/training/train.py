@@ -19,7 +19,7 @@ from scadapt.tracking import log_params, tracked_run
 from scadapt.training.config import TrainJob
 from scadapt.training.context import prepare
 from scadapt.training.fit import fit_strategy
-from scadapt.training.reporting import log_dataset_input, log_fit, log_test, run_params, run_tags
+from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def train(job: TrainJob) -> TrainResult:
     ctx = prepare(job, needs_backbone=strategy.kind != "expression")
     experiment = job.experiment or f"scadapt-{ctx.info.name}"
     # a train run is a candidate for promotion, like the best trial of a study
-    tags = {**run_tags(job, ctx), "scadapt.entry_point": "train", "scadapt.candidate": "true"}
+    tags = {**run_tags(job, ctx), "scadapt.entry_point": "train", "scadapt.candidate": "true", **job_run_tags(job)}
     with tracked_run(experiment, run_name=f"{job.strategy}/{ctx.split.name}", tags=tags) as run:
         log_params(run_params(job, ctx, config))
         log_dataset_input(ctx)

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import warnings
 from collections.abc import Callable
 
 import optuna
-import psutil
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from scadapt.errors import ScadaptError
+from scadapt.tracking.workers import is_dead_local_worker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_SEC, GRACE_SEC = 60, 300
@@ -68,28 +67,12 @@ def _journal_path(url: str) -> str | None:
     return None
 
 
-def worker_id() -> str:
-    """This process as ``host:pid:start-time`` (the start time tells a reused pid apart)."""
-    process = psutil.Process()
-    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.3f}"
-
-
-def _is_dead_local_worker(worker: str) -> bool:
-    host, pid, started = worker.rsplit(":", 2)
-    if host != socket.gethostname():
-        return False  # another host's worker: left to the heartbeat (database storages)
-    try:
-        return f"{psutil.Process(int(pid)).create_time():.3f}" != started
-    except psutil.NoSuchProcess:
-        return True
-
-
 def recover_interrupted(study: optuna.Study, storage: BaseStorage) -> list[FrozenTrial]:
     """Mark RUNNING trials whose worker on this host no longer runs as FAILED; return them."""
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR)
-        if worker is not None and _is_dead_local_worker(worker):
+        if worker is not None and is_dead_local_worker(worker):
             if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
                 recovered.append(trial)
     return recovered

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,12 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 from scadapt.errors import ScadaptError
 from scadapt.models.annotator import Annotator
 from scadapt.strategies import get_strategy
-from scadapt.tracking import ensure_experiment, log_params, tracked_run
+from scadapt.tracking import log_params, shared_run, tracked_run
+from scadapt.tracking.workers import worker_id
 from scadapt.training.config import TrainJob
 from scadapt.training.context import TrainingContext, prepare
 from scadapt.training.fit import fit_strategy
-from scadapt.training.reporting import log_dataset_input, log_fit, log_test, run_params, run_tags
-from scadapt.tuning.storage import WORKER_ATTR, describe_storage, open_storage, recover_interrupted, worker_id
+from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
+from scadapt.tuning.storage import WORKER_ATTR, describe_storage, open_storage, recover_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,10 @@ def tune(job: TuneJob) -> TuneResult:
         log.warning("Trial %d of study %s was interrupted (its worker is gone); marked failed.", trial.number, name)
         _close_trial_run(study, trial)
     tags = {**run_tags(job, ctx), "scadapt.entry_point": "tune", "scadapt.study": name}
-    parent_id, created = _study_run(job.experiment or f"scadapt-{ctx.info.name}", name, tags)
+    # a worker that joins an existing study logs its trials under that study's parent run
+    parent_id, created = shared_run(job.experiment or f"scadapt-{ctx.info.name}",
+                                    {"scadapt.study": name, "scadapt.study_run": "true"}, f"study {name}",
+                                    job_run_tags(job))
     with tracked_run("", run_id=parent_id, tags=tags) as parent:
         log_params({**_fixed_params(job, ctx), "study_name": name, "storage": describe_storage(job.storage),
                     "n_trials": job.n_trials, "sampler": f"TPE(seed={job.seed})", "pruning": job.pruning})
@@ -141,42 +144,8 @@ def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str]):
     return objective
 
 
-def _study_run(experiment: str, name: str, tags: dict[str, str]) -> tuple[str, bool]:
-    """The study's parent run, and whether this worker created it: the oldest run tagged with the
-    study, created if there is none.
-
-    Under ``mlflow run`` the launcher's run becomes the parent of a new study; a worker that joins
-    an existing study logs its trials under that study's parent instead.
-    """
-    client = MlflowClient()
-    launcher = os.environ.pop("MLFLOW_RUN_ID", None)  # otherwise every nested run would resume it
-    if launcher:
-        experiment_id = client.get_run(launcher).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
-    else:
-        experiment_id = ensure_experiment(experiment)
-    existing = _study_runs(client, experiment_id, name)
-    if existing:
-        if launcher:
-            client.set_tag(launcher, "scadapt.joined_study_run", existing[0])
-            client.set_terminated(launcher)
-        return existing[0], False
-    own = launcher or client.create_run(experiment_id, run_name=f"study {name}").info.run_id
-    client.set_tag(own, "scadapt.study", name)
-    client.set_tag(own, "scadapt.study_run", "true")
-    chosen = _study_runs(client, experiment_id, name)[0]
-    if chosen != own:  # another worker created the study's run at the same moment
-        client.delete_run(own)
-    return chosen, chosen == own
-
-
 def _worker_seed(seed: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}/{worker_id()}".encode(), digest_size=4).digest(), "little")
-
-
-def _study_runs(client: MlflowClient, experiment_id: str, name: str) -> list[str]:
-    runs = client.search_runs([experiment_id], f"tags.`scadapt.study` = '{name}' and tags.`scadapt.study_run` = 'true'")
-    return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
 
 def _fixed_params(job: TuneJob, ctx: TrainingContext) -> dict[str, object]:

@@ -1,0 +1,95 @@
+"""Settings of a benchmark, and the fingerprint that tells its finished cells apart from others'."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scadapt.backbone.checkpoint import checkpoint_digest
+from scadapt.data.splits import DEFAULT_LABEL_FRACTIONS, REGIMES
+from scadapt.errors import ScadaptError
+from scadapt.strategies import STRATEGY_NAMES
+
+TUNING_MODES = ("reuse", "per_fold")
+BASELINES = ("pca_logreg", "frozen_probe")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Which matrix to run and how.
+
+    The matrix is datasets x strategies x splits, where the splits are those of each regime:
+    ``full`` (one per fold), ``low`` (one per label fraction and fold) and ``cross_study`` (one
+    per held-out technology group; datasets without a batch key have none).
+
+    ``tuning``:
+        ``reuse``: one Optuna study per dataset and strategy, on the first split of the matrix
+        (``full_fold0``); its best settings train every other split. Cheap, but those settings
+        were chosen on fold 0's validation cells, which are test cells of other folds.
+        ``per_fold``: one study per split (nested: each split's settings are chosen on its own
+        validation cells only). ``n_trials`` times more fits.
+    """
+
+    datasets: tuple[str, ...] = ("pbmc68k_reduced", "pancreas_small")
+    strategies: tuple[str, ...] = STRATEGY_NAMES
+    regimes: tuple[str, ...] = REGIMES
+    label_fractions: tuple[float, ...] = DEFAULT_LABEL_FRACTIONS
+    n_folds: int = 5  # K of the stratified folds
+    folds: int | None = 3  # run the first ``folds`` of the K folds (None: all K)
+    tuning: str = "reuse"
+    n_trials: int = 3  # per study
+    epochs: int = 10  # per fit, for the strategies trained by gradient descent
+    checkpoint: str | None = None  # default: the demo backbone (pretrained on first use)
+    pretrain_epochs: int = 10
+    storage: str | None = None  # Optuna storage (default: sqlite:///optuna.db)
+    policy: str | None = None  # ranking and promotion rule (default: registry/policy.yaml)
+    promote: bool = True  # register each dataset's champion at the end
+    experiment: str = "scadapt-benchmark"
+    output_dir: str = "benchmark_results"
+    name: str = "default"  # shown in run names and the report
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    data_options: dict[str, object] = field(default_factory=dict)  # label_key, batch_key, ... for every dataset
+    job_options: dict[str, object] = field(default_factory=dict)  # more TrainJob fields (max_seq_len, min_genes, ...)
+
+    def __post_init__(self) -> None:
+        self.datasets, self.strategies, self.regimes = tuple(self.datasets), tuple(self.strategies), tuple(self.regimes)
+        self.label_fractions = tuple(float(f) for f in self.label_fractions)
+        problems = [
+            (not self.datasets, "at least one dataset is needed"),
+            (not self.strategies, "at least one strategy is needed"),
+            (bool(bad := [s for s in self.strategies if s not in STRATEGY_NAMES]),
+             f"unknown strategies {bad if self.strategies else ''}; known: {', '.join(STRATEGY_NAMES)}"),
+            (bool(bad_r := [r for r in self.regimes if r not in REGIMES]),
+             f"unknown regimes {bad_r if self.regimes else ''}; known: {', '.join(REGIMES)}"),
+            (not self.regimes, "at least one regime is needed"),
+            (self.tuning not in TUNING_MODES, f"tuning must be one of {', '.join(TUNING_MODES)} (got {self.tuning!r})"),
+            (self.n_trials < 1 or self.epochs < 1, "n_trials and epochs must be at least 1"),
+            (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),
+            (self.folds is not None and not 1 <= self.folds <= self.n_folds,
+             f"folds must be between 1 and n_folds={self.n_folds} (got {self.folds})"),
+            ("'" in self.name, "the benchmark name cannot contain a quote"),
+        ]
+        if messages := [message for failed, message in problems if failed]:
+            raise ScadaptError("Bad benchmark settings: " + "; ".join(messages) + ".")
+
+    def fold_numbers(self) -> list[int] | None:
+        return None if self.folds is None else list(range(self.folds))
+
+    def fingerprint(self, checkpoint: str | Path | None) -> str:
+        """Everything a cell's result depends on besides its dataset, split and strategy.
+
+        Finished cells are found in MLflow by this value, so a rerun with the same settings
+        skips them, a bigger matrix (more datasets, strategies, folds or fractions) only runs
+        what is new, and changed settings never reuse a result made with other ones.
+        """
+        keep = {
+            "n_folds": self.n_folds, "tuning": self.tuning, "n_trials": self.n_trials, "epochs": self.epochs,
+            "seed": self.seed, **{name: {k: str(v) for k, v in sorted(getattr(self, name).items())}
+                                  for name in ("data_options", "job_options")},
+            "backbone": checkpoint_digest(checkpoint) if checkpoint else None,
+        }
+        return hashlib.blake2b(json.dumps(keep, sort_keys=True).encode(), digest_size=8).hexdigest()

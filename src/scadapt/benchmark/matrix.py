@@ -1,0 +1,91 @@
+"""The cells of a benchmark matrix: dataset x regime split x strategy, planned before any work."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from scadapt.benchmark.config import BenchmarkConfig
+from scadapt.data import DatasetInfo, Split, load_dataset, make_splits, required_cells_per_class
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    """One fit of the matrix. ``replicate`` is what varies within a setting: the fold for
+    ``full``/``low``, the held-out group for ``cross_study``."""
+
+    data: str  # how to load the dataset (catalogue name or .h5ad path)
+    dataset: str  # its name in runs, reports and the registry
+    regime: str
+    split: str
+    strategy: str
+    fold: int | None = None
+    label_fraction: float | None = None
+    held_out: str = ""  # cross_study: the held-out group
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.split}/{self.strategy}"
+
+    @property
+    def setting(self) -> str:
+        """``full``, ``low 5%`` or ``cross_study``: what the replicates of a result average over."""
+        return f"low {self.label_fraction * 100:g}%" if self.regime == "low" else self.regime
+
+    @property
+    def replicate(self) -> str:
+        return self.held_out if self.regime == "cross_study" else f"fold{self.fold}"
+
+
+def plan_matrix(cfg: BenchmarkConfig) -> list[MatrixCell]:
+    """Every cell of the matrix, in the order they run: dataset, strategy, then regime splits.
+
+    Loading and splitting every dataset first means a class too small to split, a missing key
+    or a dataset without technologies fails (or is reported) before hours of work.
+    """
+    cells = []
+    for data in cfg.datasets:
+        splits = dataset_splits(data, cfg)
+        name = splits[0][0] if splits else data
+        for strategy in cfg.strategies:
+            cells.extend(_cell(data, name, split, strategy) for _, split in splits)
+    return cells
+
+
+def dataset_splits(data: str, cfg: BenchmarkConfig) -> list[tuple[str, Split]]:
+    """(dataset name, split) for every regime of ``cfg`` this dataset supports."""
+    found = []
+    for regime in cfg.regimes:
+        adata = load_dataset(data, min_cells_per_class=required_cells_per_class(regime, cfg.n_folds),
+                             **cfg.data_options)
+        info = DatasetInfo.of(adata)
+        if regime == "cross_study" and not info.batch_key:
+            log.info("%s has no technology/batch key: no cross_study cells for it.", info.name)
+            continue
+        splits = make_splits(adata, regime, n_folds=cfg.n_folds, folds=cfg.fold_numbers(),
+                             label_fractions=cfg.label_fractions, seed=cfg.seed,
+                             **{k: v for k, v in cfg.data_options.items() if k == "drop_rare_classes"})
+        found.extend((info.name, split) for split in splits)
+    return found
+
+
+def _cell(data: str, dataset: str, split: Split, strategy: str) -> MatrixCell:
+    group = split.name.removeprefix("cross_study_") if split.regime == "cross_study" else ""
+    return MatrixCell(data, dataset, split.regime, split.name, strategy, split.fold, split.label_fraction, group)
+
+
+def progress_grid(cells: Iterable[MatrixCell], finished: set[str]) -> pd.DataFrame:
+    """``finished/planned`` per (dataset, strategy) row and setting column: the matrix filling."""
+    rows = pd.DataFrame([{"dataset": c.dataset, "strategy": c.strategy, "setting": c.setting,
+                          "done": c.key in finished} for c in cells])
+    if rows.empty:
+        return rows
+    counts = rows.groupby(["dataset", "strategy", "setting"], sort=False)["done"].agg(["sum", "count"])
+    grid = (counts["sum"].astype(str) + "/" + counts["count"].astype(str)).unstack("setting", fill_value="-")
+    settings = list(dict.fromkeys(rows["setting"]))
+    return grid[settings]

@@ -1,0 +1,151 @@
+"""The benchmark's Markdown report and its CSV tables, written to the output folder."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from scadapt.benchmark.config import BASELINES, BenchmarkConfig
+from scadapt.benchmark.results import COMPARED, BenchmarkTables
+from scadapt.registry import PromotionResult
+from scadapt.storage import atomic_write
+
+
+def write_tables(tables: BenchmarkTables, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in ("runs", "summary", "ranking", "paired", "per_class"):
+        path = folder / f"{name}.csv"
+        table: pd.DataFrame = getattr(tables, name)
+        atomic_write(path, lambda f, t=table: f.write(t.to_csv(index=False).encode()))
+        paths.append(path)
+    return paths
+
+
+def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path], promotions: dict[str, PromotionResult],
+                 cfg: BenchmarkConfig, fingerprint: str, checkpoint: str | None, timing: pd.DataFrame,
+                 seconds: float, no_champion: dict[str, str] | None = None) -> Path:
+    """``report.md`` (numbers, verdicts and figures per dataset, where this call's time went) and
+    ``tables/*.csv``."""
+    write_tables(tables, output_dir / "tables")
+    timing.to_csv(output_dir / "tables" / "timing.csv", index=False)
+    runs = tables.runs
+    lines = [
+        f"# scadapt benchmark `{cfg.name}`", "",
+        f"Written {datetime.datetime.now().isoformat(timespec='minutes')} on {platform.node()} "
+        f"({platform.machine()}); settings fingerprint `{fingerprint}`.", "",
+        f"- Backbone: `{checkpoint}`" if checkpoint else "- Backbone: none (only strategies without one)",
+        f"- Matrix: {len(runs)} cells = {_count(runs['dataset'], 'dataset', 'datasets')} x {_count(runs['strategy'], 'strategy', 'strategies')} "
+        f"x splits of {', '.join(cfg.regimes)} ({cfg.folds or cfg.n_folds} of {cfg.n_folds} folds; label fractions "
+        f"{', '.join(f'{f * 100:g}%' for f in cfg.label_fractions)})",
+        f"- Tuning: `{cfg.tuning}`, {cfg.n_trials} Optuna trials per study, at most {cfg.epochs} epochs per fit; "
+        "selection on validation cells only",
+        f"- Fit time of all cells: {runs['runtime_sec'].sum() / 60:.1f} min; this call: {seconds / 60:.1f} min, "
+        f"running {int(timing['cells_run'].sum())} of the cells (the others were finished before)", "",
+        "Scores are test macro-F1, mean ± standard deviation over replicates (folds; held-out technology groups "
+        "for cross-study). Ranks follow `registry/policy.yaml` applied to test means (macro-F1, then balanced "
+        "accuracy, accuracy, fewer trainable parameters, shorter runtime; rounded to the policy's decimals). "
+        "A strategy *beats* a baseline when its mean paired difference is positive and it loses on no replicate.",
+    ]
+    if cfg.tuning == "reuse":
+        lines += ["", "Tuning `reuse`: each strategy's settings were chosen on the first split's validation cells and "
+                  "reused; on other folds those cells can be test cells, so scores there may be slightly optimistic "
+                  "(`--tuning per_fold` avoids this)."]
+    for dataset in dict.fromkeys(runs["dataset"]):
+        lines += ["", f"## {dataset}", *_dataset_section(tables, dataset, promotions.get(dataset))]
+        if dataset in (no_champion or {}):
+            lines += ["", f"**No champion**: {no_champion[dataset]}"]
+    if not timing.empty:
+        lines += ["", "## Where this call's time went", "", _timing_table(timing)]
+    if figures:
+        lines += ["", "## Figures", ""]
+        for path in (p for p in figures if p.suffix == ".png"):
+            lines += [f"![{path.stem}](figures/{path.name})", ""]
+    report = output_dir / "report.md"
+    atomic_write(report, lambda f: f.write("\n".join(lines).encode()))
+    return report
+
+
+def _dataset_section(tables: BenchmarkTables, dataset: str, promotion: PromotionResult | None) -> list[str]:
+    lines = []
+    ranking = tables.ranking[tables.ranking["dataset"] == dataset]
+    summary = tables.summary[tables.summary["dataset"] == dataset]
+    for setting in dict.fromkeys(ranking["setting"]):
+        ranked = ranking[ranking["setting"] == setting]
+        rows = summary[summary["setting"] == setting].set_index("strategy").loc[ranked["strategy"]]
+        table = pd.DataFrame({
+            "rank": ranked["rank"].to_numpy(), "strategy": ranked["strategy"].to_numpy(),
+            "macro-F1": [_spread(r, COMPARED) for _, r in rows.iterrows()],
+            "balanced acc.": [_spread(r, "test_balanced_accuracy") for _, r in rows.iterrows()],
+            "trainable params": [f"{int(v):,}" if pd.notna(v) else "" for v in rows["trainable_parameters_mean"]],
+            "fit s": [f"{v:.1f}" for v in rows["runtime_sec_mean"]], "n": rows["n"].to_numpy(),
+        })
+        lines += ["", f"### {setting}", "", _markdown(table), "", *_verdicts(tables.paired, dataset, setting)]
+    cross = tables.runs[(tables.runs["dataset"] == dataset) & (tables.runs["regime"] == "cross_study")]
+    if not cross.empty:
+        grid = cross.pivot_table(index="strategy", columns="held_out", values=COMPARED)
+        grid = grid.reindex(list(dict.fromkeys(cross["strategy"]))).map(lambda v: f"{v:.3f}").reset_index()
+        lines += ["", "Cross-study test macro-F1 per held-out group:", "", _markdown(grid)]
+    if promotion is not None:
+        champion = tables.champions.get(dataset, {})
+        lines += ["", f"**Champion**: `{promotion.model_name}` version {promotion.version} "
+                  f"({champion.get('strategy', '?')}, run `{promotion.run_id}`), chosen on validation macro-F1 among "
+                  "the full-label runs. Serve it with `mlflow models serve -m "
+                  f"models:/{promotion.model_name}@champion --env-manager local -p 5001`."]
+    return lines
+
+
+def _verdicts(paired: pd.DataFrame, dataset: str, setting: str) -> list[str]:
+    rows = paired[(paired["dataset"] == dataset) & (paired["setting"] == setting)]
+    lines = []
+    for baseline in BASELINES:
+        against = rows[rows["baseline"] == baseline]
+        if against.empty:
+            continue
+        foundation = against[~against["strategy"].isin(BASELINES)]
+        losers = foundation[~foundation["beats"]]
+        detail = ", ".join(f"{r.strategy} {r.mean_diff:+.3f} ± {r.std_diff:.3f} ({r.wins}W/{r.ties}T/{r.losses}L)"
+                           for r in against.itertuples())
+        if len(foundation) and losers.empty:
+            verdict = f"every foundation-model strategy beats `{baseline}`"
+        elif len(foundation):
+            verdict = (f"{len(losers)} of {len(foundation)} foundation-model strategies do not beat `{baseline}` "
+                       f"({', '.join(losers['strategy'])})")
+        else:
+            verdict = f"compared with `{baseline}`"
+        lines.append(f"- {verdict}; paired differences: {detail}.")
+    return lines
+
+
+def _timing_table(timing: pd.DataFrame) -> str:
+    """Wall seconds per strategy (all datasets): in tuning studies, and the training time of the
+    cells' own fits (the rest of the wall time is loading, embedding, scoring and logging)."""
+    table = timing.groupby("strategy", sort=False)[["cells_run", "wall_sec", "tuning_sec", "cell_fit_sec"]].sum()
+    total = table["wall_sec"].sum()
+    return _markdown(pd.DataFrame({
+        "strategy": table.index, "cells run": table["cells_run"].to_numpy(),
+        "wall s": [f"{v:.0f}" for v in table["wall_sec"]],
+        "share": [f"{v / total:.0%}" if total else "" for v in table["wall_sec"]],
+        "in tuning s": [f"{v:.0f}" for v in table["tuning_sec"]],
+        "cell fits s": [f"{v:.0f}" for v in table["cell_fit_sec"]],
+    }))
+
+
+def _count(values: pd.Series, one: str, many: str) -> str:
+    n = values.nunique()
+    return f"{n} {one if n == 1 else many}"
+
+
+def _spread(row: pd.Series, metric: str) -> str:
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    return "" if pd.isna(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])

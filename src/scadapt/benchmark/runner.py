@@ -1,0 +1,285 @@
+"""``benchmark``: run the matrix (resuming), aggregate it, draw it, report it, promote champions.
+
+Every cell's result is one finished MLflow run tagged ``scadapt.benchmark=<fingerprint>`` and
+``scadapt.cell=<dataset>/<split>/<strategy>``; a rerun with the same settings finds those runs
+and only does what is missing. All runs of a benchmark live in one experiment, nested under the
+benchmark's parent run, which ends up holding the tables, figures and report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from tqdm.auto import tqdm
+
+from scadapt.benchmark.config import BenchmarkConfig
+from scadapt.benchmark.figures import draw_all
+from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
+from scadapt.benchmark.report import write_report
+from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
+from scadapt.errors import ScadaptError
+from scadapt.registry import PromotionPolicy, PromotionResult, promote
+from scadapt.strategies import epoch_budget, get_strategy
+from scadapt.tracking import log_params, shared_run
+from scadapt.tracking.runs import search_all_runs
+from scadapt.tracking.workers import is_dead_local_worker, worker_id
+from scadapt.training.config import TrainJob
+from scadapt.training.pretrain import ensure_demo_backbone
+from scadapt.training.train import train
+from scadapt.tuning import TuneJob, TuneResult, tune
+
+log = logging.getLogger(__name__)
+
+BENCHMARK_TAG, CELL_TAG, WORKER_TAG = "scadapt.benchmark", "scadapt.cell", "scadapt.worker"
+
+
+@dataclass
+class BenchmarkResult:
+    fingerprint: str
+    parent_run_id: str
+    tables: BenchmarkTables
+    promotions: dict[str, PromotionResult]
+    output_dir: Path
+    timing: pd.DataFrame  # this call's wall and tuning seconds per dataset and strategy that had work
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def cells_run(self) -> int:
+        """Cells run by this call (the rest were found finished)."""
+        return int(self.timing["cells_run"].sum())
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
+    """Run what is missing of the matrix, then aggregate, draw, report and promote."""
+    started = time.perf_counter()
+    cells = plan_matrix(cfg)
+    needs_backbone = any(get_strategy(s).kind != "expression" for s in cfg.strategies)
+    checkpoint = cfg.checkpoint or (str(ensure_demo_backbone(cfg.pretrain_epochs, cfg.seed, cfg.device))
+                                    if needs_backbone else None)
+    fingerprint = cfg.fingerprint(checkpoint)
+    parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, "scadapt.benchmark_run": "true"},
+                              f"benchmark {cfg.name}", {"scadapt.entry_point": "benchmark"})
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    ctx = _Context(cfg, checkpoint, fingerprint, parent_id, client.get_experiment(experiment_id).name)
+    try:
+        timing = _fill_matrix(ctx, cells, experiment_id)
+        done = finished_runs(experiment_id, fingerprint)
+        table = results_table((cell, done[cell.key]) for cell in cells)
+        promotions = _promote_all(ctx, dict.fromkeys(c.dataset for c in cells)) if cfg.promote else {}
+        tables = summarise(table, PromotionPolicy.load(cfg.policy))
+        tables.champions = _champions(tables, promotions)
+        tables.per_class = champion_per_class(tables)
+        output_dir = Path(cfg.output_dir)
+        figures = draw_all(tables, output_dir / "figures")
+        seconds = time.perf_counter() - started
+        write_report(output_dir, tables, figures, promotions, cfg, fingerprint, checkpoint, timing, seconds,
+                     ctx.no_champion)
+        _log_outputs(ctx, output_dir, tables, timing, seconds)
+    except BaseException as error:
+        client.set_terminated(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    log.info("Benchmark report: %s", output_dir / "report.md")
+    return BenchmarkResult(fingerprint, parent_id, tables, promotions, output_dir, timing, figures)
+
+
+def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> pd.DataFrame:
+    """Run the unfinished cells with a progress bar over the whole matrix; return this call's
+    wall time per dataset and strategy (one row per group that had work)."""
+    _close_interrupted(experiment_id, ctx.fingerprint)
+    finished = set(finished_runs(experiment_id, ctx.fingerprint))
+    already = len({c.key for c in cells} & finished)
+    log.info("Benchmark %s (%s): %d cells, %d already finished (MLflow experiment %r, parent run %s).\n%s",
+             ctx.cfg.name, ctx.fingerprint, len(cells), already, ctx.experiment, ctx.parent_id,
+             progress_grid(cells, finished).to_string())
+    timing = []
+    with tqdm(total=len(cells), initial=already, desc="benchmark", unit="cell", disable=not ctx.cfg.progress) as bar:
+        for group in _by_dataset_and_strategy(cells):
+            todo = [c for c in group if c.key not in finished]
+            if not todo:
+                continue
+            started, tuning_before, fit_sec = time.perf_counter(), ctx.tuning_sec, 0.0
+            for cell, metrics in _run_group(ctx, group, todo):
+                finished.add(cell.key)
+                fit_sec += metrics["runtime_sec"]
+                bar.update(1)
+                bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
+            timing.append({"dataset": group[0].dataset, "strategy": group[0].strategy, "cells_run": len(todo),
+                           "wall_sec": time.perf_counter() - started, "tuning_sec": ctx.tuning_sec - tuning_before,
+                           "cell_fit_sec": fit_sec})
+    log.info("Matrix complete.\n%s", progress_grid(cells, finished).to_string())
+    return pd.DataFrame(timing, columns=["dataset", "strategy", "cells_run", "wall_sec", "tuning_sec", "cell_fit_sec"])
+
+
+def finished_runs(experiment_id: str, fingerprint: str) -> dict[str, Run]:
+    """``{cell key: run}`` of the benchmark's finished cells (the newest run where a cell has two)."""
+    runs = search_all_runs([experiment_id], f"tags.`{BENCHMARK_TAG}` = '{fingerprint}' and attributes.status = 'FINISHED'")
+    return {r.data.tags[CELL_TAG]: r for r in sorted(runs, key=lambda r: r.info.start_time) if CELL_TAG in r.data.tags}
+
+
+def _promote_all(ctx: _Context, datasets) -> dict[str, PromotionResult]:
+    """Promote each dataset's champion; one whose candidates all fail the quality gates gets
+    none (said in the log and the report), and the others still get theirs."""
+    promotions = {}
+    for dataset in datasets:
+        try:
+            promotions[dataset] = promote(dataset, ctx.cfg.policy, ctx.experiment)
+        except ScadaptError as error:
+            log.warning("No champion for %s: %s", dataset, error)
+            ctx.no_champion[dataset] = str(error)
+    return promotions
+
+
+def _champions(tables: BenchmarkTables, promotions: dict[str, PromotionResult]) -> dict[str, dict[str, str]]:
+    """Each dataset's champion: the promoted run, or without promotion the top full-label strategy."""
+    champions = {}
+    for dataset in dict.fromkeys(tables.runs["dataset"]):
+        if dataset in promotions:
+            promotion = promotions[dataset]
+            ranked = promotion.ranking.set_index("run_id")
+            champions[dataset] = {"strategy": str(ranked.loc[promotion.run_id, "strategy"]), "run_id": promotion.run_id,
+                                  "model": f"{promotion.model_name}/{promotion.version}"}
+        else:
+            ranking = tables.ranking[tables.ranking["dataset"] == dataset]
+            top = ranking[ranking["regime"] == "full"] if (ranking["regime"] == "full").any() else ranking
+            champions[dataset] = {"strategy": str(top.iloc[0]["strategy"]), "run_id": "", "model": ""}
+    return champions
+
+
+def champion_per_class(tables: BenchmarkTables) -> pd.DataFrame:
+    """Per-class test F1 (from each run's ``tables/per_class_test.csv``) of every cell of each
+    dataset's champion strategy."""
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+        for dataset, champion in tables.champions.items():
+            runs = tables.runs[(tables.runs["dataset"] == dataset) & (tables.runs["strategy"] == champion["strategy"])]
+            for row in runs.itertuples():
+                path = mlflow.artifacts.download_artifacts(run_id=row.run_id, artifact_path="tables/per_class_test.csv",
+                                                           dst_path=str(Path(tmp) / row.run_id))
+                per_class = pd.read_csv(path)
+                frames.append(per_class[["class", "f1", "support"]].assign(
+                    dataset=dataset, strategy=row.strategy, setting=row.setting, replicate=row.replicate))
+    columns = ["dataset", "strategy", "setting", "replicate", "class", "f1", "support"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+@dataclass
+class _Context:
+    cfg: BenchmarkConfig
+    checkpoint: str | None
+    fingerprint: str
+    parent_id: str
+    experiment: str
+    tuning_sec: float = 0.0  # spent in studies by this call
+    no_champion: dict[str, str] = field(default_factory=dict)  # dataset -> why promotion failed
+
+    def job(self, cell: MatrixCell, job_class: type[TrainJob] = TrainJob, **fields) -> TrainJob:
+        return job_class(data=cell.data, regime=cell.regime, split=cell.split, n_folds=self.cfg.n_folds,
+                         label_fractions=self.cfg.label_fractions, strategy=cell.strategy, checkpoint=self.checkpoint,
+                         seed=self.cfg.seed, device=self.cfg.device, experiment=self.experiment, umap=False,
+                         progress=False, parent_run_id=self.parent_id, **self.cfg.data_options,
+                         **self.cfg.job_options, **fields)
+
+    def cell_tags(self, cell: MatrixCell) -> dict[str, str]:
+        return {BENCHMARK_TAG: self.fingerprint, CELL_TAG: cell.key, WORKER_TAG: worker_id()}
+
+    def tune(self, cell: MatrixCell) -> TuneResult:
+        """The study of ``cell``'s strategy on ``cell``'s split."""
+        name = f"benchmark-{self.fingerprint}/{cell.key}"
+        started = time.perf_counter()
+        try:
+            return tune(self.job(cell, TuneJob, hparams=epoch_budget(cell.strategy, self.cfg.epochs),
+                             n_trials=self.cfg.n_trials, storage=self.cfg.storage, study_name=name,
+                             run_tags={BENCHMARK_TAG: self.fingerprint}))
+        finally:
+            self.tuning_sec += time.perf_counter() - started
+
+    def adopt(self, cell: MatrixCell, result: TuneResult) -> dict[str, float]:
+        """Make a study's best trial the result of ``cell`` (it was tuned on the cell's own split)."""
+        for key, value in self.cell_tags(cell).items():
+            if key != WORKER_TAG:
+                MlflowClient().set_tag(result.best_run_id, key, value)
+        return result.metrics
+
+
+def _run_group(ctx: _Context, group: list[MatrixCell], todo: list[MatrixCell]):
+    """Run the unfinished cells of one dataset and strategy; yield each with its metrics."""
+    if ctx.cfg.tuning == "per_fold":
+        for cell in todo:
+            yield cell, ctx.adopt(cell, ctx.tune(cell))
+        return
+    tuned_on = group[0]  # full_fold0 when the full regime is in the matrix
+    study = ctx.tune(tuned_on)
+    settings = {**epoch_budget(tuned_on.strategy, ctx.cfg.epochs), **study.best_params}
+    for cell in todo:
+        if cell == tuned_on:
+            yield cell, ctx.adopt(cell, study)
+            continue
+        tags = {**ctx.cell_tags(cell), "scadapt.tuned_by": study.parent_run_id}
+        result = train(ctx.job(cell, hparams=settings, run_tags=tags))
+        yield cell, result.metrics
+
+
+def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
+    groups: dict[tuple[str, str], list[MatrixCell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.dataset, cell.strategy), []).append(cell)
+    return list(groups.values())
+
+
+@contextmanager
+def _quiet_downloads():
+    """No progress bar per downloaded artifact (dozens of tiny tables)."""
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _close_interrupted(experiment_id: str, fingerprint: str) -> None:
+    """End the cell runs a killed benchmark process left RUNNING (their cells run again)."""
+    client = MlflowClient()
+    runs = search_all_runs([experiment_id], f"tags.`{BENCHMARK_TAG}` = '{fingerprint}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        worker = run.data.tags.get(WORKER_TAG)
+        if worker and is_dead_local_worker(worker):
+            log.warning("Cell %s was interrupted (run %s); it runs again.", run.data.tags.get(CELL_TAG), run.info.run_id)
+            client.set_tag(run.info.run_id, "scadapt.interrupted", "true")
+            client.set_terminated(run.info.run_id, "FAILED")
+
+
+def _log_outputs(ctx: _Context, output_dir: Path, tables: BenchmarkTables, timing: pd.DataFrame,
+                 seconds: float) -> None:
+    """Settings, totals and the report folder on the benchmark's parent run."""
+    cfg = ctx.cfg
+    with mlflow.start_run(run_id=ctx.parent_id):
+        # the settings behind the fingerprint are fixed for this run; the matrix may grow on a rerun (tags)
+        log_params({"n_folds": cfg.n_folds, "tuning": cfg.tuning, "n_trials": cfg.n_trials, "epochs": cfg.epochs,
+                    "checkpoint": ctx.checkpoint, "seed": cfg.seed, "fingerprint": ctx.fingerprint,
+                    **{f"data.{k}": v for k, v in cfg.data_options.items()}})
+        mlflow.set_tags({"matrix.datasets": ",".join(cfg.datasets), "matrix.strategies": ",".join(cfg.strategies),
+                         "matrix.regimes": ",".join(cfg.regimes), "matrix.folds": str(cfg.folds or cfg.n_folds),
+                         "matrix.label_fractions": ",".join(map(str, cfg.label_fractions)),
+                         **{f"champion.{d}": c["model"] for d, c in tables.champions.items() if c["model"]}})
+        by_strategy = timing.groupby("strategy")["wall_sec"].sum()
+        mlflow.log_metrics({"benchmark_sec": seconds, "cells": len(tables.runs), "cells_run": timing["cells_run"].sum(),
+                            "fit_sec_total": float(tables.runs["runtime_sec"].sum()),
+                            **{f"wall_sec_{strategy}": float(sec) for strategy, sec in by_strategy.items()}})
+        mlflow.log_artifacts(str(output_dir), "report")

@@ -1,0 +1,221 @@
+"""``benchmark``: the matrix completes, resumes without redoing cells, is ranked by the policy,
+compared with the baselines, drawn, reported and ends with a champion."""
+
+from __future__ import annotations
+
+import socket
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from scadapt.benchmark import BenchmarkConfig, paired_comparison, rank_strategies, run_benchmark, summary_table
+from scadapt.benchmark import runner as benchmark_runner
+from scadapt.benchmark.matrix import MatrixCell, progress_grid
+from scadapt.benchmark.results import METRICS
+from scadapt.cli import main
+from scadapt.errors import ScadaptError
+from scadapt.registry import PromotionPolicy
+
+FIGURES = ("full_label_macro_f1", "low_label_curves", "efficiency_pareto", "champion_per_class_f1")
+
+
+def _config(checkpoint, tmp_path, **overrides) -> BenchmarkConfig:
+    settings = dict(datasets=("pancreas_small",), strategies=("pca_logreg", "head"), regimes=("full", "low"),
+                    label_fractions=(0.1,), n_folds=2, folds=2, n_trials=1, epochs=1, checkpoint=str(checkpoint) if checkpoint else None,
+                    storage=f"sqlite:///{tmp_path / 'optuna.db'}", output_dir=str(tmp_path / "out"), progress=False,
+                    job_options={"max_seq_len": 64, "min_genes": 50})
+    settings.update(overrides)
+    return BenchmarkConfig(**settings)
+
+
+def _runs(rows: list[dict]) -> pd.DataFrame:
+    """A run table of made-up numbers; every metric not given is 0."""
+    base = {"dataset": "d", "regime": "full", "setting": "full", "label_fraction": np.nan, "fold": np.nan,
+            "held_out": "", "split": "", **dict.fromkeys(METRICS, 0.0), "run_id": ""}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+# -- the matrix, end to end ----------------------------------------------------------------------------------------
+def test_a_two_by_two_by_two_matrix_completes_with_tables_figures_report_and_champion(tiny_checkpoint, tmp_path):
+    result = run_benchmark(_config(tiny_checkpoint, tmp_path))
+
+    runs = result.tables.runs
+    assert len(runs) == 8 and result.cells_run == 8  # 2 strategies x (2 full + 2 low-10% folds)
+    assert sorted(runs["split"].unique()) == ["full_fold0", "full_fold1", "low_10pct_fold0", "low_10pct_fold1"]
+    assert set(runs.groupby(["setting", "strategy"]).size()) == {2}
+    assert runs["test_macro_f1"].between(0, 1).all() and runs["run_id"].is_unique
+    assert (runs.loc[runs["strategy"] == "head", "trainable_parameters"] > 0).all()
+
+    summary = result.tables.summary
+    assert len(summary) == 4 and (summary["n"] == 2).all()
+    row = summary[(summary["setting"] == "full") & (summary["strategy"] == "pca_logreg")].iloc[0]
+    values = runs[(runs["setting"] == "full") & (runs["strategy"] == "pca_logreg")]["test_macro_f1"]
+    assert row["test_macro_f1_mean"] == pytest.approx(values.mean())
+    assert row["test_macro_f1_std"] == pytest.approx(values.std(ddof=1))
+    assert all(ranks == [1, 2] for ranks in result.tables.ranking.groupby("setting")["rank"].apply(list))
+    paired = result.tables.paired
+    assert set(zip(paired["strategy"], paired["baseline"], strict=True)) == {("head", "pca_logreg")}
+    assert (paired["n_pairs"] == 2).all()
+
+    # every cell run is nested under the benchmark's parent run, in one experiment
+    parent = mlflow.get_run(result.parent_run_id)
+    for run_id in runs["run_id"]:
+        cell = mlflow.get_run(run_id)
+        assert cell.info.experiment_id == parent.info.experiment_id and cell.info.status == "FINISHED"
+    nested = {mlflow.get_run(r).data.tags.get("mlflow.parentRunId") for r in runs["run_id"]}
+    assert result.parent_run_id in nested  # train runs; tuned cells are children of their study run
+    assert parent.info.status == "FINISHED" and parent.data.metrics["cells"] == 8
+
+    for stem in FIGURES:
+        for suffix in ("png", "svg"):
+            path = result.output_dir / "figures" / f"{stem}.{suffix}"
+            assert path.is_file() and path.stat().st_size > 2000, path
+    report = (result.output_dir / "report.md").read_text()
+    assert "## pancreas_small" in report and "### low 10%" in report and "pca_logreg" in report
+    assert "beat `pca_logreg`" in report
+    assert pd.read_csv(result.output_dir / "tables" / "runs.csv").shape[0] == 8
+    logged = {a.path for a in MlflowClient().list_artifacts(result.parent_run_id, "report")}
+    assert {"report/report.md", "report/figures", "report/tables"} <= logged
+
+    champion = MlflowClient().get_model_version_by_alias("scadapt-pancreas_small", "champion")
+    assert champion.run_id in set(runs.loc[runs["regime"] == "full", "run_id"])
+    assert result.tables.champions["pancreas_small"]["run_id"] == champion.run_id
+    per_class = result.tables.per_class
+    assert set(per_class["setting"]) == {"full", "low 10%"} and per_class["f1"].between(0, 1).all()
+
+
+def test_an_interrupted_benchmark_resumes_without_redoing_finished_cells(tiny_checkpoint, tmp_path, monkeypatch):
+    cfg = _config(tiny_checkpoint, tmp_path, strategies=("pca_logreg",), regimes=("full", "low"), promote=False)
+    trained = []
+    real_train = benchmark_runner.train
+
+    def train_then_interrupt(job):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(job.split)
+        return real_train(job)
+
+    monkeypatch.setattr(benchmark_runner, "train", train_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg)
+    parent = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("scadapt-benchmark").experiment_id], "tags.`scadapt.benchmark_run` = 'true'")
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    # 3 cells finished: full_fold0 (the tuned trial) and two trained ones
+    assert trained == ["full_fold1", "low_10pct_fold0"]
+
+    # a cell run left RUNNING by a killed process is closed and its cell run again
+    experiment_id = parent[0].info.experiment_id
+    fingerprint = parent[0].data.tags["scadapt.benchmark"]
+    stale = MlflowClient().create_run(experiment_id, tags={
+        "scadapt.benchmark": fingerprint, "scadapt.cell": "pancreas_small/low_10pct_fold1/pca_logreg",
+        "scadapt.worker": f"{socket.gethostname()}:999999999:0"}).info.run_id  # a pid that does not exist
+
+    trained.clear()
+    monkeypatch.setattr(benchmark_runner, "train", lambda job: (trained.append(job.split), real_train(job))[1])
+    result = run_benchmark(cfg)
+    assert trained == ["low_10pct_fold1"] and result.cells_run == 1
+    assert result.parent_run_id == parent[0].info.run_id
+    assert len(result.tables.runs) == 4 and result.tables.runs["run_id"].is_unique
+    assert mlflow.get_run(stale).info.status == "FAILED"
+    assert mlflow.get_run(result.parent_run_id).info.status == "FINISHED"
+
+    again = run_benchmark(cfg)  # nothing left to do
+    assert again.cells_run == 0 and trained == ["low_10pct_fold1"]
+    # other settings are another benchmark: nothing is reused from this one
+    other = run_benchmark(_config(tiny_checkpoint, tmp_path, strategies=("pca_logreg",), regimes=("full",),
+                                  promote=False, n_trials=2))
+    assert other.cells_run == 2 and other.fingerprint != result.fingerprint
+
+
+def test_per_fold_tuning_gives_every_cell_its_own_study(tiny_checkpoint, tmp_path):
+    cfg = _config(tiny_checkpoint, tmp_path, strategies=("pca_logreg",), regimes=("full",), tuning="per_fold",
+                  n_trials=2, promote=False)
+    result = run_benchmark(cfg)
+    runs = [mlflow.get_run(r) for r in result.tables.runs["run_id"]]
+    assert len(runs) == 2 and all("scadapt.trial" in r.data.tags for r in runs)
+    studies = {mlflow.get_run(r.data.tags["mlflow.parentRunId"]).data.tags["scadapt.study"] for r in runs}
+    assert len(studies) == 2 and all(s.endswith(("full_fold0/pca_logreg", "full_fold1/pca_logreg")) for s in studies)
+
+
+def test_cross_study_cells_come_only_from_datasets_with_technologies(tmp_path):
+    cfg = _config(None, tmp_path, datasets=("pbmc68k_reduced", "pancreas_small"), strategies=("pca_logreg",),
+                  regimes=("cross_study",))
+    result = run_benchmark(cfg)  # expression-only: no backbone is made
+    runs = result.tables.runs
+    assert set(runs["dataset"]) == {"pancreas_small"} and set(runs["held_out"]) == {
+        "plate_like", "celseq_family", "droplet_c1"}
+    assert (result.output_dir / "figures" / "cross_study_heatmap.svg").stat().st_size > 2000
+    # the policy promotes full-label runners only: the benchmark still ends, and says why there is no champion
+    assert result.promotions == {}
+    assert "**No champion**: No candidate runs for pancreas_small in regimes full" in (
+        result.output_dir / "report.md").read_text()
+
+
+def test_benchmark_command_and_bad_settings(tmp_path, capsys):
+    code = main(["benchmark", "--datasets", "pancreas_small", "--strategies", "pca_logreg,frozen_probe",
+                 "--regimes", "full", "--n-folds", "2", "--folds", "0", "--n-trials", "1", "--no-promote",
+                 "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--output-dir", str(tmp_path / "cli"),
+                 "--checkpoint", str(tmp_path / "missing")])
+    assert code == 2 and "missing does not exist" in capsys.readouterr().err
+    code = main(["benchmark", "--datasets", "pancreas_small", "--strategies", "pca_logreg", "--regimes", "full",
+                 "--n-folds", "2", "--folds", "0", "--n-trials", "1", "--no-promote",
+                 "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--output-dir", str(tmp_path / "cli")])
+    out = capsys.readouterr().out
+    assert code == 0 and "2 cells run now" in out and (tmp_path / "cli" / "report.md").is_file()
+    for bad in (dict(tuning="grid"), dict(strategies=("nope",)), dict(folds=9), dict(regimes=())):
+        with pytest.raises(ScadaptError, match="Bad benchmark settings"):
+            BenchmarkConfig(**bad)
+
+
+# -- aggregation on made-up numbers -------------------------------------------------------------------------------
+def test_ranking_follows_the_policy_and_its_tie_breaks():
+    policy = PromotionPolicy.load()  # macro-F1, balanced accuracy, accuracy, fewer parameters, runtime; 3 decimals
+    runs = _runs([
+        {"strategy": "a", "test_macro_f1": 0.8001, "test_balanced_accuracy": 0.70},
+        {"strategy": "b", "test_macro_f1": 0.8004, "test_balanced_accuracy": 0.75},  # equal F1 after rounding
+        {"strategy": "c", "test_macro_f1": 0.8, "test_balanced_accuracy": 0.75, "test_accuracy": 0.9},
+        {"strategy": "d", "test_macro_f1": 0.8, "test_balanced_accuracy": 0.75, "test_accuracy": 0.9,
+         "trainable_parameters": 10, "runtime_sec": 5.0},
+        {"strategy": "e", "test_macro_f1": 0.8, "test_balanced_accuracy": 0.75, "test_accuracy": 0.9,
+         "trainable_parameters": 10, "runtime_sec": 1.0},
+        {"strategy": "f", "test_macro_f1": 0.9, "val_macro_f1": 0.1},  # ranked on test, not validation
+        {"strategy": "g", "test_macro_f1": 0.8, "test_balanced_accuracy": 0.75, "test_accuracy": 0.9,
+         "trainable_parameters": 10, "runtime_sec": 1.0},  # identical to e: the name decides
+    ])
+    ranking = rank_strategies(summary_table(runs), policy)
+    assert list(ranking["strategy"]) == ["f", "c", "e", "g", "d", "b", "a"]
+    assert list(ranking["rank"]) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_summary_and_paired_comparison_over_folds():
+    rows = []
+    for fold, (pca, probe, lora) in enumerate([(0.70, 0.60, 0.75), (0.72, 0.62, 0.71), (0.68, 0.64, 0.80)]):
+        for strategy, f1 in (("pca_logreg", pca), ("frozen_probe", probe), ("lora", lora)):
+            rows.append({"strategy": strategy, "replicate": f"fold{fold}", "fold": fold, "test_macro_f1": f1})
+    runs = _runs(rows)
+    summary = summary_table(runs).set_index("strategy")
+    assert summary.loc["lora", "test_macro_f1_mean"] == pytest.approx(np.mean([0.75, 0.71, 0.80]))
+    assert summary.loc["lora", "test_macro_f1_std"] == pytest.approx(np.std([0.75, 0.71, 0.80], ddof=1))
+    assert (summary["n"] == 3).all()
+
+    paired = paired_comparison(runs).set_index(["strategy", "baseline"])
+    vs_pca = paired.loc[("lora", "pca_logreg")]
+    assert vs_pca["mean_diff"] == pytest.approx(np.mean([0.05, -0.01, 0.12]))
+    assert (vs_pca["wins"], vs_pca["ties"], vs_pca["losses"]) == (2, 0, 1) and not vs_pca["beats"]
+    vs_probe = paired.loc[("lora", "frozen_probe")]
+    assert vs_probe["beats"] and vs_probe["wins"] == 3
+    assert paired.loc[("frozen_probe", "pca_logreg"), "losses"] == 3
+    assert ("pca_logreg", "pca_logreg") not in paired.index
+
+
+def test_progress_grid_shows_the_matrix_filling():
+    cells = [MatrixCell("d", "d", "full", f"full_fold{f}", s, fold=f) for s in ("x", "y") for f in (0, 1)]
+    cells.append(MatrixCell("d", "d", "low", "low_1pct_fold0", "x", fold=0, label_fraction=0.01))
+    grid = progress_grid(cells, {"d/full_fold0/x", "d/full_fold1/x", "d/full_fold0/y"})
+    assert list(grid.columns) == ["full", "low 1%"]
+    assert grid.loc[("d", "x"), "full"] == "2/2" and grid.loc[("d", "y"), "full"] == "1/2"
+    assert grid.loc[("d", "x"), "low 1%"] == "0/1" and grid.loc[("d", "y"), "low 1%"] == "-"
