@@ -3,12 +3,15 @@ compared with the baselines, drawn, reported and ends with a champion."""
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 from mlflow import MlflowClient
 
 from scadapt.benchmark import BenchmarkConfig, paired_comparison, rank_strategies, run_benchmark, summary_table
@@ -155,20 +158,32 @@ def test_cross_study_cells_come_only_from_datasets_with_technologies(tmp_path):
         result.output_dir / "report.md").read_text()
 
 
-def test_benchmark_command_and_bad_settings(tmp_path, capsys):
-    code = main(["benchmark", "--datasets", "pancreas_small", "--strategies", "pca_logreg,frozen_probe",
-                 "--regimes", "full", "--n-folds", "2", "--folds", "0", "--n-trials", "1", "--no-promote",
-                 "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--output-dir", str(tmp_path / "cli"),
-                 "--checkpoint", str(tmp_path / "missing")])
+def test_bad_benchmark_settings_are_refused_with_a_message(tmp_path, capsys):
+    code = main(["benchmark", "--datasets", "pancreas_small", "--strategies", "pca_logreg,head", "--regimes", "full",
+                 "--n-folds", "2", "--output-dir", str(tmp_path / "cli"), "--checkpoint", str(tmp_path / "missing")])
     assert code == 2 and "missing does not exist" in capsys.readouterr().err
-    code = main(["benchmark", "--datasets", "pancreas_small", "--strategies", "pca_logreg", "--regimes", "full",
-                 "--n-folds", "2", "--folds", "0", "--n-trials", "1", "--no-promote",
-                 "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--output-dir", str(tmp_path / "cli")])
-    out = capsys.readouterr().out
-    assert code == 0 and "2 cells run now" in out and (tmp_path / "cli" / "report.md").is_file()
-    for bad in (dict(tuning="grid"), dict(strategies=("nope",)), dict(folds=9), dict(regimes=())):
+    for bad in (dict(tuning="grid"), dict(strategies=("nope",)), dict(n_folds=1), dict(regimes=())):
         with pytest.raises(ScadaptError, match="Bad benchmark settings"):
             BenchmarkConfig(**bad)
+
+
+def test_mlflow_project_benchmark_entry_point_makes_the_launcher_the_parent_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+    submitted = mlflow.projects.run(
+        str(REPO), entry_point="benchmark", env_manager="local", synchronous=True,
+        parameters={"datasets": "pancreas_small", "strategies": "pca_logreg", "regimes": "full", "n_folds": 2,
+                    "folds": 2, "n_trials": 1, "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+                    "output_dir": str(tmp_path / "out")},
+    )
+    parent = mlflow.get_run(submitted.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["scadapt.benchmark_run"] == "true"
+    assert parent.data.metrics["cells"] == 2 and parent.data.metrics["cells_run"] == 2
+    children = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{submitted.run_id}'")
+    assert {c.data.tags.get("scadapt.cell") for c in children} >= {"pancreas_small/full_fold1/pca_logreg"}
+    assert any(c.data.tags.get("scadapt.study_run") == "true" for c in children)
+    assert (tmp_path / "out" / "report.md").is_file()
+    assert MlflowClient().get_model_version_by_alias("scadapt-pancreas_small", "champion").run_id
 
 
 # -- aggregation on made-up numbers -------------------------------------------------------------------------------

@@ -289,15 +289,21 @@ def _add_pipeline(subparsers) -> None:
     p = subparsers.add_parser("pipeline", help="the main job: demo backbone, tune every strategy, promote, summarise")
     p.add_argument("--data", default=d.data, help="catalogued dataset name or .h5ad path (default: %(default)s)")
     p.add_argument("--strategies", default=",".join(d.strategies), help="comma-separated (default: all eight)")
-    p.add_argument("--n-trials", type=_integer, default=d.n_trials, help="trials per strategy (default: %(default)s)")
-    p.add_argument("--epochs", type=_integer, default=d.epochs, help="epochs per trial (default: %(default)s)")
+    _add_study_arguments(p, d, per="strategy")
+    p.set_defaults(handler=_run_pipeline)
+
+
+def _add_study_arguments(p: argparse.ArgumentParser, d, per: str) -> None:
+    """Budget, backbone, storages and device: what ``pipeline`` and ``benchmark`` share."""
+    p.add_argument("--n-trials", type=_integer, default=d.n_trials, help=f"trials per {per} (default: %(default)s)")
+    p.add_argument("--epochs", type=_integer, default=d.epochs, help="epochs per fit (default: %(default)s)")
     p.add_argument("--checkpoint", type=_optional, default=None, help="scGPT model folder (default: the demo backbone)")
     p.add_argument("--pretrain-epochs", type=_integer, default=d.pretrain_epochs)
     p.add_argument("--storage", type=_optional, default=None, help="Optuna storage (default: sqlite:///optuna.db)")
-    p.add_argument("--policy", type=_optional, default=None, help="promotion policy (default: registry/policy.yaml)")
+    p.add_argument("--policy", type=_optional, default=None,
+                   help="ranking and promotion rule (default: registry/policy.yaml)")
     p.add_argument("--seed", type=_integer, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.set_defaults(handler=_run_pipeline)
 
 
 def _run_pipeline(args: argparse.Namespace) -> None:
@@ -334,16 +340,11 @@ def _add_benchmark(subparsers) -> None:
                    help="comma-separated from full, low, cross_study (default: all; cross_study where there are batches)")
     p.add_argument("--label-fractions", type=_number_list, default=d.label_fractions)
     p.add_argument("--n-folds", type=_integer, default=d.n_folds, help="K of the stratified folds (default: %(default)s)")
-    p.add_argument("--folds", type=_integer, default=d.folds, help="run the first F of the K folds (0: all; default: %(default)s)")
+    p.add_argument("--folds", type=_integer, default=d.folds, help="run the first F of the K folds (0: all K; default: %(default)s)")
     p.add_argument("--tuning", choices=TUNING_MODES, default=d.tuning,
                    help="reuse: one study per dataset and strategy, its settings reused on every split; "
                         "per_fold: one study per split (default: %(default)s)")
-    p.add_argument("--n-trials", type=_integer, default=d.n_trials, help="trials per study (default: %(default)s)")
-    p.add_argument("--epochs", type=_integer, default=d.epochs, help="epochs per fit (default: %(default)s)")
-    p.add_argument("--checkpoint", type=_optional, default=None, help="scGPT model folder (default: the demo backbone)")
-    p.add_argument("--pretrain-epochs", type=_integer, default=d.pretrain_epochs)
-    p.add_argument("--storage", type=_optional, default=None, help="Optuna storage (default: sqlite:///optuna.db)")
-    p.add_argument("--policy", type=_optional, default=None, help="ranking and promotion rule (default: registry/policy.yaml)")
+    _add_study_arguments(p, d, per="study")
     p.add_argument("--no-promote", action="store_true", help="do not register champions at the end")
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment of all its runs (default: %(default)s)")
     p.add_argument("--output-dir", default=d.output_dir, help="report, tables and figures (default: %(default)s)")
@@ -351,8 +352,6 @@ def _add_benchmark(subparsers) -> None:
     p.add_argument("--label-key", type=_optional, default=None, help="obs column with cell types (every dataset)")
     p.add_argument("--batch-key", type=_optional, default=None, help="obs column with technology/batch (every dataset)")
     p.add_argument("--layer", type=_optional, default=None, help="matrix to use (every dataset)")
-    p.add_argument("--seed", type=_integer, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.set_defaults(handler=_run_benchmark)
 
 

@@ -60,9 +60,10 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     studies: dict[str, TuneResult] = {}
     for name in cfg.strategies:
         log.info("Tuning %s on %s (%d trials).", name, cfg.data, cfg.n_trials)
-        studies[name] = tune(TuneJob(data=cfg.data, strategy=name, checkpoint=checkpoint, hparams=epoch_budget(name, cfg.epochs),
-                                     n_trials=cfg.n_trials, storage=cfg.storage, seed=cfg.seed, device=cfg.device,
-                                     progress=cfg.progress, **cfg.tune_overrides))
+        studies[name] = tune(TuneJob(data=cfg.data, strategy=name, checkpoint=checkpoint,
+                                     hparams=epoch_budget(name, cfg.epochs), n_trials=cfg.n_trials,
+                                     storage=cfg.storage, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+                                     **cfg.tune_overrides))
     promotion = promote(_dataset_name(cfg.data), cfg.policy)
     summary = _summary(studies, promotion)
     if launcher:

@@ -49,7 +49,7 @@ def full_label_bars(summary: pd.DataFrame, folder: Path) -> list[Path]:
                color=_colour(strategy, strategies))
     ax.set_xticks(np.arange(len(datasets)), datasets)
     ax.set_ylabel("test macro-F1 (mean ± sd over folds)")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.05)
     ax.set_title("Full-label annotation")
     ax.legend(ncol=min(4, len(strategies)), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return _save(fig, folder, "full_label_macro_f1")
@@ -80,7 +80,7 @@ def low_label_curves(summary: pd.DataFrame, folder: Path) -> list[Path]:
         ax.set_title(dataset)
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("test macro-F1 (mean ± sd over folds)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _save(fig, folder, "low_label_curves")
 
 
@@ -132,9 +132,10 @@ def efficiency_pareto(summary: pd.DataFrame, folder: Path) -> list[Path]:
                    facecolor="none", edgecolor="black", linewidth=1.2)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        ax.set_title(f"{dataset} (marker area: fit runtime, max {largest:.0f} s)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(dataset)
+        ax.legend(fontsize=8, loc="best")
     axes[0][0].set_ylabel("test macro-F1 (mean over folds)")
+    fig.suptitle(f"Full-label efficiency (marker area: mean fit runtime, largest {largest:.0f} s)")
     return _save(fig, folder, "efficiency_pareto")
 
 

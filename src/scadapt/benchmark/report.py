@@ -39,7 +39,7 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
         f"({platform.machine()}); settings fingerprint `{fingerprint}`.", "",
         f"- Backbone: `{checkpoint}`" if checkpoint else "- Backbone: none (only strategies without one)",
         f"- Matrix: {len(runs)} cells = {_count(runs['dataset'], 'dataset', 'datasets')} x {_count(runs['strategy'], 'strategy', 'strategies')} "
-        f"x splits of {', '.join(cfg.regimes)} ({cfg.folds or cfg.n_folds} of {cfg.n_folds} folds; label fractions "
+        f"x splits of {', '.join(cfg.regimes)} ({cfg.folds_run} of {cfg.n_folds} folds; label fractions "
         f"{', '.join(f'{f * 100:g}%' for f in cfg.label_fractions)})",
         f"- Tuning: `{cfg.tuning}`, {cfg.n_trials} Optuna trials per study, at most {cfg.epochs} epochs per fit; "
         "selection on validation cells only",

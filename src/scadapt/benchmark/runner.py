@@ -51,7 +51,8 @@ class BenchmarkResult:
     tables: BenchmarkTables
     promotions: dict[str, PromotionResult]
     output_dir: Path
-    timing: pd.DataFrame  # this call's wall and tuning seconds per dataset and strategy that had work
+    timing: pd.DataFrame  # this call's seconds per dataset and strategy that had work: wall, in studies,
+    # and training the fits of the cells outside the studies
     figures: list[Path] = field(default_factory=list)
 
     @property
@@ -110,9 +111,9 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
             if not todo:
                 continue
             started, tuning_before, fit_sec = time.perf_counter(), ctx.tuning_sec, 0.0
-            for cell, metrics in _run_group(ctx, group, todo):
+            for cell, metrics, tuned in _run_group(ctx, group, todo):
                 finished.add(cell.key)
-                fit_sec += metrics["runtime_sec"]
+                fit_sec += 0.0 if tuned else metrics["runtime_sec"]  # a study's fits count as tuning time
                 bar.update(1)
                 bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
             timing.append({"dataset": group[0].dataset, "strategy": group[0].strategy, "cells_run": len(todo),
@@ -214,21 +215,21 @@ class _Context:
 
 
 def _run_group(ctx: _Context, group: list[MatrixCell], todo: list[MatrixCell]):
-    """Run the unfinished cells of one dataset and strategy; yield each with its metrics."""
+    """Run the unfinished cells of one dataset and strategy; yield each with its metrics and
+    whether its result is a study's best trial."""
     if ctx.cfg.tuning == "per_fold":
         for cell in todo:
-            yield cell, ctx.adopt(cell, ctx.tune(cell))
+            yield cell, ctx.adopt(cell, ctx.tune(cell)), True
         return
     tuned_on = group[0]  # full_fold0 when the full regime is in the matrix
     study = ctx.tune(tuned_on)
     settings = {**epoch_budget(tuned_on.strategy, ctx.cfg.epochs), **study.best_params}
     for cell in todo:
         if cell == tuned_on:
-            yield cell, ctx.adopt(cell, study)
+            yield cell, ctx.adopt(cell, study), True
             continue
         tags = {**ctx.cell_tags(cell), "scadapt.tuned_by": study.parent_run_id}
-        result = train(ctx.job(cell, hparams=settings, run_tags=tags))
-        yield cell, result.metrics
+        yield cell, train(ctx.job(cell, hparams=settings, run_tags=tags)).metrics, False
 
 
 def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
@@ -275,7 +276,7 @@ def _log_outputs(ctx: _Context, output_dir: Path, tables: BenchmarkTables, timin
                     "checkpoint": ctx.checkpoint, "seed": cfg.seed, "fingerprint": ctx.fingerprint,
                     **{f"data.{k}": v for k, v in cfg.data_options.items()}})
         mlflow.set_tags({"matrix.datasets": ",".join(cfg.datasets), "matrix.strategies": ",".join(cfg.strategies),
-                         "matrix.regimes": ",".join(cfg.regimes), "matrix.folds": str(cfg.folds or cfg.n_folds),
+                         "matrix.regimes": ",".join(cfg.regimes), "matrix.folds": str(cfg.folds_run),
                          "matrix.label_fractions": ",".join(map(str, cfg.label_fractions)),
                          **{f"champion.{d}": c["model"] for d, c in tables.champions.items() if c["model"]}})
         by_strategy = timing.groupby("strategy")["wall_sec"].sum()
