@@ -9,10 +9,8 @@ benchmark's parent run, which ends up holding the tables, figures and report.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,6 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from tqdm.auto import tqdm
 
 from scadapt.benchmark.config import BenchmarkConfig
@@ -32,7 +29,7 @@ from scadapt.errors import ScadaptError
 from scadapt.registry import PromotionPolicy, PromotionResult, promote
 from scadapt.strategies import epoch_budget, get_strategy
 from scadapt.tracking import log_params, shared_run
-from scadapt.tracking.runs import search_all_runs
+from scadapt.tracking.runs import quiet_artifact_downloads, search_all_runs
 from scadapt.tracking.workers import is_dead_local_worker, worker_id
 from scadapt.training.config import TrainJob
 from scadapt.training.pretrain import ensure_demo_backbone
@@ -162,7 +159,7 @@ def champion_per_class(tables: BenchmarkTables) -> pd.DataFrame:
     """Per-class test F1 (from each run's ``tables/per_class_test.csv``) of every cell of each
     dataset's champion strategy."""
     frames = []
-    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+    with tempfile.TemporaryDirectory() as tmp, quiet_artifact_downloads():
         for dataset, champion in tables.champions.items():
             runs = tables.runs[(tables.runs["dataset"] == dataset) & (tables.runs["strategy"] == champion["strategy"])]
             for row in runs.itertuples():
@@ -237,21 +234,6 @@ def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
     for cell in cells:
         groups.setdefault((cell.dataset, cell.strategy), []).append(cell)
     return list(groups.values())
-
-
-@contextmanager
-def _quiet_downloads():
-    """No progress bar per downloaded artifact (dozens of tiny tables)."""
-    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _close_interrupted(experiment_id: str, fingerprint: str) -> None:

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from scadapt.errors import ScadaptError
 from scadapt.registry.policy import PromotionPolicy
 from scadapt.serving import log_served_model
+from scadapt.tracking.runs import quiet_artifact_downloads
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _version_by_alias(client: MlflowClient, name: str, alias: str):
 def _register(client: MlflowClient, run: Run, name: str):
     """Log the served model in the winner's run and register it."""
     run_id = run.info.run_id
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_artifact_downloads():
         annotator = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="annotator", dst_path=tmp))
         serving = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="serving", dst_path=tmp))
         manifest = json.loads((annotator / "annotator.json").read_text())

@@ -9,6 +9,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 
 @contextmanager
@@ -38,6 +39,21 @@ def tracked_run(
         except killed_by:
             mlflow.end_run("KILLED")
             raise
+
+
+@contextmanager
+def quiet_artifact_downloads() -> Iterator[None]:
+    """No MLflow progress bar per downloaded artifact (small files, fetched many at a time)."""
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def ensure_experiment(name: str) -> str:

@@ -25,6 +25,7 @@ from scadapt.errors import ScadaptError
 from scadapt.models.annotator import Annotator
 from scadapt.strategies import get_strategy
 from scadapt.tracking import log_params, shared_run, tracked_run
+from scadapt.tracking.runs import quiet_artifact_downloads
 from scadapt.tracking.workers import worker_id
 from scadapt.training.config import TrainJob
 from scadapt.training.context import TrainingContext, prepare
@@ -195,7 +196,7 @@ def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent
     best_run = best.user_attrs[RUN_ATTR]
     client = MlflowClient()
     if "test_macro_f1" not in client.get_run(best_run).data.metrics:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, quiet_artifact_downloads():
             path = mlflow.artifacts.download_artifacts(run_id=best_run, artifact_path="annotator", dst_path=tmp)
             annotator = Annotator.load(path, device=str(ctx.device))
         with tracked_run("", run_id=best_run, nested=True):
