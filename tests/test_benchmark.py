@@ -156,6 +156,9 @@ def test_cross_study_cells_come_only_from_datasets_with_technologies(tmp_path):
     assert result.promotions == {}
     assert "**No champion**: No candidate runs for pancreas_small in regimes full" in (
         result.output_dir / "report.md").read_text()
+    with pytest.raises(ScadaptError, match="matrix is empty"):  # no dataset here has technologies
+        run_benchmark(_config(None, tmp_path, datasets=("pbmc68k_reduced",), strategies=("pca_logreg",),
+                              regimes=("cross_study",)))
 
 
 def test_bad_benchmark_settings_are_refused_with_a_message(tmp_path, capsys):

@@ -10,6 +10,7 @@ import pandas as pd
 
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split, load_dataset, make_splits, required_cells_per_class
+from scadapt.errors import ScadaptError
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +55,30 @@ def plan_matrix(cfg: BenchmarkConfig) -> list[MatrixCell]:
         name = splits[0][0] if splits else data
         for strategy in cfg.strategies:
             cells.extend(_cell(data, name, split, strategy) for _, split in splits)
+    if not cells:
+        raise ScadaptError(
+            f"The benchmark matrix is empty: no dataset of {', '.join(cfg.datasets)} has splits for regimes "
+            f"{', '.join(cfg.regimes)} (cross_study needs a technology/batch key: --batch-key)."
+        )
     return cells
 
 
 def dataset_splits(data: str, cfg: BenchmarkConfig) -> list[tuple[str, Split]]:
     """(dataset name, split) for every regime of ``cfg`` this dataset supports."""
-    found = []
+    found, loaded = [], {}
     for regime in cfg.regimes:
-        adata = load_dataset(data, min_cells_per_class=required_cells_per_class(regime, cfg.n_folds),
-                             **cfg.data_options)
+        # loaded as `train` will load it for this regime (full and low need the same class sizes)
+        needed = required_cells_per_class(regime, cfg.n_folds)
+        if needed not in loaded:
+            loaded[needed] = load_dataset(data, min_cells_per_class=needed, **cfg.data_options)
+        adata = loaded[needed]
         info = DatasetInfo.of(adata)
         if regime == "cross_study" and not info.batch_key:
             log.info("%s has no technology/batch key: no cross_study cells for it.", info.name)
             continue
         splits = make_splits(adata, regime, n_folds=cfg.n_folds, folds=cfg.fold_numbers(),
                              label_fractions=cfg.label_fractions, seed=cfg.seed,
-                             **{k: v for k, v in cfg.data_options.items() if k == "drop_rare_classes"})
+                             drop_rare_classes=bool(cfg.data_options.get("drop_rare_classes", False)))
         found.extend((info.name, split) for split in splits)
     return found
 

@@ -48,11 +48,10 @@ def results_table(cells: Iterable[tuple[MatrixCell, Run]]) -> pd.DataFrame:
                                        *METRICS, "run_id"])
 
 
-def summarise(runs: pd.DataFrame, policy: PromotionPolicy, champions: dict[str, dict[str, str]] | None = None,
-              baselines: tuple[str, ...] = BASELINES) -> BenchmarkTables:
+def summarise(runs: pd.DataFrame, policy: PromotionPolicy, baselines: tuple[str, ...] = BASELINES) -> BenchmarkTables:
+    """The tables that follow from the run table alone (champions and per-class F1 come later)."""
     summary = summary_table(runs)
-    return BenchmarkTables(runs, summary, rank_strategies(summary, policy), paired_comparison(runs, baselines),
-                           dict(champions or {}))
+    return BenchmarkTables(runs, summary, rank_strategies(summary, policy), paired_comparison(runs, baselines))
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
