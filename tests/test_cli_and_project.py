@@ -105,3 +105,38 @@ def test_mlflow_project_train_entry_point_logs_a_comparable_run(tmp_path, monkey
 def test_unknown_hyperparameter_is_a_message(tmp_path):
     result = _scadapt("train", "--strategy", "pca_logreg", "--hparams", "n_components=10,depth=3")
     assert result.returncode == 2 and "Unknown hyperparameter(s) depth" in result.stderr
+
+
+def test_mlproject_is_written_from_the_command_options():
+    from scadapt.project import MLPROJECT, mlproject_text
+
+    assert MLPROJECT.read_text() == mlproject_text(), "MLproject is out of date: run python -m scadapt.project"
+    spec = mlflow.projects._project_spec.load_project(str(REPO))
+    for entry in ("main", "benchmark", "train", "tune"):  # one definition of the data options everywhere
+        assert {"label_key", "batch_key", "layer", "gene_column", "drop_rare_classes", "study_groups"} <= \
+            set(spec.get_entry_point(entry).parameters)
+
+
+def test_strategy_names_known_without_torch_match_the_registry():
+    from scadapt.options import EXPRESSION_ONLY_STRATEGIES, STRATEGY_NAMES
+    from scadapt.strategies import STRATEGIES, get_strategy
+
+    assert tuple(STRATEGIES) == STRATEGY_NAMES
+    assert EXPRESSION_ONLY_STRATEGIES == tuple(s for s in STRATEGY_NAMES if get_strategy(s).kind == "expression")
+
+
+def test_options_are_parsed_before_any_heavy_import():
+    probe = ("import sys; from scadapt.cli import build_parser\n"
+             "for argv in (['pipeline', '--data', 'x.h5ad', '--label-key', 'y'], ['benchmark'], ['tune'], ['pretrain']):\n"
+             "    build_parser().parse_args(argv)\n"
+             "print(sorted(m for m in ('torch', 'anndata', 'mlflow', 'optuna', 'scanpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+def test_undeclared_mlflow_parameters_reach_the_options_too():
+    from scadapt.cli import build_parser
+
+    # `mlflow run -P name=value` passes a parameter the entry point does not declare as --name value
+    args = build_parser().parse_args(["pipeline", "--label_key", "cell_type", "--drop_rare_classes", "true"])
+    assert args.label_key == "cell_type" and args.drop_rare_classes is True

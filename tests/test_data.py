@@ -138,11 +138,20 @@ def test_all_cells_in_one_class():
         load_dataset(synthetic_adata(_labels({"a": 12})), label_key="cell_type")
 
 
-def test_cells_without_a_label():
+@pytest.mark.parametrize("missing", [None, float("nan"), "", "nan", "NaN", "None", "NA", " n/a "])
+def test_cells_without_a_label_are_left_out_and_counted(missing, caplog):
     adata = synthetic_adata(_labels({"a": 6, "b": 6}))
     adata.obs["cell_type"] = adata.obs["cell_type"].astype(object)
-    adata.obs.iloc[0, 0] = None
-    with pytest.raises(InputDataError, match="1 of 12 cells have no label"):
+    adata.obs.iloc[0, 0] = missing
+    loaded = load_dataset(adata, label_key="cell_type")
+    assert loaded.n_obs == 11 and set(loaded.obs["cell_type"]) == {"a", "b"}  # never a class of its own
+    assert DatasetInfo.of(loaded).dropped_unlabelled_cells == 1
+    assert "Leaving out 1 of 12 cells without a label" in caplog.text
+
+
+def test_no_labelled_cell_is_refused():
+    adata = synthetic_adata(["nan"] * 6 + ["None"] * 6)
+    with pytest.raises(InputDataError, match="None of the 12 cells has a label"):
         load_dataset(adata, label_key="cell_type")
 
 

@@ -16,7 +16,7 @@ from conftest import REPO
 from mlflow.exceptions import MlflowException
 
 from scadapt.errors import ScadaptError
-from scadapt.registry import PromotionPolicy, promote
+from scadapt.registry import DowngradeRefused, PromotionPolicy, promote
 from scadapt.registry.policy import DEFAULT_POLICY
 from scadapt.serving.server import serving
 from scadapt.training.config import TrainJob
@@ -92,11 +92,27 @@ def test_served_backbone_model_matches_the_annotator_and_refuses_bad_requests(ti
         model.predict(cells - 5.0)
     with pytest.raises(MlflowException, match="Unknown output 'everything'"):
         model.predict(cells, params={"output": "everything"})
+    with pytest.raises(MlflowException, match="None of the model's 2000 genes is among the 2 column"):
+        model.predict(pd.DataFrame({"NOT_A_GENE": [1.0], "ALSO_NOT": [2.0]}))
+    twice = pd.concat([cells, cells.iloc[:, :2]], axis=1)
+    with pytest.raises(MlflowException, match="Gene columns appear more than once: .*Send each gene once"):
+        model.predict(twice)
+    with pytest.raises(MlflowException, match="must hold numbers"):
+        model.predict(cells.astype(object).assign(**{cells.columns[0]: "high"}))
+
+    # a cell that expresses none of the model's genes is flagged, not labelled with confidence
+    silent = cells.copy()
+    silent.iloc[0] = 0.0
+    flagged = model.predict(silent)
+    assert flagged.loc[0, "label"] == "unassigned" and flagged.loc[0, "confidence"] == 0.0
+    assert flagged["label"].iloc[1:].tolist() == served["label"].iloc[1:].tolist()
 
 
 def test_gates_and_missing_candidates_are_explained(tiny_checkpoint, tmp_path):
-    with pytest.raises(ScadaptError, match="No MLflow experiment 'scadapt-pancreas_small'"):
+    with pytest.raises(ScadaptError, match="No candidate runs for pancreas_small in regimes full in any experiment"):
         promote("pancreas_small")
+    with pytest.raises(ScadaptError, match="No MLflow experiment 'elsewhere'"):
+        promote("pancreas_small", experiment="elsewhere")
     _train(tiny_checkpoint, "head", epochs=1)
     strict = tmp_path / "strict.yaml"
     strict.write_text(POLICY.replace("val_macro_f1: 0.2", "val_macro_f1: 0.99"))
@@ -134,6 +150,13 @@ def test_champion_served_by_the_mlflow_scoring_server(tiny_checkpoint, lenient_p
         bad = requests.post(f"{base}/invocations", json={"dataframe_split": cells.iloc[:, :10].to_dict(orient="split")},
                             timeout=60)
         assert bad.status_code == 400 and "genes this model reads" in bad.json()["message"]
+        unknown = requests.post(f"{base}/invocations", timeout=60,
+                                json={"dataframe_split": {"columns": ["NOPE1", "NOPE2"], "data": [[1.0, 2.0]]}})
+        assert unknown.status_code == 400 and "None of the model's" in unknown.json()["message"]
+        twice = pd.concat([cells, cells.iloc[:, :1]], axis=1)
+        split_twice = {"columns": list(twice.columns), "data": twice.to_numpy().tolist()}
+        duplicated = requests.post(f"{base}/invocations", json={"dataframe_split": split_twice}, timeout=60)
+        assert duplicated.status_code == 400 and "appear more than once" in duplicated.json()["message"]
         garbage = requests.post(f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"},
                                 timeout=60)
         assert 400 <= garbage.status_code < 500
@@ -170,3 +193,42 @@ def test_predict_refuses_data_without_the_models_genes(tiny_checkpoint, lenient_
         predict_h5ad("models:/scadapt-pancreas_small@champion", tmp_path / "few_genes.h5ad")
     with pytest.raises(ScadaptError, match="Cannot load model models:/nothing@champion"):
         predict_h5ad("models:/nothing@champion", tmp_path / "few_genes.h5ad")
+
+
+def test_champion_only_moves_up_across_experiments_and_each_run_is_registered_once(tiny_checkpoint, lenient_policy):
+    pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)  # experiment scadapt-pancreas_small
+    assert promote("pancreas_small", lenient_policy).version == "1"
+    worse = train(TrainJob(data="pancreas_small", strategy="head", checkpoint=str(tiny_checkpoint), hparams={"epochs": 1},
+                           max_seq_len=64, min_genes=50, progress=False, umap=False, experiment="elsewhere"))
+    assert worse.metrics["val_macro_f1"] < pca.metrics["val_macro_f1"]
+
+    kept = promote("pancreas_small", lenient_policy)  # every experiment competes: the champion stays
+    assert not kept.changed and kept.version == "1" and kept.run_id == pca.run_id
+    assert set(kept.ranking["run_id"]) == {pca.run_id, worse.run_id}
+    with pytest.raises(DowngradeRefused, match="ranks below the current champion .* pass --force"):
+        promote("pancreas_small", lenient_policy, experiment="elsewhere")
+    forced = promote("pancreas_small", lenient_policy, experiment="elsewhere", force=True)
+    assert forced.changed and forced.version == "2" and forced.run_id == worse.run_id
+
+    back = promote("pancreas_small", lenient_policy)  # the better run's version 1 is reused, not registered again
+    assert back.changed and back.version == "1" and "already was" in back.note
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name = 'scadapt-pancreas_small'")
+    assert sorted(v.run_id for v in versions) == sorted([pca.run_id, worse.run_id])
+    assert str(client.get_model_version_by_alias("scadapt-pancreas_small", "previous").version) == "2"
+    # the version records what it was ranked with, for comparisons after its run is gone
+    assert float(client.get_model_version("scadapt-pancreas_small", "1").tags["metric.val_macro_f1"]) == \
+        pytest.approx(pca.metrics["val_macro_f1"])
+
+
+def test_promote_command_refuses_a_downgrade_with_a_message(tiny_checkpoint, lenient_policy, capsys):
+    from scadapt.cli import main
+
+    _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    promote("pancreas_small", lenient_policy)
+    train(TrainJob(data="pancreas_small", strategy="head", checkpoint=str(tiny_checkpoint), hparams={"epochs": 1},
+                   max_seq_len=64, min_genes=50, progress=False, umap=False, experiment="elsewhere"))
+    code = main(["promote", "--data", "pancreas_small", "--policy", str(lenient_policy), "--experiment", "elsewhere"])
+    assert code == 2 and "The champion stays; pass --force" in capsys.readouterr().err
+    assert main(["promote", "--data", "pancreas_small", "--policy", str(lenient_policy), "--experiment", "elsewhere",
+                 "--force"]) == 0

@@ -8,48 +8,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from scadapt.errors import ScadaptError
+from scadapt.options import (
+    DEFAULT_LABEL_FRACTIONS,
+    DEFAULT_N_FOLDS,
+    PRUNERS,
+    REGIMES,
+    STRATEGY_NAMES,
+    TUNING_MODES,
+    DataOptions,
+    add_options,
+    boolean,
+    from_args,
+    integer,
+    names,
+    number,
+    number_list,
+    optional_text,
+    strategy_names,
+)
+
+DATA_HELP = "a catalogued dataset (`scadapt datasets` lists them) or the path of your own .h5ad"
 
 
-def _optional(text: str) -> str | None:
-    """MLflow passes every parameter as a string; an empty one means "not given"."""
-    return text or None
-
-
-def _integer(text: str) -> int:
-    """An integer, also when MLflow renders it as a float ("10.0")."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    return int(value)
-
-
-def _number_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _study_groups(text: str) -> dict[str, tuple[str, ...]] | None:
-    """``name:value,value;name:value`` -> ``{name: (value, ...)}``; empty -> None."""
-    if not text:
-        return None
-    groups = {}
-    for entry in filter(None, (e.strip() for e in text.split(";"))):
-        name, sep, members = entry.partition(":")
-        if not sep or not name.strip() or not members.strip():
-            raise argparse.ArgumentTypeError(
-                f"study groups are written name:value,value;name:value (got {entry!r})"
-            )
-        groups[name.strip()] = tuple(m.strip() for m in members.split(",") if m.strip())
-    return groups
+def flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    """A yes/no option: ``--name`` alone or ``--name true|false`` (as ``mlflow run`` passes it)."""
+    p.add_argument(f"--{name}", f"--{name.replace('-', '_')}", dest=name.replace("-", "_"), type=boolean, nargs="?",
+                   const=True, default=False, metavar="true|false", help=help)
 
 
 def _hparams(text: str) -> dict[str, str]:
@@ -63,42 +53,29 @@ def _hparams(text: str) -> dict[str, str]:
     return pairs
 
 
-def add_data_arguments(p: argparse.ArgumentParser, with_folds: bool = True) -> None:
-    """Arguments that choose and read a labelled dataset (shared by every data-using command)."""
-    from scadapt.data import CATALOG, DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES
-
-    p.add_argument("--data", default="pancreas_small",
-                   help=f"catalogued dataset ({', '.join(CATALOG)}) or an .h5ad path (default: %(default)s)")
-    p.add_argument("--label-key", type=_optional, default=None, help="obs column with cell types")
-    p.add_argument("--batch-key", type=_optional, default=None, help="obs column with technology/batch")
-    p.add_argument("--layer", type=_optional, default=None,
-                   help="matrix to use: a layer name, 'raw' for adata.raw (default: X or the catalogue's choice)")
-    p.add_argument("--gene-column", type=_optional, default=None, help="var column with gene symbols")
-    p.add_argument("--drop-rare-classes", action="store_true",
-                   help="drop classes too small for the regime instead of refusing (the drop is logged)")
-    p.add_argument("--regime", choices=REGIMES, default="full")
-    p.add_argument("--n-folds", type=_integer, default=DEFAULT_N_FOLDS)
-    if with_folds:
-        p.add_argument("--folds", type=_optional, default=None, help="comma-separated fold numbers (default: all)")
-    p.add_argument("--validation-fraction", type=float, default=0.2)
-    p.add_argument("--label-fractions", type=_number_list, default=DEFAULT_LABEL_FRACTIONS,
-                   help=f"training-label fractions for the low regime (default: {DEFAULT_LABEL_FRACTIONS})")
-    p.add_argument("--study-groups", type=_study_groups, default=None,
-                   help="cross-study groups as name:value,value;name:value (default: catalogue groups, "
-                        "else leave one batch out)")
-    p.add_argument("--seed", type=_integer, default=0)
+def add_data_arguments(p: argparse.ArgumentParser, default_data: str = "pancreas_small", with_folds: bool = True,
+                       with_split: bool = True) -> None:
+    """``--data`` and the data options (:class:`~scadapt.options.DataOptions`), and with
+    ``with_split`` the regime and its split settings."""
+    p.add_argument("--data", default=default_data, help=f"{DATA_HELP} (default: %(default)s)")
+    add_options(p, DataOptions)
+    if with_split:
+        p.add_argument("--regime", choices=REGIMES, default="full")
+        p.add_argument("--n-folds", type=integer, default=DEFAULT_N_FOLDS)
+        if with_folds:
+            p.add_argument("--folds", type=optional_text, default=None, help="comma-separated fold numbers (default: all)")
+        p.add_argument("--validation-fraction", type=number, default=0.2)
+        p.add_argument("--label-fractions", type=number_list, default=DEFAULT_LABEL_FRACTIONS,
+                       help=f"training-label fractions for the low regime (default: {DEFAULT_LABEL_FRACTIONS})")
+    p.add_argument("--seed", type=integer, default=0)
 
 
 def load_data_and_splits(args: argparse.Namespace):
     """The dataset and the splits that ``add_data_arguments`` describe."""
     from scadapt.data import load_dataset, make_splits, required_cells_per_class
 
-    adata = load_dataset(
-        args.data, label_key=args.label_key, batch_key=args.batch_key, layer=args.layer,
-        gene_column=args.gene_column, study_groups=args.study_groups,
-        min_cells_per_class=required_cells_per_class(args.regime, args.n_folds),
-        drop_rare_classes=args.drop_rare_classes,
-    )
+    adata = load_dataset(args.data, **vars(from_args(DataOptions, args)),
+                         min_cells_per_class=required_cells_per_class(args.regime, args.n_folds))
     try:
         folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     except ValueError:
@@ -164,31 +141,29 @@ def _run_splits(args: argparse.Namespace) -> None:
 
 def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
     """The arguments ``train`` and ``tune`` share: data, split, strategy, backbone, device."""
-    from scadapt.strategies import STRATEGY_NAMES
-    from scadapt.training.config import TrainJob
+    from scadapt.training.config import DEVICE_HELP, TrainJob
 
     d = TrainJob()
     add_data_arguments(p, with_folds=False)
-    p.add_argument("--split", type=_optional, default=None,
+    p.add_argument("--split", type=optional_text, default=None,
                    help="split name, e.g. full_fold0 or low_5pct_fold0 (default: the regime's first)")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default=d.strategy)
     p.add_argument("--hparams", type=_hparams, default={}, help=f"{what} as name=value,name=value (e.g. lr=0.001,epochs=5)")
-    p.add_argument("--checkpoint", type=_optional, default=None,
+    p.add_argument("--checkpoint", type=optional_text, default=None,
                    help="scGPT model folder (default: the demo backbone from `scadapt pretrain`)")
-    p.add_argument("--max-seq-len", type=_integer, default=0, help="tokens per cell (default 0: the checkpoint's)")
-    p.add_argument("--min-genes", type=_integer, default=d.min_genes,
+    p.add_argument("--max-seq-len", type=integer, default=0, help="tokens per cell (default 0: the checkpoint's)")
+    p.add_argument("--min-genes", type=integer, default=d.min_genes,
                    help="refuse data with fewer genes in the vocabulary (default: %(default)s)")
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--experiment", type=_optional, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
-    p.add_argument("--no-umap", action="store_true", help="skip the UMAP figure of the test embeddings")
+    p.add_argument("--device", default=d.device, help=DEVICE_HELP)
+    p.add_argument("--experiment", type=optional_text, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
+    flag(p, "no-umap", "skip the UMAP figure of the test embeddings")
 
 
 def _job_fields(args: argparse.Namespace) -> dict:
     return dict(
-        data=args.data, label_key=args.label_key, batch_key=args.batch_key, layer=args.layer,
-        gene_column=args.gene_column, drop_rare_classes=args.drop_rare_classes, regime=args.regime, split=args.split,
+        data=args.data, **vars(from_args(DataOptions, args)), regime=args.regime, split=args.split,
         n_folds=args.n_folds, validation_fraction=args.validation_fraction, label_fractions=args.label_fractions,
-        study_groups=args.study_groups, strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
+        strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
         max_seq_len=args.max_seq_len or None, min_genes=args.min_genes, seed=args.seed, device=args.device,
         experiment=args.experiment, umap=not args.no_umap,
     )
@@ -197,7 +172,7 @@ def _job_fields(args: argparse.Namespace) -> dict:
 def _add_train(subparsers) -> None:
     p = subparsers.add_parser("train", help="train one strategy on one split as one MLflow run")
     _add_job_arguments(p, "strategy hyperparameters")
-    p.add_argument("--output-dir", type=_optional, default=None, help="also save the trained annotator here")
+    p.add_argument("--output-dir", type=optional_text, default=None, help="also save the trained annotator here")
     p.set_defaults(handler=_run_train)
 
 
@@ -213,25 +188,26 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _add_tune(subparsers) -> None:
-    from scadapt.tuning.study import PRUNERS, TuneJob
+    from scadapt.training.config import TuneJob
 
     d = TuneJob()
     p = subparsers.add_parser("tune", help="an Optuna study of one strategy on one split (MLflow parent + child runs)")
     _add_job_arguments(p, "fixed strategy hyperparameters, not searched")
-    p.add_argument("--n-trials", type=_integer, default=d.n_trials,
+    p.add_argument("--n-trials", type=integer, default=d.n_trials,
                    help="finished trials the study should reach; a second worker or a rerun continues it")
-    p.add_argument("--timeout", type=float, default=0, help="seconds after which this worker starts no new trial (0: none)")
-    p.add_argument("--storage", type=_optional, default=None,
+    p.add_argument("--timeout", type=number, default=0, help="seconds after which this worker starts no new trial (0: none)")
+    p.add_argument("--storage", type=optional_text, default=None,
                    help="sqlite:///optuna.db (default), journal:PATH for several workers on one host, or a database URL")
-    p.add_argument("--study-name", type=_optional, default=None, help="default: <dataset>/<strategy>/<split>")
+    p.add_argument("--study-name", type=optional_text, default=None, help="default: <dataset>/<strategy>/<split>")
     p.add_argument("--pruning", choices=PRUNERS, default=d.pruning)
-    p.add_argument("--prune-below", type=float, default=d.prune_below, help="with --pruning threshold")
-    p.add_argument("--pruning-warmup-epochs", type=_integer, default=d.pruning_warmup_epochs)
+    p.add_argument("--prune-below", type=number, default=d.prune_below, help="with --pruning threshold")
+    p.add_argument("--pruning-warmup-epochs", type=integer, default=d.pruning_warmup_epochs)
     p.set_defaults(handler=_run_tune)
 
 
 def _run_tune(args: argparse.Namespace) -> None:
-    from scadapt.tuning import TuneJob, tune
+    from scadapt.training.config import TuneJob
+    from scadapt.tuning.study import tune
 
     job = TuneJob(**_job_fields(args), n_trials=args.n_trials, timeout=args.timeout or None, storage=args.storage,
                   study_name=args.study_name, pruning=args.pruning, prune_below=args.prune_below,
@@ -246,19 +222,21 @@ def _run_tune(args: argparse.Namespace) -> None:
 def _add_promote(subparsers) -> None:
     p = subparsers.add_parser("promote", help="register the best runner of a dataset as @champion")
     p.add_argument("--data", required=True, help="the dataset name used for training (catalogue name or file stem)")
-    p.add_argument("--policy", type=_optional, default=None, help="promotion policy (default: registry/policy.yaml)")
-    p.add_argument("--experiment", type=_optional, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
+    p.add_argument("--policy", type=optional_text, default=None, help="promotion policy (default: registry/policy.yaml)")
+    p.add_argument("--experiment", type=optional_text, default=None,
+                   help="rank only this experiment's candidates (default: every experiment's)")
+    flag(p, "force", "promote the best candidate even if it ranks below the current champion")
     p.set_defaults(handler=_run_promote)
 
 
 def _run_promote(args: argparse.Namespace) -> None:
     from scadapt.registry import promote
 
-    result = promote(args.data, args.policy, args.experiment)
+    dataset = Path(args.data).stem if args.data.endswith(".h5ad") else args.data
+    result = promote(dataset, args.policy, args.experiment, force=args.force)
     shown = result.ranking.drop(columns=["run_id"]).head(10)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    action = "registered as" if result.changed else "already is"
-    print(f"\nRun {result.run_id} {action} {result.model_name} version {result.version} (@champion).")
+    print(f"\n{result.note}")
     print(f"Serve it: mlflow models serve -m models:/{result.model_name}@champion --env-manager local -p 5001")
 
 
@@ -266,9 +244,9 @@ def _add_predict(subparsers) -> None:
     p = subparsers.add_parser("predict", help="annotate an .h5ad file with a registered model")
     p.add_argument("--model", required=True, help="model URI, e.g. models:/scadapt-pbmc68k_reduced@champion")
     p.add_argument("--data", required=True, help=".h5ad file with counts or log-normalised values")
-    p.add_argument("--output", type=_optional, default=None, help="default: <input stem>_annotated.h5ad here")
-    p.add_argument("--layer", type=_optional, default=None, help="AnnData layer to read ('raw' for .raw; default: X)")
-    p.add_argument("--gene-column", type=_optional, default=None, help="var column with gene symbols")
+    p.add_argument("--output", type=optional_text, default=None, help="default: <input stem>_annotated.h5ad here")
+    p.add_argument("--layer", type=optional_text, default=None, help="AnnData layer to read ('raw' for .raw; default: X)")
+    p.add_argument("--gene-column", type=optional_text, default=None, help="var column with gene symbols")
     p.add_argument("--key", default="scadapt", help="obs/obsm key prefix (default: %(default)s)")
     p.set_defaults(handler=_run_predict)
 
@@ -283,83 +261,89 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 
 def _add_pipeline(subparsers) -> None:
-    from scadapt.pipeline import PipelineConfig
+    from scadapt.training.config import PipelineConfig
 
     d = PipelineConfig()
     p = subparsers.add_parser("pipeline", help="the main job: demo backbone, tune every strategy, promote, summarise")
-    p.add_argument("--data", default=d.data, help="catalogued dataset name or .h5ad path (default: %(default)s)")
-    p.add_argument("--strategies", default=",".join(d.strategies), help="comma-separated (default: all eight)")
+    add_data_arguments(p, default_data=d.data, with_split=False)
+    p.add_argument("--strategies", type=strategy_names, default=d.strategies, help="comma-separated (default: all eight)")
     _add_study_arguments(p, d, per="strategy")
+    p.add_argument("--pretrain-data", type=names, default=d.pretrain_data,
+                   help="pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or "
+                        "catalogued names, read with --layer and --gene-column) instead of the bundled data")
+    p.add_argument("--min-genes", type=integer, default=d.min_genes,
+                   help="refuse data with fewer genes in the backbone's vocabulary (default: %(default)s)")
+    flag(p, "force", "promote the best runner even if it ranks below the current champion")
     p.set_defaults(handler=_run_pipeline)
 
 
 def _add_study_arguments(p: argparse.ArgumentParser, d, per: str) -> None:
     """Budget, backbone, storages and device: what ``pipeline`` and ``benchmark`` share."""
-    p.add_argument("--n-trials", type=_integer, default=d.n_trials, help=f"trials per {per} (default: %(default)s)")
-    p.add_argument("--epochs", type=_integer, default=d.epochs, help="epochs per fit (default: %(default)s)")
-    p.add_argument("--checkpoint", type=_optional, default=None, help="scGPT model folder (default: the demo backbone)")
-    p.add_argument("--pretrain-epochs", type=_integer, default=d.pretrain_epochs)
-    p.add_argument("--storage", type=_optional, default=None, help="Optuna storage (default: sqlite:///optuna.db)")
-    p.add_argument("--policy", type=_optional, default=None,
+    from scadapt.training.config import DEVICE_HELP
+
+    p.add_argument("--n-trials", type=integer, default=d.n_trials, help=f"trials per {per} (default: %(default)s)")
+    p.add_argument("--epochs", type=integer, default=d.epochs, help="epochs per fit (default: %(default)s)")
+    p.add_argument("--checkpoint", type=optional_text, default=None, help="scGPT model folder (default: the demo backbone)")
+    p.add_argument("--pretrain-epochs", type=integer, default=d.pretrain_epochs)
+    p.add_argument("--storage", type=optional_text, default=None, help="Optuna storage (default: sqlite:///optuna.db)")
+    p.add_argument("--policy", type=optional_text, default=None,
                    help="ranking and promotion rule (default: registry/policy.yaml)")
-    p.add_argument("--seed", type=_integer, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    if not any(a.dest == "seed" for a in p._actions):
+        p.add_argument("--seed", type=integer, default=d.seed)
+    p.add_argument("--device", default=d.device, help=DEVICE_HELP)
 
 
 def _run_pipeline(args: argparse.Namespace) -> None:
-    from scadapt.pipeline import PipelineConfig, run_pipeline
-    from scadapt.strategies import STRATEGY_NAMES
+    from scadapt.pipeline import run_pipeline
+    from scadapt.training.config import PipelineConfig
 
-    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
-    if unknown := [s for s in strategies if s not in STRATEGY_NAMES]:
-        raise ScadaptError(f"Unknown strategies {', '.join(unknown)}; known: {', '.join(STRATEGY_NAMES)}.")
     result = run_pipeline(PipelineConfig(
-        data=args.data, strategies=strategies, n_trials=args.n_trials, epochs=args.epochs, checkpoint=args.checkpoint,
-        pretrain_epochs=args.pretrain_epochs, storage=args.storage, policy=args.policy, seed=args.seed, device=args.device,
+        data=args.data, **vars(from_args(DataOptions, args)), strategies=args.strategies, n_trials=args.n_trials,
+        epochs=args.epochs, checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs,
+        pretrain_data=args.pretrain_data, min_genes=args.min_genes, storage=args.storage, policy=args.policy,
+        force=args.force, seed=args.seed, device=args.device,
     ))
     print(result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     promotion = result.promotion
-    print(f"\nChampion: {promotion.model_name} version {promotion.version} (run {promotion.run_id}).")
-    print(f"Serve it: mlflow models serve -m models:/{promotion.model_name}@champion --env-manager local -p 5001")
+    for warning in result.warnings:
+        print(f"\nWARNING: {warning}")
+    if promotion is not None:
+        print(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}, run "
+              f"{promotion.run_id}). {promotion.note}")
+        print(f"Serve it: mlflow models serve -m models:/{promotion.model_name}@champion --env-manager local -p 5001")
     print("Compare the runs: mlflow ui")
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
 def _add_benchmark(subparsers) -> None:
-    from scadapt.benchmark.config import TUNING_MODES, BenchmarkConfig
+    from scadapt.benchmark.config import BenchmarkConfig
 
     d = BenchmarkConfig()
     p = subparsers.add_parser("benchmark", help="every strategy x regime x fold, ranked, with figures and a report")
-    p.add_argument("--datasets", type=_names, default=d.datasets,
+    p.add_argument("--datasets", type=names, default=d.datasets,
                    help="comma-separated catalogued names or .h5ad paths (default: %(default)s)")
-    p.add_argument("--strategies", type=_names, default=d.strategies, help="comma-separated (default: all eight)")
-    p.add_argument("--regimes", type=_names, default=d.regimes,
+    add_options(p, DataOptions)
+    p.add_argument("--strategies", type=strategy_names, default=d.strategies, help="comma-separated (default: all eight)")
+    p.add_argument("--regimes", type=names, default=d.regimes,
                    help="comma-separated from full, low, cross_study (default: all; cross_study where there are batches)")
-    p.add_argument("--label-fractions", type=_number_list, default=d.label_fractions)
-    p.add_argument("--n-folds", type=_integer, default=d.n_folds, help="K of the stratified folds (default: %(default)s)")
-    p.add_argument("--folds", type=_integer, default=d.folds, help="run the first F of the K folds (0: all K; default: %(default)s)")
+    p.add_argument("--label-fractions", type=number_list, default=d.label_fractions)
+    p.add_argument("--n-folds", type=integer, default=d.n_folds, help="K of the stratified folds (default: %(default)s)")
+    p.add_argument("--folds", type=integer, default=d.folds, help="run the first F of the K folds (0: all K; default: %(default)s)")
     p.add_argument("--tuning", choices=TUNING_MODES, default=d.tuning,
                    help="reuse: one study per dataset and strategy, its settings reused on every split; "
                         "per_fold: one study per split (default: %(default)s)")
     _add_study_arguments(p, d, per="study")
-    p.add_argument("--no-promote", action="store_true", help="do not register champions at the end")
+    flag(p, "no-promote", "do not register champions at the end")
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment of all its runs (default: %(default)s)")
     p.add_argument("--output-dir", default=d.output_dir, help="report, tables and figures (default: %(default)s)")
     p.add_argument("--name", default=d.name, help="shown in run names and the report (default: %(default)s)")
-    p.add_argument("--label-key", type=_optional, default=None, help="obs column with cell types (every dataset)")
-    p.add_argument("--batch-key", type=_optional, default=None, help="obs column with technology/batch (every dataset)")
-    p.add_argument("--layer", type=_optional, default=None, help="matrix to use (every dataset)")
     p.set_defaults(handler=_run_benchmark)
 
 
 def _run_benchmark(args: argparse.Namespace) -> None:
-    from scadapt.benchmark import BenchmarkConfig, run_benchmark
+    from scadapt.benchmark.config import BenchmarkConfig
+    from scadapt.benchmark.runner import run_benchmark
 
-    options = {k: v for k, v in (("label_key", args.label_key), ("batch_key", args.batch_key), ("layer", args.layer))
-               if v is not None}
+    options = from_args(DataOptions, args).given()
     result = run_benchmark(BenchmarkConfig(
         datasets=args.datasets, strategies=args.strategies, regimes=args.regimes, label_fractions=args.label_fractions,
         n_folds=args.n_folds, folds=args.folds or None, tuning=args.tuning, n_trials=args.n_trials, epochs=args.epochs,
@@ -384,24 +368,26 @@ def _add_pretrain(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="masked-value pretraining of a backbone")
     p.add_argument("--data", default=",".join(d.data),
                    help="comma-separated bundled dataset names or .h5ad paths (default: %(default)s)")
-    p.add_argument("--layer", type=_optional, default=None, help="AnnData layer with counts or log-normalised values (default: X)")
-    p.add_argument("--checkpoint", type=_optional, default=None,
+    p.add_argument("--layer", type=optional_text, default=None, help="AnnData layer with counts or log-normalised values (default: X)")
+    p.add_argument("--gene-column", type=optional_text, default=None, help="var column with gene symbols")
+    p.add_argument("--checkpoint", type=optional_text, default=None,
                    help="scGPT model directory to continue pretraining; omit for a new small model")
-    p.add_argument("--output-dir", type=_optional, default=None,
+    p.add_argument("--output-dir", type=optional_text, default=None,
                    help="where to write the checkpoint (default: the demo backbone folder in the scadapt cache)")
     for name in ("d_model", "nlayers", "nhead", "d_hid", "max_seq_len", "n_bins", "epochs", "batch_size",
                  "warmup_steps", "min_genes", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=_integer, default=getattr(d, name))
+        p.add_argument(f"--{name.replace('_', '-')}", type=integer, default=getattr(d, name))
     for name in ("dropout", "lr", "weight_decay", "val_fraction"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+        p.add_argument(f"--{name.replace('_', '-')}", type=number, default=getattr(d, name))
     p.add_argument("--mask-ratios", default=",".join(map(str, d.mask_ratios)))
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--experiment", default=d.experiment)
     p.set_defaults(handler=_run_pretrain)
 
 
 def _run_pretrain(args: argparse.Namespace) -> None:
-    from scadapt.training.pretrain import PretrainConfig, pretrain
+    from scadapt.training.config import PretrainConfig
+    from scadapt.training.pretrain import pretrain
 
     fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
     fields["data"] = tuple(s.strip() for s in args.data.split(",") if s.strip())
@@ -430,13 +416,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Run a subcommand. Input errors print one message (exit 2), Ctrl-C one line (exit 130);
+    anything else is a bug, shown as one line unless ``SCADAPT_DEBUG=1`` asks for the traceback."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command not in ("datasets", "splits"):
+            from scadapt.tracking.runs import check_tracking_store
+
+            check_tracking_store()
         args.handler(args)
     except ScadaptError as error:
         print(f"scadapt: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nscadapt: interrupted. Finished work is kept (MLflow runs, Optuna trials, checkpoints); "
+              "run the same command again to continue.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get("SCADAPT_DEBUG"):
+            raise
+        print(f"scadapt: unexpected error: {type(error).__name__}: {str(error)[:500]}\n"
+              "This is a bug in scadapt, or a failure it does not explain yet. Set SCADAPT_DEBUG=1 to see the "
+              "traceback, and please report it.", file=sys.stderr)
+        return 1
     return 0
 
 

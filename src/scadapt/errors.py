@@ -5,6 +5,8 @@ Every error a user can cause (bad input, a broken checkpoint, a wrong key) is ra
 print these messages without a stack trace; anything else is a bug in scadapt.
 """
 
+from __future__ import annotations
+
 
 class ScadaptError(Exception):
     """Base class for errors caused by input that scadapt cannot use."""
@@ -20,3 +22,14 @@ class InputDataError(ScadaptError):
 
 class VocabularyError(ScadaptError):
     """The genes of a dataset and the model vocabulary do not fit together."""
+
+
+class TrainingDiverged(ScadaptError):
+    """The loss became NaN or infinite: the fit is worthless and must never be promoted."""
+
+    @classmethod
+    def at(cls, loss: float, epoch: int, step: int, lr: float) -> TrainingDiverged:
+        return cls(
+            f"Training diverged: the loss became {loss} at epoch {epoch + 1}, step {step + 1}. Lower the learning "
+            f"rate (lr={lr:g}) or the gradient clipping norm; a diverged run ends FAILED and is never a candidate."
+        )

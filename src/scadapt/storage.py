@@ -31,3 +31,30 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable_dir(path: str | Path, what: str, option: str) -> Path:
+    """``path`` as a folder this process can write to (created if needed), checked before any
+    work so an hour of training never ends in a permission error."""
+    from scadapt.errors import ScadaptError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ScadaptError(f"Cannot write {what} to {path}: {error.strerror or error}. Choose a folder you can "
+                           f"write to with {option}.") from None
+    return path
+
+
+def writable_file(path: str | Path, what: str, option: str) -> Path:
+    """``path`` as a file this process can create or replace (its folder is checked)."""
+    from scadapt.errors import ScadaptError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ScadaptError(f"{path} is a folder; give a file name for {what} with {option}.")
+    writable_dir(path.parent, what, option)
+    return path

@@ -150,6 +150,14 @@ def checkpoint_digest(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
+def read_vocabulary(model_dir: str | Path) -> GeneVocab:
+    """The vocabulary of a model directory, checked without loading its weights."""
+    model_dir = Path(model_dir)
+    _check_files(model_dir)
+    _read_args(model_dir / ARGS_FILE)
+    return GeneVocab.from_file(model_dir / VOCAB_FILE)
+
+
 def _check_files(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise CheckpointError(

@@ -1,10 +1,14 @@
 """The benchmark matrix (``benchmark``): datasets x strategies x regime splits, tuned, tracked,
 resumable, aggregated into tables, figures and a report, ending with a champion per dataset."""
 
-from scadapt.benchmark.config import BASELINES, TUNING_MODES, BenchmarkConfig
-from scadapt.benchmark.matrix import MatrixCell, plan_matrix
-from scadapt.benchmark.results import BenchmarkTables, paired_comparison, rank_strategies, summary_table
-from scadapt.benchmark.runner import BenchmarkResult, run_benchmark
+from scadapt.lazy import lazy_attributes
 
-__all__ = ["BASELINES", "TUNING_MODES", "BenchmarkConfig", "BenchmarkResult", "BenchmarkTables", "MatrixCell",
-           "paired_comparison", "plan_matrix", "rank_strategies", "run_benchmark", "summary_table"]
+_WHERE = {
+    **dict.fromkeys(("BASELINES", "TUNING_MODES", "BenchmarkConfig"), "scadapt.benchmark.config"),
+    **dict.fromkeys(("MatrixCell", "plan_matrix"), "scadapt.benchmark.matrix"),
+    **dict.fromkeys(("BenchmarkTables", "paired_comparison", "rank_strategies", "summary_table"),
+                    "scadapt.benchmark.results"),
+    **dict.fromkeys(("BenchmarkResult", "run_benchmark"), "scadapt.benchmark.runner"),
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__all__ = list(_WHERE)

@@ -7,12 +7,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scadapt.backbone.checkpoint import checkpoint_digest
-from scadapt.data.splits import DEFAULT_LABEL_FRACTIONS, REGIMES
-from scadapt.errors import ScadaptError
-from scadapt.strategies import STRATEGY_NAMES
+from scadapt.options import (
+    DEFAULT_LABEL_FRACTIONS,
+    EXPRESSION_ONLY_STRATEGIES,
+    REGIMES,
+    STRATEGY_NAMES,
+    TUNING_MODES,
+)
+from scadapt.training.config import DEVICE_HELP, refuse, valid_device
 
-TUNING_MODES = ("reuse", "per_fold")
 BASELINES = ("pca_logreg", "frozen_probe")
 
 
@@ -71,9 +74,15 @@ class BenchmarkConfig:
             (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),
             (self.folds is not None and self.folds < 1, f"folds must be at least 1 (got {self.folds})"),
             ("'" in self.name, "the benchmark name cannot contain a quote"),
+            (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
+             f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
+            (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
         ]
-        if messages := [message for failed, message in problems if failed]:
-            raise ScadaptError("Bad benchmark settings: " + "; ".join(messages) + ".")
+        refuse(problems, "benchmark settings")
+
+    @property
+    def needs_backbone(self) -> bool:
+        return any(s not in EXPRESSION_ONLY_STRATEGIES for s in self.strategies)
 
     @property
     def folds_run(self) -> int:
@@ -89,6 +98,8 @@ class BenchmarkConfig:
         skips them, a bigger matrix (more datasets, strategies, folds or fractions) only runs
         what is new, and changed settings never reuse a result made with other ones.
         """
+        from scadapt.backbone.checkpoint import checkpoint_digest
+
         keep = {
             "n_folds": self.n_folds, "tuning": self.tuning, "n_trials": self.n_trials, "epochs": self.epochs,
             "seed": self.seed, **{name: {k: str(v) for k, v in sorted(getattr(self, name).items())}

@@ -151,27 +151,40 @@ def pareto_front(rows: pd.DataFrame, cost: str, score: str) -> pd.DataFrame:
 
 
 def champion_per_class(per_class: pd.DataFrame, champions: dict[str, dict[str, str]], folder: Path) -> list[Path]:
-    """Per-class test F1 of each dataset's champion strategy in every setting of the matrix."""
+    """Per-class test F1 of each dataset's champion strategy in every setting of the matrix. A class
+    that no training cell of a setting had (cross-study: only the held-out group has it) is shown
+    as "not trained" (hatched) instead of a score of 0."""
     if per_class.empty:
         return []
     datasets = _ordered(per_class["dataset"])
     heights = [per_class.loc[per_class["dataset"] == d, "class"].nunique() for d in datasets]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets) + 1, 1.2 + 0.35 * max(heights)),
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets) + 1, 1.6 + 0.35 * max(heights)),
                              squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         rows = per_class[per_class["dataset"] == dataset]
-        grid = rows.pivot_table(index="class", columns="setting", values="f1", aggfunc="mean")
-        grid = grid[_ordered(rows["setting"])]
-        image = ax.imshow(grid.to_numpy(), cmap="magma", vmin=0, vmax=1, aspect="auto")
+        trained = rows[rows["trained"].astype(bool)]
+        grid = trained.pivot_table(index="class", columns="setting", values="f1", aggfunc="mean")
+        grid = grid.reindex(index=sorted(rows["class"].unique()), columns=_ordered(rows["setting"]))
+        untrained = rows[~rows["trained"].astype(bool)].groupby(["class", "setting"]).size()
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap="magma", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right")
         ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
-        for (row, col), value in np.ndenumerate(grid.to_numpy()):
-            if not np.isnan(value):
+        for (row, col), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if (grid.index[row], grid.columns[col]) in untrained.index:
+                ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch="///", edgecolor="grey"))
+                label = "not trained" if np.isnan(value) else f"{value:.2f}*"
+                ax.text(col, row, label, ha="center", va="center", fontsize=6, color="grey" if np.isnan(value) else
+                        ("black" if value > 0.6 else "white"))
+            elif not np.isnan(value):
                 ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                         color="black" if value > 0.6 else "white")
         strategy = champions.get(dataset, {}).get("strategy", rows["strategy"].iloc[0])
-        ax.set_title(f"{dataset}: champion {strategy}")
+        ax.set_title(f"{dataset}\nchampion: {strategy}", fontsize=10)
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.046, label="test F1 (mean over replicates)")
+    if not per_class["trained"].astype(bool).all():
+        fig.text(0.01, 0.0, "not trained / *: the class was absent from the training cells of some replicates "
+                 "(cross-study: only in the held-out group); * averages the replicates that had it",
+                 fontsize=7, va="top")
     return _save(fig, folder, "champion_per_class_f1")
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
+from anndata import AnnData
 
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split, load_dataset, make_splits, required_cells_per_class
@@ -43,15 +44,16 @@ class MatrixCell:
         return self.held_out if self.regime == "cross_study" else f"fold{self.fold}"
 
 
-def plan_matrix(cfg: BenchmarkConfig) -> list[MatrixCell]:
+def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] | None = None) -> list[MatrixCell]:
     """Every cell of the matrix, in the order they run: dataset, strategy, then regime splits.
 
     Loading and splitting every dataset first means a class too small to split, a missing key
-    or a dataset without technologies fails (or is reported) before hours of work.
+    or a dataset without technologies fails (or is reported) before hours of work. ``inspect``
+    sees each loaded dataset with its name (e.g. to check its genes against the backbone).
     """
     cells = []
     for data in cfg.datasets:
-        splits = dataset_splits(data, cfg)
+        splits = dataset_splits(data, cfg, inspect)
         name = splits[0][0] if splits else data
         for strategy in cfg.strategies:
             cells.extend(_cell(data, name, split, strategy) for _, split in splits)
@@ -63,7 +65,8 @@ def plan_matrix(cfg: BenchmarkConfig) -> list[MatrixCell]:
     return cells
 
 
-def dataset_splits(data: str, cfg: BenchmarkConfig) -> list[tuple[str, Split]]:
+def dataset_splits(data: str, cfg: BenchmarkConfig,
+                   inspect: Callable[[AnnData, str], object] | None = None) -> list[tuple[str, Split]]:
     """(dataset name, split) for every regime of ``cfg`` this dataset supports."""
     found, loaded = [], {}
     for regime in cfg.regimes:
@@ -71,6 +74,8 @@ def dataset_splits(data: str, cfg: BenchmarkConfig) -> list[tuple[str, Split]]:
         needed = required_cells_per_class(regime, cfg.n_folds)
         if needed not in loaded:
             loaded[needed] = load_dataset(data, min_cells_per_class=needed, **cfg.data_options)
+            if inspect is not None and len(loaded) == 1:
+                inspect(loaded[needed], DatasetInfo.of(loaded[needed]).name)
         adata = loaded[needed]
         info = DatasetInfo.of(adata)
         if regime == "cross_study" and not info.batch_key:

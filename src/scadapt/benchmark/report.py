@@ -12,6 +12,7 @@ from scadapt.benchmark.config import BASELINES, BenchmarkConfig
 from scadapt.benchmark.results import COMPARED, BenchmarkTables
 from scadapt.registry import PromotionResult
 from scadapt.storage import atomic_write
+from scadapt.training.preflight import GeneCoverage
 
 
 def write_tables(tables: BenchmarkTables, folder: Path) -> list[Path]:
@@ -27,29 +28,35 @@ def write_tables(tables: BenchmarkTables, folder: Path) -> list[Path]:
 
 def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path], promotions: dict[str, PromotionResult],
                  cfg: BenchmarkConfig, fingerprint: str, checkpoint: str | None, timing: pd.DataFrame,
-                 seconds: float, no_champion: dict[str, str] | None = None) -> Path:
+                 seconds: float, no_champion: dict[str, str] | None = None,
+                 coverage: dict[str, GeneCoverage] | None = None) -> Path:
     """``report.md`` (numbers, verdicts and figures per dataset, where this call's time went) and
     ``tables/*.csv``."""
     write_tables(tables, output_dir / "tables")
     timing.to_csv(output_dir / "tables" / "timing.csv", index=False)
     runs = tables.runs
+    regimes = list(dict.fromkeys(runs["regime"]))  # the regimes that produced cells, not only those asked for
+    n_run = int(timing["cells_run"].sum())
     lines = [
         f"# scadapt benchmark `{cfg.name}`", "",
         f"Written {datetime.datetime.now().isoformat(timespec='minutes')} on {platform.node()} "
         f"({platform.machine()}); settings fingerprint `{fingerprint}`.", "",
         f"- Backbone: `{checkpoint}`" if checkpoint else "- Backbone: none (only strategies without one)",
-        f"- Matrix: {len(runs)} cells = {_count(runs['dataset'], 'dataset', 'datasets')} x {_count(runs['strategy'], 'strategy', 'strategies')} "
-        f"x splits of {', '.join(cfg.regimes)} ({cfg.folds_run} of {cfg.n_folds} folds; label fractions "
-        f"{', '.join(f'{f * 100:g}%' for f in cfg.label_fractions)})",
+        *(f"- Gene coverage: {c.describe()}" + (" **(low: see the warning below)**" if c.low else "")
+          for c in (coverage or {}).values()),
+        f"- Matrix: {len(runs)} cells = {_count(runs['dataset'], 'dataset', 'datasets')} x "
+        f"{_count(runs['strategy'], 'strategy', 'strategies')} x splits of {', '.join(regimes)} ({_splits(cfg, regimes)})",
         f"- Tuning: `{cfg.tuning}`, {cfg.n_trials} Optuna trials per study, at most {cfg.epochs} epochs per fit; "
         "selection on validation cells only",
         f"- Fit time of all cells: {runs['runtime_sec'].sum() / 60:.1f} min; this call: {seconds / 60:.1f} min, "
-        f"running {int(timing['cells_run'].sum())} of the cells (the others were finished before)", "",
+        + (f"running all {n_run} cells" if n_run == len(runs) else
+           f"running {n_run} of the cells (the other {len(runs) - n_run} were finished before)"), "",
         "Scores are test macro-F1, mean ± standard deviation over replicates (folds; held-out technology groups "
         "for cross-study). Ranks follow `registry/policy.yaml` applied to test means (macro-F1, then balanced "
         "accuracy, accuracy, fewer trainable parameters, shorter runtime; rounded to the policy's decimals). "
         "A strategy *beats* a baseline when its mean paired difference is positive and it loses on no replicate.",
     ]
+    lines += [f"\n**Warning**: {c.warning()}" for c in (coverage or {}).values() if c.low]
     if cfg.tuning == "reuse":
         lines += ["", "Tuning `reuse`: each strategy's settings were chosen on the first split's validation cells and "
                   "reused; on other folds those cells can be test cells, so scores there may be slightly optimistic "
@@ -89,6 +96,7 @@ def _dataset_section(tables: BenchmarkTables, dataset: str, promotion: Promotion
         grid = cross.pivot_table(index="strategy", columns="held_out", values=COMPARED)
         grid = grid.reindex(list(dict.fromkeys(cross["strategy"]))).map(lambda v: f"{v:.3f}").reset_index()
         lines += ["", "Cross-study test macro-F1 per held-out group:", "", _markdown(grid)]
+    lines += _untrained_classes(tables.per_class, dataset)
     if promotion is not None:
         champion = tables.champions.get(dataset, {})
         lines += ["", f"**Champion**: `{promotion.model_name}` version {promotion.version} "
@@ -96,6 +104,30 @@ def _dataset_section(tables: BenchmarkTables, dataset: str, promotion: Promotion
                   "the full-label runs. Serve it with `mlflow models serve -m "
                   f"models:/{promotion.model_name}@champion --env-manager local -p 5001`."]
     return lines
+
+
+def _splits(cfg: BenchmarkConfig, regimes: list[str]) -> str:
+    parts = []
+    if "full" in regimes or "low" in regimes:
+        parts.append(f"{cfg.folds_run} of {cfg.n_folds} folds")
+    if "low" in regimes:
+        parts.append(f"label fractions {', '.join(f'{f * 100:g}%' for f in cfg.label_fractions)}")
+    if "cross_study" in regimes:
+        parts.append("held-out technology groups")
+    return "; ".join(parts)
+
+
+def _untrained_classes(per_class: pd.DataFrame, dataset: str) -> list[str]:
+    """Test classes that some split never trained on (their F1 is 0 by construction, not by failure)."""
+    if per_class.empty or "trained" not in per_class:
+        return []
+    rows = per_class[(per_class["dataset"] == dataset) & ~per_class["trained"].astype(bool)]
+    if rows.empty:
+        return []
+    where = rows.groupby("class")["replicate"].agg(lambda r: ", ".join(dict.fromkeys(r)))
+    listed = "; ".join(f"`{cls}` (held out with {groups})" for cls, groups in where.items())
+    return ["", f"Classes absent from the training cells of some splits, so scored 0 there by construction "
+                f"(marked \"not trained\" in the per-class figure): {listed}."]
 
 
 def _verdicts(paired: pd.DataFrame, dataset: str, setting: str) -> list[str]:

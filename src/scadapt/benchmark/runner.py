@@ -26,19 +26,22 @@ from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
 from scadapt.errors import ScadaptError
-from scadapt.registry import PromotionPolicy, PromotionResult, promote
-from scadapt.strategies import epoch_budget, get_strategy
+from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, promote
+from scadapt.storage import writable_dir
+from scadapt.strategies import epoch_budget
 from scadapt.tracking import log_params, shared_run
-from scadapt.tracking.runs import quiet_artifact_downloads, search_all_runs
-from scadapt.tracking.workers import is_dead_local_worker, worker_id
+from scadapt.tracking.names import WORKER_TAG
+from scadapt.tracking.runs import close_orphaned_runs, quiet_artifact_downloads, search_all_runs
+from scadapt.tracking.workers import worker_id
 from scadapt.training.config import TrainJob
-from scadapt.training.pretrain import ensure_demo_backbone
+from scadapt.training.preflight import GeneCoverage, backbone_vocabulary, check_coverage
+from scadapt.training.pretrain import demo_pretraining, ensure_demo_backbone
 from scadapt.training.train import train
 from scadapt.tuning import TuneJob, TuneResult, tune
 
 log = logging.getLogger(__name__)
 
-BENCHMARK_TAG, CELL_TAG, WORKER_TAG = "scadapt.benchmark", "scadapt.cell", "scadapt.worker"
+BENCHMARK_TAG, CELL_TAG = "scadapt.benchmark", "scadapt.cell"
 
 
 @dataclass
@@ -61,10 +64,17 @@ class BenchmarkResult:
 def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     """Run what is missing of the matrix, then aggregate, draw, report and promote."""
     started = time.perf_counter()
-    cells = plan_matrix(cfg)
-    needs_backbone = any(get_strategy(s).kind != "expression" for s in cfg.strategies)
-    checkpoint = cfg.checkpoint or (str(ensure_demo_backbone(cfg.pretrain_epochs, cfg.seed, cfg.device))
-                                    if needs_backbone else None)
+    writable_dir(cfg.output_dir, "the benchmark report", "--output-dir")
+    pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device)
+    coverage: dict[str, GeneCoverage] = {}
+    if cfg.needs_backbone:  # every dataset is checked against the backbone's genes before any work
+        vocabulary = backbone_vocabulary(cfg.checkpoint, pretraining)
+        min_genes = int(cfg.job_options.get("min_genes", TrainJob.min_genes))
+        cells = plan_matrix(cfg, inspect=lambda adata, name: coverage.setdefault(
+            name, check_coverage(adata, name, vocabulary, min_genes)))
+    else:
+        cells = plan_matrix(cfg)
+    checkpoint = cfg.checkpoint or (str(ensure_demo_backbone(pretraining)) if cfg.needs_backbone else None)
     fingerprint = cfg.fingerprint(checkpoint)
     parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, "scadapt.benchmark_run": "true"},
                               f"benchmark {cfg.name}", {"scadapt.entry_point": "benchmark"})
@@ -83,7 +93,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
         figures = draw_all(tables, output_dir / "figures")
         seconds = time.perf_counter() - started
         write_report(output_dir, tables, figures, promotions, cfg, fingerprint, checkpoint, timing, seconds,
-                     ctx.no_champion)
+                     ctx.no_champion, coverage)
         _log_outputs(ctx, output_dir, tables, timing, seconds)
     except BaseException as error:
         client.set_terminated(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -127,12 +137,16 @@ def finished_runs(experiment_id: str, fingerprint: str) -> dict[str, Run]:
 
 
 def _promote_all(ctx: _Context, datasets) -> dict[str, PromotionResult]:
-    """Promote each dataset's champion; one whose candidates all fail the quality gates gets
-    none (said in the log and the report), and the others still get theirs."""
+    """Promote each dataset's champion among all its candidates (this benchmark's and any other
+    experiment's). One whose candidates all fail the quality gates gets none (said in the log and
+    the report), and the others still get theirs; a champion better than every cell stays."""
     promotions = {}
     for dataset in datasets:
         try:
-            promotions[dataset] = promote(dataset, ctx.cfg.policy, ctx.experiment)
+            promotions[dataset] = promote(dataset, ctx.cfg.policy)
+        except DowngradeRefused as refused:
+            log.warning("%s", refused)
+            promotions[dataset] = refused.kept
         except ScadaptError as error:
             log.warning("No champion for %s: %s", dataset, error)
             ctx.no_champion[dataset] = str(error)
@@ -145,8 +159,7 @@ def _champions(tables: BenchmarkTables, promotions: dict[str, PromotionResult]) 
     for dataset in dict.fromkeys(tables.runs["dataset"]):
         if dataset in promotions:
             promotion = promotions[dataset]
-            ranked = promotion.ranking.set_index("run_id")
-            champions[dataset] = {"strategy": str(ranked.loc[promotion.run_id, "strategy"]), "run_id": promotion.run_id,
+            champions[dataset] = {"strategy": promotion.strategy, "run_id": promotion.run_id,
                                   "model": f"{promotion.model_name}/{promotion.version}"}
         else:
             ranking = tables.ranking[tables.ranking["dataset"] == dataset]
@@ -166,9 +179,11 @@ def champion_per_class(tables: BenchmarkTables) -> pd.DataFrame:
                 path = mlflow.artifacts.download_artifacts(run_id=row.run_id, artifact_path="tables/per_class_test.csv",
                                                            dst_path=str(Path(tmp) / row.run_id))
                 per_class = pd.read_csv(path)
-                frames.append(per_class[["class", "f1", "support"]].assign(
+                if "trained" not in per_class:  # runs logged before the column existed
+                    per_class["trained"] = True
+                frames.append(per_class[["class", "f1", "support", "trained"]].assign(
                     dataset=dataset, strategy=row.strategy, setting=row.setting, replicate=row.replicate))
-    columns = ["dataset", "strategy", "setting", "replicate", "class", "f1", "support"]
+    columns = ["dataset", "strategy", "setting", "replicate", "class", "f1", "support", "trained"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
@@ -238,14 +253,8 @@ def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
 
 def _close_interrupted(experiment_id: str, fingerprint: str) -> None:
     """End the cell runs a killed benchmark process left RUNNING (their cells run again)."""
-    client = MlflowClient()
-    runs = search_all_runs([experiment_id], f"tags.`{BENCHMARK_TAG}` = '{fingerprint}' and attributes.status = 'RUNNING'")
-    for run in runs:
-        worker = run.data.tags.get(WORKER_TAG)
-        if worker and is_dead_local_worker(worker):
-            log.warning("Cell %s was interrupted (run %s); it runs again.", run.data.tags.get(CELL_TAG), run.info.run_id)
-            client.set_tag(run.info.run_id, "scadapt.interrupted", "true")
-            client.set_terminated(run.info.run_id, "FAILED")
+    for run in close_orphaned_runs(experiment_id, f"tags.`{BENCHMARK_TAG}` = '{fingerprint}'"):
+        log.warning("Cell %s was interrupted (run %s); it runs again.", run.data.tags.get(CELL_TAG), run.info.run_id)
 
 
 def _log_outputs(ctx: _Context, output_dir: Path, tables: BenchmarkTables, timing: pd.DataFrame,

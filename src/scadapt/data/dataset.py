@@ -17,6 +17,7 @@ from anndata import AnnData
 from scadapt.data.catalog import DatasetSpec, resolve_spec
 from scadapt.data.validation import (
     check_batch_key,
+    check_cells,
     check_labels,
     check_study_groups,
     check_values,
@@ -27,11 +28,11 @@ from scadapt.data.validation import (
     value_kind,
 )
 from scadapt.errors import InputDataError
+from scadapt.options import DEFAULT_N_FOLDS
 
 log = logging.getLogger(__name__)
 
 UNS_KEY = "scadapt"
-DEFAULT_N_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class DatasetInfo:
     gene_column: str | None = None
     value_kind: str = ""
     dropped_classes: dict[str, int] = field(default_factory=dict)
+    dropped_empty_cells: int = 0
+    dropped_unlabelled_cells: int = 0
     study_groups: dict[str, list[str]] = field(default_factory=dict)
 
     def to_uns(self) -> dict:
@@ -69,11 +72,13 @@ def load_expression(
     layer: str | None = None,
     gene_column: str | None = None,
     cache_dir: str | Path | None = None,
+    drop_empty_cells: bool = True,
 ) -> AnnData:
-    """Expression only (no labels needed, e.g. for pretraining): read, select the matrix, check
-    values and gene symbols."""
+    """Expression only (no labels needed, e.g. for pretraining or annotating): read, select the
+    matrix, check values, cells and gene symbols. ``drop_empty_cells=False`` keeps cells without
+    expression (annotation flags them instead)."""
     spec = resolve_spec(source, layer=layer, gene_column=gene_column)
-    adata, _ = _read_checked(spec, cache_dir)
+    adata, _, _ = _read_checked(spec, cache_dir, drop_empty_cells)
     return adata
 
 
@@ -119,8 +124,8 @@ def load_dataset(
         raise InputDataError(
             f"{spec.name}: say which obs column holds the cell types with label_key=... (--label-key)."
         )
-    adata, kind = _read_checked(spec, cache_dir)
-    adata, dropped = check_labels(adata, spec.label_key, min_cells_per_class, drop_rare_classes)
+    adata, kind, n_empty = _read_checked(spec, cache_dir)
+    adata, dropped, n_unlabelled = check_labels(adata, spec.label_key, min_cells_per_class, drop_rare_classes)
     check_batch_key(adata, spec.batch_key)
     if spec.study_groups:
         if spec.batch_key is None:
@@ -129,6 +134,7 @@ def load_dataset(
     info = DatasetInfo(
         name=spec.name, source=spec.source.describe(), label_key=spec.label_key, batch_key=spec.batch_key,
         layer=spec.layer, gene_column=spec.gene_column, value_kind=kind, dropped_classes=dropped,
+        dropped_empty_cells=n_empty, dropped_unlabelled_cells=n_unlabelled,
         study_groups={k: list(v) for k, v in (spec.study_groups or {}).items()},
     )
     adata.uns[UNS_KEY] = info.to_uns()
@@ -138,13 +144,16 @@ def load_dataset(
     return adata
 
 
-def _read_checked(spec: DatasetSpec, cache_dir: str | Path | None) -> tuple[AnnData, str]:
+def _read_checked(spec: DatasetSpec, cache_dir: str | Path | None,
+                  drop_empty_cells: bool = True) -> tuple[AnnData, str, int]:
+    """(AnnData, value kind, number of empty cells dropped)."""
     original = spec.source.read(cache_dir)
     adata = select_matrix(original, spec.layer)
     check_values(adata.X, scaled_data_fix(original) if spec.layer is None else "")
     adata = use_gene_symbols(adata, spec.gene_column)
     adata = keep_sparse(adata)
-    return adata, value_kind(adata.X)
+    adata, n_empty = check_cells(adata, drop_empty_cells)
+    return adata, value_kind(adata.X), n_empty
 
 
 def _as_tuples(groups: Mapping[str, tuple[str, ...] | list[str]] | None) -> dict[str, tuple[str, ...]] | None:

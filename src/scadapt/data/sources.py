@@ -19,6 +19,12 @@ from scadapt.errors import InputDataError
 def read_h5ad(path: str | Path) -> AnnData:
     """Read an ``.h5ad`` file with errors that say what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        h5ads = sorted(p.name for p in path.glob("*.h5ad"))[:3]
+        raise InputDataError(
+            f"{path} is a directory, not an .h5ad file. Pass the file itself"
+            + (f" (this directory holds {', '.join(h5ads)})." if h5ads else ".")
+        )
     if not path.is_file():
         raise InputDataError(
             f"{path} does not exist. Pass the path of an .h5ad file or a catalogued dataset name "

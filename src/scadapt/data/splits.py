@@ -27,12 +27,11 @@ from sklearn.model_selection import StratifiedKFold
 from scadapt.data.dataset import DEFAULT_N_FOLDS, DatasetInfo
 from scadapt.data.validation import check_study_groups, rare_classes_error
 from scadapt.errors import InputDataError
+from scadapt.options import DEFAULT_LABEL_FRACTIONS, REGIMES
 from scadapt.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
-REGIMES = ("full", "low", "cross_study")
-DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
 PARTS = ("train", "validation", "test")
 SPLITS_TABLE = "splits.csv"
 SPLITS_META = "splits.json"

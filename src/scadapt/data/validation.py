@@ -23,6 +23,9 @@ RAW = "raw"  # layer name that selects adata.raw, as scanpy's use_raw does
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}")
 _GENERIC_FIX = "Use adata.raw, layers['counts'], or the matrix from before scaling."
 _LOG_SCALE_MAX = 30.0  # log1p of a normalised count rarely exceeds ~15; raw counts routinely do
+# Label strings that mean "no label" (written by pandas, R or by hand), compared case-insensitively.
+MISSING_LABELS = frozenset({"", "nan", "none", "na", "<na>", "n/a", "null"})
+MAX_EMPTY_CELL_FRACTION = 0.5  # more cells without expression than this: the wrong matrix was chosen
 
 
 def looks_like_ensembl(names) -> bool:
@@ -84,6 +87,49 @@ def check_values(matrix, fix: str = "") -> None:
             f"(e.g. sc.pp.scale). scGPT and the baselines need raw counts or log-normalised values. "
             f"{fix or _GENERIC_FIX}"
         )
+
+
+def check_cells(adata: AnnData, drop_empty: bool = True) -> tuple[AnnData, int]:
+    """Refuse a matrix without cells, genes or expression; drop cells that express nothing.
+
+    Returns the AnnData and the number of dropped cells. With ``drop_empty=False`` (annotating
+    given cells) empty cells stay and are flagged downstream.
+    """
+    if adata.n_obs == 0:
+        raise InputDataError("The dataset has no cells (0 rows). Check the file, or the filter that produced it.")
+    if adata.n_vars == 0:
+        raise InputDataError("The dataset has no genes (0 columns). Check the file, or the layer chosen.")
+    expressed = _nonzero_per_row(adata.X) > 0
+    n_empty = int((~expressed).sum())
+    if n_empty == adata.n_obs:
+        raise InputDataError(
+            f"All {adata.n_obs} cells have zero expression: the matrix holds no data. Choose the matrix with the "
+            f"counts or log-normalised values (layer=..., layers: {_names(adata.layers.keys())}"
+            f"{', or raw' if adata.raw is not None else ''})."
+        )
+    if drop_empty and n_empty:
+        if n_empty > MAX_EMPTY_CELL_FRACTION * adata.n_obs:
+            raise InputDataError(
+                f"{n_empty} of {adata.n_obs} cells have zero expression. That many empty cells suggests the wrong "
+                "matrix or a failed filter; choose another layer or remove the empty cells first."
+            )
+        log.warning("Dropping %d of %d cells with zero expression (they carry no information).", n_empty,
+                    adata.n_obs)
+        adata = adata[expressed].copy()
+    n_entries = adata.n_obs * adata.n_vars
+    if n_entries >= 100 and int(_nonzero_per_row(adata.X).sum()) == n_entries:
+        log.warning(
+            "The expression matrix has no zeros at all. Counts and log-normalised values are mostly zero; a matrix "
+            "without zeros is usually shifted z-scores or imputed values, which scGPT's binning reads as every "
+            "gene expressed. Use counts or log-normalised values if you have them."
+        )
+    return adata, n_empty if drop_empty else 0
+
+
+def _nonzero_per_row(matrix) -> np.ndarray:
+    if sp.issparse(matrix):
+        return np.asarray((matrix != 0).sum(axis=1)).ravel()
+    return np.count_nonzero(np.asarray(matrix), axis=1)
 
 
 def value_kind(matrix) -> str:
@@ -154,10 +200,12 @@ def _looks_like_symbols(column: pd.Series) -> bool:
 
 def check_labels(
     adata: AnnData, label_key: str, min_cells_per_class: int, drop_rare_classes: bool = False
-) -> tuple[AnnData, dict[str, int]]:
-    """Check the label column; drop classes below ``min_cells_per_class`` only when allowed.
+) -> tuple[AnnData, dict[str, int], int]:
+    """Check the label column; leave out cells without a label (NaN, or a string in
+    :data:`MISSING_LABELS`); drop classes below ``min_cells_per_class`` only when allowed.
 
-    Returns the AnnData (labels as a string categorical) and ``{dropped class: n cells}``.
+    Returns the AnnData (labels as a string categorical), ``{dropped class: n cells}`` and the
+    number of unlabelled cells left out.
     """
     if label_key not in adata.obs.columns:
         raise InputDataError(
@@ -165,12 +213,19 @@ def check_labels(
             "Pass the column that holds the cell types with label_key=... (--label-key)."
         )
     labels = adata.obs[label_key]
-    if (missing := int(labels.isna().sum())) > 0:
+    n_cells = adata.n_obs
+    unlabelled = labels.isna().to_numpy() | labels.astype(str).str.strip().str.lower().isin(MISSING_LABELS).to_numpy()
+    if unlabelled.all():
         raise InputDataError(
-            f"{missing} of {adata.n_obs} cells have no label in obs[{label_key!r}]. Drop them first: "
-            f"adata = adata[adata.obs[{label_key!r}].notna()].copy()."
+            f"None of the {adata.n_obs} cells has a label in obs[{label_key!r}] (all empty, NaN, None or NA). "
+            "Pass the column that holds the cell types with label_key=... (--label-key)."
         )
-    adata.obs[label_key] = pd.Categorical(labels.astype(str))
+    if unlabelled.any():
+        log.warning("Leaving out %d of %d cells without a label in obs[%r] (empty, NaN, None or NA).",
+                    int(unlabelled.sum()), adata.n_obs, label_key)
+        adata = adata[~unlabelled].copy()
+        labels = adata.obs[label_key]
+    adata.obs[label_key] = pd.Categorical(labels.astype(str).str.strip())
     counts = adata.obs[label_key].value_counts()
     counts = counts[counts > 0]
     if len(counts) < 2:
@@ -189,7 +244,7 @@ def check_labels(
         log.warning("Dropped %d cells of %d rare class(es): %s.", sum(dropped.values()), len(rare), _counts(rare))
         if adata.obs[label_key].nunique() < 2:
             raise InputDataError("Fewer than two classes are left after dropping rare classes.")
-    return adata, dropped
+    return adata, dropped, n_cells - adata.n_obs - sum(dropped.values())
 
 
 def rare_classes_error(rare: pd.Series, label_key: str, needed: int) -> InputDataError:

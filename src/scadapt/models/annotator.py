@@ -9,12 +9,15 @@ itself is loaded from its own folder and checked against that hash). No pickle a
 from __future__ import annotations
 
 import json
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from safetensors.numpy import load_file as load_numpy
@@ -38,6 +41,9 @@ from scadapt.training.devices import autocast
 ANNOTATOR_FILE = "annotator.json"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT_VERSION = 1
+UNASSIGNED = "unassigned"  # the label of a cell that expresses none of the model's genes
+
+log = logging.getLogger(__name__)
 
 
 class Annotator(ABC):
@@ -62,24 +68,42 @@ class Annotator(ABC):
         return self.outputs(adata)[0]
 
     def predict(self, adata: AnnData) -> pd.DataFrame:
-        """One row per cell: ``label`` and ``confidence`` (the top class probability)."""
-        return self._table(adata.obs_names, self.outputs(adata)[1])
+        """One row per cell: ``label`` and ``confidence`` (the top class probability); a cell that
+        expresses none of the model's genes is ``unassigned`` with confidence 0."""
+        return self.table(adata.obs_names, self.outputs(adata)[1], self.expressed(adata))
 
     def annotate(self, adata: AnnData, key: str = "scadapt", progress: bool = True) -> AnnData:
         """Write ``obs[f"{key}_label"]``, ``obs[f"{key}_confidence"]`` and ``obsm[f"X_{key}"]``."""
         embedding, proba = self.outputs(adata, progress=progress)
-        table = self._table(adata.obs_names, proba)
-        adata.obs[f"{key}_label"] = pd.Categorical(table["label"], categories=self.classes)
+        table = self.table(adata.obs_names, proba, self.expressed(adata))
+        categories = self.classes + ([UNASSIGNED] if (table["label"] == UNASSIGNED).any() else [])
+        adata.obs[f"{key}_label"] = pd.Categorical(table["label"], categories=categories)
         adata.obs[f"{key}_confidence"] = table["confidence"].to_numpy()
         adata.obsm[f"X_{key}"] = embedding
         return adata
 
-    def _table(self, index, proba: np.ndarray) -> pd.DataFrame:
+    def expressed(self, adata: AnnData) -> np.ndarray:
+        """Whether each cell expresses at least one gene this model reads (bool ``[n_cells]``)."""
+        columns = np.flatnonzero([gene in self.genes_read for gene in adata.var_names.astype(str)])
+        matrix = adata.X[:, columns]
+        counts = (matrix != 0).sum(axis=1) if sp.issparse(matrix) else np.count_nonzero(matrix, axis=1)
+        return np.asarray(counts).ravel() > 0
+
+    @property
+    @abstractmethod
+    def genes_read(self) -> Container[str]:
+        """The gene symbols whose expression the model reads."""
+
+    def table(self, index, proba: np.ndarray, expressed: np.ndarray | None = None) -> pd.DataFrame:
+        """``label`` and ``confidence`` per cell; cells not ``expressed`` are flagged, not labelled."""
         best = proba.argmax(axis=1)
-        return pd.DataFrame(
-            {"label": np.asarray(self.classes, dtype=object)[best], "confidence": proba[np.arange(len(best)), best]},
-            index=pd.Index(index, name="cell"),
-        )
+        labels = np.asarray(self.classes, dtype=object)[best]
+        confidence = proba[np.arange(len(best)), best].astype(np.float64)
+        if expressed is not None and not expressed.all():
+            log.warning("%d of %d cells express none of the model's genes: labelled %r with confidence 0.",
+                        int((~expressed).sum()), len(expressed), UNASSIGNED)
+            labels[~expressed], confidence[~expressed] = UNASSIGNED, 0.0
+        return pd.DataFrame({"label": labels, "confidence": confidence}, index=pd.Index(index, name="cell"))
 
     # -- persistence -------------------------------------------------------------------------
     @property
@@ -148,6 +172,10 @@ class BackboneAnnotator(Annotator):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def genes_read(self) -> Container[str]:
+        return self.tokenizer.vocab
 
     def outputs(self, adata: AnnData, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         cells = self.tokenizer.tokenize(adata)
@@ -219,6 +247,10 @@ class ExpressionAnnotator(Annotator):
         super().__init__(strategy, config, classes)
         self.genes = [str(g) for g in genes]
         self.arrays = {name: np.asarray(arrays[name], dtype=np.float64) for name in self.ARRAYS}
+
+    @property
+    def genes_read(self) -> Container[str]:
+        return set(self.genes)
 
     def features(self, adata: AnnData) -> np.ndarray:
         """Log-normalised expression of the model's genes, ``[n_cells, n_genes]`` (absent genes = 0)."""

@@ -12,9 +12,13 @@ from pathlib import Path
 import yaml
 
 from scadapt.errors import ScadaptError
+from scadapt.evaluation.metrics import SUMMARY_METRICS
+from scadapt.options import REGIMES
+from scadapt.tracking.names import FIT_METRICS
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "registry" / "policy.yaml"
 KEYS = {"registered_model", "regimes", "rank_by", "decimals", "gates", "aliases"}
+KNOWN_METRICS = tuple(f"{part}_{name}" for part in ("val", "test") for name in SUMMARY_METRICS) + FIT_METRICS
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,11 @@ class PromotionPolicy:
             raise ScadaptError(f"{path}: unknown policy keys {sorted(unknown) if isinstance(raw, dict) else raw!r}; "
                                f"known: {', '.join(sorted(KEYS))}.")
         try:
-            keys = tuple(RankKey(str(k["metric"]), bool(k["higher_is_better"])) for k in raw.get("rank_by", []))
-            aliases = raw.get("aliases", {})
-            policy = cls(str(raw.get("registered_model", cls.registered_model)), tuple(raw.get("regimes", ("full",))),
-                         keys, int(raw.get("decimals", 3)), {str(k): float(v) for k, v in raw.get("gates", {}).items()},
-                         str(aliases.get("champion", "champion")), str(aliases.get("previous", "previous")))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ScadaptError(f"{path}: malformed policy ({error!r}); see the comments in registry/policy.yaml.") from None
+            policy = cls(_text(raw, "registered_model", cls.registered_model), _regimes(raw.get("regimes", ["full"])),
+                         tuple(_rank_key(entry) for entry in _list(raw, "rank_by")), _decimals(raw.get("decimals", 3)),
+                         _gates(raw.get("gates", {})), *_aliases(raw.get("aliases", {})))
+        except _PolicyProblem as problem:
+            raise ScadaptError(f"{path}: {problem} See the comments in registry/policy.yaml.") from None
         if not policy.rank_by:
             raise ScadaptError(f"{path}: rank_by must name at least one metric.")
         if "{dataset}" not in policy.registered_model:
@@ -65,6 +67,10 @@ class PromotionPolicy:
         return [f"{name} {metrics.get(name, float('nan')):.3f} < {floor}" for name, floor in self.gates.items()
                 if not metrics.get(name, float("-inf")) >= floor]
 
+    def standing(self, metrics: dict[str, float]) -> tuple[float, ...]:
+        """Smaller is better: runs that pass the gates first, then :meth:`sort_key`."""
+        return (float(bool(self.failed_gates(metrics))), *self.sort_key(metrics))
+
     def sort_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
         """Smaller is better; missing metrics rank last."""
         key = []
@@ -76,3 +82,74 @@ class PromotionPolicy:
                 value = round(value, self.decimals)
                 key.append(-value if rank.higher_is_better else value)
         return tuple(key)
+
+
+class _PolicyProblem(Exception):
+    """One thing wrong with a policy file (turned into a ScadaptError naming the file)."""
+
+
+def _known_metric(name: object, where: str) -> str:
+    if not isinstance(name, str) or name not in KNOWN_METRICS:
+        raise _PolicyProblem(f"{where} names the unknown metric {name!r}; known: {', '.join(KNOWN_METRICS)}.")
+    return name
+
+
+def _rank_key(entry: object) -> RankKey:
+    if not isinstance(entry, dict) or set(entry) != {"metric", "higher_is_better"}:
+        raise _PolicyProblem(f"each rank_by entry is {{metric: NAME, higher_is_better: true|false}} (got {entry!r}).")
+    if not isinstance(entry["higher_is_better"], bool):
+        raise _PolicyProblem(f"higher_is_better of {entry['metric']!r} must be true or false, unquoted "
+                             f"(got {entry['higher_is_better']!r}).")
+    return RankKey(_known_metric(entry["metric"], "rank_by"), entry["higher_is_better"])
+
+
+def _list(raw: dict, key: str) -> list:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise _PolicyProblem(f"{key} must be a list (got {value!r}).")
+    return value
+
+
+def _text(raw: dict, key: str, default: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise _PolicyProblem(f"{key} must be a non-empty string (got {value!r}).")
+    return value
+
+
+def _regimes(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or any(r not in REGIMES for r in value):
+        raise _PolicyProblem(f"regimes must be a non-empty list of {', '.join(REGIMES)} (got {value!r}).")
+    return tuple(value)
+
+
+def _decimals(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 12:
+        raise _PolicyProblem(f"decimals must be an integer from 0 to 12 (got {value!r}).")
+    return value
+
+
+def _gates(value: object) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise _PolicyProblem(f"gates must map metric names to minimum values (got {value!r}).")
+    gates = {}
+    for name, floor in value.items():
+        if not isinstance(floor, int | float) or isinstance(floor, bool) or floor != floor:
+            raise _PolicyProblem(f"the gate of {name!r} must be a number (got {floor!r}).")
+        gates[_known_metric(name, "gates")] = float(floor)
+    return gates
+
+
+def _aliases(value: object) -> tuple[str, str]:
+    if not isinstance(value, dict) or set(value) - {"champion", "previous"}:
+        raise _PolicyProblem(f"aliases may set champion and previous only (got {value!r}).")
+    champion, previous = value.get("champion", "champion"), value.get("previous", "previous")
+    for alias in (champion, previous):
+        # MLflow aliases: letters, digits, '_' and '-'; "latest" and version-like names are reserved
+        if not isinstance(alias, str) or not alias or not alias.replace("_", "").replace("-", "").isalnum() \
+                or alias.lower() == "latest" or (alias[0] in "vV" and alias[1:].isdigit()):
+            raise _PolicyProblem(f"alias {alias!r} is not a valid MLflow alias (letters, digits, _ and -; "
+                                 "not 'latest' or v<number>).")
+    if champion == previous:
+        raise _PolicyProblem(f"the champion and previous aliases clash (both {champion!r}); give them different names.")
+    return champion, previous

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -38,13 +37,11 @@ class AnnotatorModel(mlflow.pyfunc.PythonModel):
         try:
             if output not in OUTPUTS:
                 raise ScadaptError(f"Unknown output {output!r}; choose one of {', '.join(OUTPUTS)}.")
-            cells = cells_from_table(pd.DataFrame(model_input), self.genes)
+            cells = cells_from_table(model_input, self.genes)
             embedding, proba = self.annotator.outputs(cells)
         except ScadaptError as error:  # a bad request: HTTP 400 with the message, the server keeps serving
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-        best = proba.argmax(axis=1)
-        table = pd.DataFrame({"label": np.asarray(self.annotator.classes, dtype=object)[best],
-                              "confidence": proba[np.arange(len(best)), best].astype(np.float64)})
+        table = self.annotator.table(range(len(proba)), proba, self.annotator.expressed(cells)).reset_index(drop=True)
         if output == "probabilities":
             table = table.join(pd.DataFrame(proba, columns=[f"p_{c}" for c in self.annotator.classes]))
         elif output == "embedding":

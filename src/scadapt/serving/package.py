@@ -15,11 +15,15 @@ MODEL_CODE = Path(__file__).with_name("model.py")
 ARTIFACT_NAME = "served_model"
 
 
-def signature(genes: list[str]) -> ModelSignature:
-    """Optional numeric columns per gene in, label and confidence out, ``output`` as a param."""
-    inputs = Schema([ColSpec("double", gene, required=False) for gene in genes])
+def signature() -> ModelSignature:
+    """Label and confidence out, ``output`` as a param.
+
+    No input schema: MLflow would check requests against it before the model sees them, and
+    answer a duplicated or unknown gene column with an internal error instead of our message.
+    The model's genes are in its ``serving/genes.json`` artifact and its input example.
+    """
     outputs = Schema([ColSpec("string", "label"), ColSpec("double", "confidence")])
-    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("output", "string", "label")]))
+    return ModelSignature(None, outputs, ParamSchema([ParamSpec("output", "string", "label")]))
 
 
 def log_served_model(annotator_dir: Path, genes: list[str], input_example: pd.DataFrame,
@@ -33,7 +37,7 @@ def log_served_model(annotator_dir: Path, genes: list[str], input_example: pd.Da
         if checkpoint_dir is not None:
             artifacts["backbone"] = str(checkpoint_dir)
         return mlflow.pyfunc.log_model(
-            name=ARTIFACT_NAME, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature(genes),
+            name=ARTIFACT_NAME, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature(),
             input_example=input_example.astype("float64"), pip_requirements=_requirements(),
         )
 

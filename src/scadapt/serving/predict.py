@@ -17,7 +17,7 @@ import pandas as pd
 from scadapt.data import load_expression
 from scadapt.errors import ScadaptError
 from scadapt.serving.request import check_gene_coverage
-from scadapt.storage import atomic_write
+from scadapt.storage import atomic_write, writable_file
 from scadapt.tracking import log_params, tracked_run
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,14 @@ def predict_h5ad(model_uri: str, data: str | Path, output: str | Path | None = N
     output = Path(output) if output else Path.cwd() / f"{data.stem}_annotated.h5ad"
     if output.resolve() == data.resolve():
         raise ScadaptError("The output would overwrite the input; choose another --output.")
+    writable_file(output, "the annotated cells", "--output")
     try:
         served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except mlflow.exceptions.MlflowException as error:
         raise ScadaptError(f"Cannot load model {model_uri}: {error.message}") from None
     if not hasattr(served, "annotator"):
         raise ScadaptError(f"{model_uri} is not a scadapt annotator model.")
-    cells = load_expression(data, layer=layer, gene_column=gene_column)
+    cells = load_expression(data, layer=layer, gene_column=gene_column, drop_empty_cells=False)
     check_gene_coverage(cells.var_names, served.genes)
     with tracked_run(experiment, run_name=f"predict {data.name}", tags={"scadapt.entry_point": "predict"}) as run:
         log_params({"model_uri": model_uri, "data": str(data), "layer": layer, "output": str(output),

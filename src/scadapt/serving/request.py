@@ -39,11 +39,20 @@ def cells_from_table(table: pd.DataFrame, genes: list[str], max_missing: float =
     the model does not know are ignored with a warning. Values must be counts or log-normalised
     expression (numbers, not negative).
     """
-    if table.shape[0] == 0:
-        raise InputDataError("The request holds no cells: send one row per cell and one column per gene symbol.")
+    if not isinstance(table, pd.DataFrame):
+        raise InputDataError("Send a table: one row per cell and one column per gene symbol (e.g. dataframe_split).")
     columns = pd.Index(table.columns.astype(str))
     if columns.has_duplicates:
-        raise InputDataError(f"Gene columns appear twice: {', '.join(columns[columns.duplicated()][:5])}.")
+        raise InputDataError(f"Gene columns appear more than once: {', '.join(columns[columns.duplicated()][:5])}. "
+                             "Send each gene once (sum or drop the duplicates).")
+    if not columns.isin(genes).any():
+        raise InputDataError(
+            f"None of the model's {len(genes)} genes is among the {len(columns)} column(s) of the request "
+            f"(e.g. {', '.join(columns[:3]) or 'no columns'}). Name the columns by gene symbol, as in the training "
+            f"data (e.g. {', '.join(genes[:3])})."
+        )
+    if table.shape[0] == 0:
+        raise InputDataError("The request holds no cells: send one row per cell and one column per gene symbol.")
     position = columns.get_indexer(genes)
     found = check_gene_coverage(columns, genes, max_missing)
     unknown = columns[~columns.isin(genes)]

@@ -13,6 +13,7 @@ Three kinds of strategy exist:
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class TorchConfig(StrategyConfig):
 
     def __post_init__(self) -> None:
         problems = [text for bad, text in (
-            (self.lr <= 0, f"lr must be positive (got {self.lr})"),
+            (not self.lr > 0, f"lr must be positive (got {self.lr})"),
             (self.epochs < 1, f"epochs must be at least 1 (got {self.epochs})"),
             (self.batch_size < 1, f"batch_size must be at least 1 (got {self.batch_size})"),
             (self.patience < 1, f"patience must be at least 1 (got {self.patience})"),
@@ -125,7 +126,8 @@ def freeze(module: nn.Module) -> None:
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)) and \
+            not (kind is float and not math.isfinite(value)):
         return value
     text = str(value).strip()
     try:
@@ -141,7 +143,11 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 raise ValueError
             return int(number)
         if kind is float:
-            return float(text)
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         return text
     except ValueError:
-        raise ScadaptError(f"Hyperparameter {key}={value!r} is not a valid {kind.__name__}.") from None
+        raise ScadaptError(f"Hyperparameter {key}={value!r} is not a valid {kind.__name__}"
+                           f"{' (a finite number)' if kind is float else ''}.") from None

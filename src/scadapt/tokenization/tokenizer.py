@@ -19,6 +19,13 @@ from scadapt.tokenization.vocab import GeneVocab
 
 log = logging.getLogger(__name__)
 
+COVERAGE_REMEDIES = (
+    "Two remedies: pass the real scGPT checkpoint (--checkpoint DIR; the whole-human vocabulary has 60,697 genes), "
+    "or pretrain the demo backbone on your own unlabelled cells in the same command (--pretrain-data cells.h5ad, "
+    "or -P pretrain_data=cells.h5ad with mlflow run), or beforehand with "
+    "`scadapt pretrain --data cells.h5ad --output-dir DIR` and --checkpoint DIR."
+)
+
 
 @dataclass(frozen=True)
 class GeneOverlap:
@@ -120,8 +127,8 @@ class GeneTokenizer:
             raise VocabularyError(
                 f"Only {overlap.describe()}, fewer than the required {self.min_genes} "
                 f"(examples not found: {', '.join(overlap.unmatched_examples) or 'none'}).{hint} "
-                "Use gene symbols as in the model vocabulary, or lower min_genes if you accept "
-                "a weaker input."
+                f"Use gene symbols as in the model vocabulary, or lower min_genes if you accept a weaker input. "
+                f"{COVERAGE_REMEDIES}"
             )
         duplicated = np.unique(ids[matched], return_counts=True)
         dupes = duplicated[0][duplicated[1] > 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+from scadapt.tracking.names import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 
 @contextmanager
@@ -34,6 +37,8 @@ def tracked_run(
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None and run_id is None:
         ensure_experiment(experiment)
     with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=dict(tags or {})) as run:
+        if not nested and run_id is None:  # e.g. the launcher's experiment under `mlflow run`
+            mark_model_development(MlflowClient().get_experiment(run.info.experiment_id))
         try:
             yield run
         except killed_by:
@@ -63,13 +68,20 @@ def ensure_experiment(name: str) -> str:
     ``mlflow.set_experiment`` then returns the other process's experiment without activating it.
     """
     try:
-        experiment_id = mlflow.set_experiment(name).experiment_id
+        experiment = mlflow.set_experiment(name)
     except mlflow.exceptions.MlflowException:
-        if (existing := mlflow.get_experiment_by_name(name)) is None:
+        if (experiment := mlflow.get_experiment_by_name(name)) is None:
             raise
-        experiment_id = existing.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
+    mark_model_development(experiment)
+    return experiment.experiment_id
+
+
+def mark_model_development(experiment: mlflow.entities.Experiment) -> None:
+    """Tag an experiment as model development, so the MLflow UI opens it on its training runs
+    (MLflow 3 opens untagged experiments on its GenAI overview)."""
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def log_params(params: Mapping[str, Any]) -> None:
@@ -97,7 +109,7 @@ def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,
     launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     if launcher:
         experiment_id = client.get_run(launcher).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment_id)
+        mark_model_development(mlflow.set_experiment(experiment_id=experiment_id))
     else:
         experiment_id = ensure_experiment(experiment)
     existing = _runs_tagged(client, experiment_id, identity)
@@ -130,3 +142,42 @@ def _runs_tagged(client: MlflowClient, experiment_id: str, identity: Mapping[str
     query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in identity.items())
     runs = search_all_runs([experiment_id], query)
     return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
+
+
+def check_tracking_store(attempts: int = 3) -> None:
+    """Fail with a message, before any work, when the MLflow tracking store cannot be used (a
+    corrupt or foreign ``mlflow.db``, an unreachable server). A store that another process is
+    creating at this moment is locked for a moment, so a failure is retried before it counts."""
+    from scadapt.errors import ScadaptError
+
+    uri = mlflow.get_tracking_uri()
+    for attempt in range(attempts):
+        try:
+            MlflowClient().search_experiments(max_results=1)
+            return
+        except Exception as error:  # sqlalchemy, HTTP and MLflow errors alike: the store is unusable
+            if attempt < attempts - 1:
+                time.sleep(1.0 + attempt)
+                continue
+            detail = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
+            hint = ("If it is a SQLite file it may be corrupt or not an MLflow database: move it aside (a new one is "
+                    "created) or point MLFLOW_TRACKING_URI at another store." if uri.startswith("sqlite") else
+                    "Check that the tracking server runs and MLFLOW_TRACKING_URI is right.")
+            raise ScadaptError(f"The MLflow tracking store {uri} cannot be used ({type(error).__name__}: {detail}). "
+                               f"{hint}") from None
+
+
+def close_orphaned_runs(experiment_id: str, query: str = "") -> list[mlflow.entities.Run]:
+    """End as FAILED (tagged ``scadapt.interrupted``) the RUNNING runs matching ``query`` whose
+    worker (tag ``scadapt.worker``) was a process on this host that no longer runs, e.g. one
+    killed with SIGKILL; return them."""
+    from scadapt.tracking.names import WORKER_TAG
+    from scadapt.tracking.workers import is_dead_local_worker
+
+    client = MlflowClient()
+    running = search_all_runs([experiment_id], " and ".join(filter(None, [query, "attributes.status = 'RUNNING'"])))
+    orphans = [r for r in running if (w := r.data.tags.get(WORKER_TAG)) and is_dead_local_worker(w)]
+    for run in orphans:
+        client.set_tag(run.info.run_id, "scadapt.interrupted", "true")
+        client.set_terminated(run.info.run_id, "FAILED")
+    return orphans

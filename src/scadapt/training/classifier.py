@@ -20,6 +20,7 @@ from sklearn.metrics import f1_score
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from scadapt.errors import TrainingDiverged
 from scadapt.models.build import trainable_state
 from scadapt.models.head import AnnotationModel
 from scadapt.strategies.base import TorchConfig
@@ -132,12 +133,16 @@ def fit_classifier(
         started = time.perf_counter()
         module.train()
         losses = []
-        for batch in source.batches(train_idx, cfg.batch_size, rng):
+        for step, batch in enumerate(source.batches(train_idx, cfg.batch_size, rng)):
             with autocast(device):
                 logits = source.logits(batch, epoch)
             loss = F.cross_entropy(logits.float(), targets[torch.as_tensor(batch, device=device)], weight=weight)
+            value = loss.item()
+            if not math.isfinite(value):
+                bar.close()
+                raise TrainingDiverged.at(value, epoch, step, cfg.lr)
             updater.step(loss)
-            losses.append(loss.item())
+            losses.append(value)
             bar.update(1)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": updater.lr,
                   **_validate(source, codes, val_idx, n_classes, cfg.batch_size * 2),

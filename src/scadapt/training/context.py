@@ -7,6 +7,7 @@ reuses it for every trial.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,10 @@ from scadapt.errors import CheckpointError, ScadaptError
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
 from scadapt.training.config import TrainJob
 from scadapt.training.devices import resolve_device
+from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_backbone_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,4 +109,12 @@ def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
                                       cache=TokenCache())
         ctx.cells = ctx.tokenizer.tokenize(adata)
         ctx.gene_overlap = ctx.cells.overlap.describe()
+        overlap = ctx.cells.overlap
+        coverage = GeneCoverage(info.name, overlap.n_genes, overlap.n_matched, f"checkpoint {ctx.checkpoint}")
+        if coverage.low and (info.name, ctx.weights_hash) not in _WARNED:
+            _WARNED.add((info.name, ctx.weights_hash))  # once per process: a pipeline prepares many jobs
+            log.warning(coverage.warning())
     return ctx
+
+
+_WARNED: set[tuple[str, str | None]] = set()

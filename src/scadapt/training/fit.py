@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from scadapt.training.classifier import EmbeddingSource, FitResult, TokenSource,
 from scadapt.training.context import TrainingContext
 from scadapt.training.linear import fit_logistic, fit_pca_logistic, load_into_head
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class FitOutcome:
@@ -27,6 +30,7 @@ class FitOutcome:
     added_rss_bytes: int  # that peak above the level before the fit
     peak_cuda_bytes: int | None
     total_parameters: int
+    adjusted: dict[str, object] = field(default_factory=dict)  # hyperparameters the data forced to other values
 
 
 def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfig, progress: bool = True,
@@ -38,6 +42,7 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
         torch.cuda.reset_peak_memory_stats(ctx.device)
     started = time.perf_counter()
     fit = None
+    adjusted: dict[str, object] = {}
     with PeakRSS(interval=0.02) as peak:
         if strategy.kind == "expression":
             result = fit_pca_logistic(ctx.adata.X[split.train], ctx.adata.var_names, ctx.codes[split.train], n_classes,
@@ -45,6 +50,8 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
                                       config.max_iter, config.seed)
             annotator: Annotator = ExpressionAnnotator(strategy_name, config, ctx.classes, result.genes, result.arrays)
             total = annotator.fitted_parameters
+            if result.n_components != config.n_components:
+                adjusted["n_components"] = result.n_components
         else:
             frozen = strategy.kind == "frozen"
             # frozen strategies only read the backbone, so they share the pristine one
@@ -67,8 +74,11 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
             annotator = BackboneAnnotator(strategy_name, config, ctx.classes, model, ctx.tokenizer, ctx.weights_hash,
                                           str(ctx.checkpoint))
             total = sum(p.numel() for p in model.parameters())
+    for name, value in adjusted.items():
+        log.warning("%s=%s cannot be used on these %d training cells x %d genes; %s=%s was used instead.", name,
+                    getattr(config, name), len(split.train), ctx.adata.n_vars, name, value)
     return FitOutcome(annotator, fit, time.perf_counter() - started, peak.peak_bytes, peak.added_bytes,
-                      cuda_peak_bytes(ctx.device), total)
+                      cuda_peak_bytes(ctx.device), total, adjusted)
 
 
 def annotator_outputs(ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

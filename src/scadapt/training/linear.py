@@ -56,6 +56,11 @@ class PCALogisticFit:
     genes: list[str]
     arrays: dict[str, np.ndarray]  # what ExpressionAnnotator needs
 
+    @property
+    def n_components(self) -> int:
+        """Components actually used (at most cells - 1 and genes, whatever was asked for)."""
+        return int(self.arrays["pca_components"].shape[0])
+
 
 def fit_pca_logistic(matrix, genes, codes: np.ndarray, n_classes: int, n_components: int, n_top_genes: int,
                      C: float, class_weighted: bool, max_iter: int, seed: int) -> PCALogisticFit:

@@ -23,9 +23,13 @@ from tqdm.auto import tqdm
 
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
 from scadapt.data import load_expression
-from scadapt.storage import atomic_write, default_cache_dir
+from scadapt.errors import ScadaptError, TrainingDiverged
+from scadapt.storage import atomic_write, default_cache_dir, writable_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
 from scadapt.tracking import log_params, tracked_run
+from scadapt.tracking.names import ENTRY_POINT_TAG, WORKER_TAG
+from scadapt.tracking.runs import close_orphaned_runs
+from scadapt.tracking.workers import worker_id
 from scadapt.training.batching import length_grouped_batches
 from scadapt.training.config import PretrainConfig
 from scadapt.training.devices import autocast, resolve_device
@@ -140,6 +144,9 @@ def _evaluate(model: ScGPTBackbone, tokenizer: GeneTokenizer, corpus: _Corpus, c
                 totals[name] = totals.get(name, 0.0) + float(value) * n
             count += n
     model.train()
+    if count == 0:
+        raise ScadaptError("No validation cell has a gene to mask: the pretraining data hold (almost) no expression "
+                           "in the vocabulary. Check the matrix (--layer) and the gene names (--gene-column).")
     metrics = {f"val_loss_{name}": total / max(count, 1) for name, total in totals.items()}
     metrics["val_loss"] = metrics["val_loss_expr"] + metrics.get("val_loss_mvc", 0.0)
     return metrics
@@ -162,8 +169,10 @@ def _train_epoch(model, tokenizer, corpus: _Corpus, updater: Updater, cfg: Pretr
         with autocast(device):
             out = model.pretraining_outputs(batch["gene_ids"].to(device), inputs.to(device), batch["padding_mask"].to(device))
         loss = sum(masked_losses(out, batch["values"].to(device), mask.to(device)).values())
-        updater.step(loss)
         value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged.at(value, epoch, n_batches, cfg.lr)
+        updater.step(loss)
         running, n_batches, step = running + value, n_batches + 1, step + 1
         bar.set_postfix(loss=f"{value:.2f}")
         mlflow.log_metrics({"train_loss": value, "lr": updater.lr}, step=step)
@@ -212,9 +221,8 @@ def _loss_figure(history: dict[str, list[float]], path: Path) -> None:
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Run masked-value pretraining, log it to MLflow and write a release-format checkpoint."""
     device = resolve_device(cfg.device)
-    output_dir = Path(cfg.output_dir) if cfg.output_dir else demo_backbone_dir()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    adatas = [load_expression(source, layer=cfg.layer) for source in cfg.data]
+    output_dir = writable_dir(cfg.output_dir or demo_backbone_dir(), "the pretrained backbone", "--output-dir")
+    adatas = [load_expression(source, layer=cfg.layer, gene_column=cfg.gene_column) for source in cfg.data]
     model, vocab, init_hash = _build_backbone(cfg, adatas, device)
     tokenizer = GeneTokenizer(
         vocab, n_bins=model.config.n_bins, max_seq_len=model.config.max_seq_len,
@@ -228,7 +236,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     fingerprint = cfg.fingerprint()
     start_epoch, history = _resume(state_path, fingerprint, model, updater, device)
 
-    with tracked_run(cfg.experiment, run_name="pretrain", tags={"scadapt.entry_point": "pretrain"}) as run:
+    with tracked_run(cfg.experiment, run_name="pretrain", tags={ENTRY_POINT_TAG: "pretrain", WORKER_TAG: worker_id()}) as run:
+        for orphan in close_orphaned_runs(run.info.experiment_id, f"tags.`{ENTRY_POINT_TAG}` = 'pretrain'"):
+            log.warning("Closed pretraining run %s, whose process was killed (marked FAILED).", orphan.info.run_id)
         params = dict(asdict(model.config))
         params.update({
             "data": ",".join(cfg.data), "layer": cfg.layer, "checkpoint": cfg.checkpoint,
@@ -271,12 +281,27 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         return PretrainResult(output_dir, final_hash, run.info.run_id, history["val_loss"][-1], history["train_loss"])
 
 
-def ensure_demo_backbone(epochs: int = 10, seed: int = 0, device: str = "auto") -> Path:
-    """The demo backbone's folder, pretrained on the bundled data first if it does not exist yet."""
-    directory = demo_backbone_dir()
+def demo_pretraining(epochs: int = 10, seed: int = 0, device: str = "auto", data: tuple[str, ...] = (),
+                     layer: str | None = None, gene_column: str | None = None) -> PretrainConfig:
+    """The pretraining job behind the demo backbone: on the bundled data by default (folder
+    ``demo``), or on ``data`` (your own unlabelled cells, read with ``layer`` and ``gene_column``)
+    into a folder of its own named by the job's fingerprint, so each choice of data keeps its backbone."""
+    if not data:
+        return PretrainConfig(epochs=epochs, seed=seed, device=device)
+    data = tuple(str(Path(d).resolve()) if Path(d).suffix == ".h5ad" else d for d in data)
+    cfg = PretrainConfig(data=data, layer=layer, gene_column=gene_column, epochs=epochs, seed=seed, device=device)
+    cfg.output_dir = str(demo_backbone_dir().with_name(f"demo-{cfg.fingerprint()[:12]}"))
+    return cfg
+
+
+def ensure_demo_backbone(cfg: PretrainConfig | None = None) -> Path:
+    """The demo backbone's folder, pretrained first (``cfg``: see :func:`demo_pretraining`) if it
+    does not exist yet."""
+    cfg = cfg or demo_pretraining()
+    directory = Path(cfg.output_dir) if cfg.output_dir else demo_backbone_dir()
     if (directory / "args.json").is_file():
         log.info("Reusing the demo backbone in %s.", directory)
     else:
-        log.info("No demo backbone yet: pretraining one on the bundled data (%d epochs).", epochs)
-        pretrain(PretrainConfig(epochs=epochs, seed=seed, device=device))
+        log.info("No demo backbone yet: pretraining one on %s (%d epochs).", ", ".join(cfg.data), cfg.epochs)
+        pretrain(cfg)
     return directory

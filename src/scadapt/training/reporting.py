@@ -77,12 +77,19 @@ def fit_metrics(outcome: FitOutcome, val: ClassificationReport, embedding_sec: f
     return metrics
 
 
+def coverage_metrics(ctx: TrainingContext) -> dict[str, float]:
+    """The fraction of the dataset's genes in the backbone's vocabulary (runs with a backbone)."""
+    return {"gene_coverage": ctx.cells.overlap.fraction} if ctx.cells is not None else {}
+
+
 def log_fit(ctx: TrainingContext, outcome: FitOutcome) -> dict[str, float]:
     """Log what a fit alone tells (no test cells touched): validation metrics, resources, the
     annotator, curves, validation tables and the split."""
     annotator = outcome.annotator
     val, _, _ = evaluate(ctx, annotator, "validation")
-    metrics = fit_metrics(outcome, val, ctx.embedding_sec)
+    metrics = {**fit_metrics(outcome, val, ctx.embedding_sec), **coverage_metrics(ctx)}
+    if outcome.adjusted:  # the value used, beside the value asked for
+        mlflow.log_params({f"used.{name}": value for name, value in outcome.adjusted.items()})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         annotator_dir = annotator.save(tmp / "annotator")
@@ -131,7 +138,8 @@ def log_test(ctx: TrainingContext, annotator: Annotator, umap: bool = True) -> d
         if umap and umap_figure(embedding, ctx.labels[ctx.split.test], predicted, tmp / "figures" / "umap_test.png",
                                 title, seed=annotator.config.seed) is None:
             log.info("Too few test cells for a UMAP.")
-        test.per_class.to_csv(tmp / "tables" / "per_class_test.csv")
+        # a class absent from the training cells (cross-study) cannot be predicted: say so beside its 0
+        test.per_class.assign(trained=test.per_class.index.isin(ctx.classes)).to_csv(tmp / "tables" / "per_class_test.csv")
         test.confusion.to_csv(tmp / "tables" / "confusion_test.csv")
         for folder in ("figures", "tables"):
             mlflow.log_artifacts(str(tmp / folder), folder)

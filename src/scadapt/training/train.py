@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import mlflow
 
 from scadapt.models.annotator import Annotator
+from scadapt.storage import writable_dir
 from scadapt.strategies import get_strategy
-from scadapt.tracking import log_params, tracked_run
+from scadapt.tracking import CANDIDATE_TAG, ENTRY_POINT_TAG, log_params, tracked_run
 from scadapt.training.config import TrainJob
 from scadapt.training.context import prepare
 from scadapt.training.fit import fit_strategy
@@ -35,10 +36,11 @@ def train(job: TrainJob) -> TrainResult:
     """Train one strategy on one split as one MLflow run in the dataset's experiment."""
     strategy = get_strategy(job.strategy)
     config = strategy.config_class.from_params({"seed": job.seed, **job.hparams})
+    if job.output_dir:
+        writable_dir(job.output_dir, "the trained annotator", "--output-dir")
     ctx = prepare(job, needs_backbone=strategy.kind != "expression")
     experiment = job.experiment or f"scadapt-{ctx.info.name}"
-    # a train run is a candidate for promotion, like the best trial of a study
-    tags = {**run_tags(job, ctx), "scadapt.entry_point": "train", "scadapt.candidate": "true", **job_run_tags(job)}
+    tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "train", **job_run_tags(job)}
     with tracked_run(experiment, run_name=f"{job.strategy}/{ctx.split.name}", tags=tags) as run:
         log_params(run_params(job, ctx, config))
         log_dataset_input(ctx)
@@ -50,6 +52,7 @@ def train(job: TrainJob) -> TrainResult:
         metrics = {**log_fit(ctx, outcome), **log_test(ctx, outcome.annotator, umap=job.umap)}
         if job.output_dir:
             outcome.annotator.save(job.output_dir)
+        mlflow.set_tag(CANDIDATE_TAG, "true")  # a finished train run competes for promotion, as a study's best trial
         log.info("%s on %s: validation macro-F1 %.3f, test macro-F1 %.3f (MLflow run %s).", job.strategy,
                  ctx.split.name, metrics["val_macro_f1"], metrics["test_macro_f1"], run.info.run_id)
         return TrainResult(run.info.run_id, outcome.annotator, metrics)

@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from scadapt.errors import ScadaptError
+from scadapt.storage import writable_file
 from scadapt.tracking.workers import is_dead_local_worker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_SEC, GRACE_SEC = 60, 300
 WORKER_ATTR = "scadapt_worker"
+_CREATE_ATTEMPTS = 5
 
 
 def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> BaseStorage:
@@ -38,20 +42,38 @@ def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial]
     url = url or DEFAULT_STORAGE
     journal = _journal_path(url)
     if journal is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(journal)), exist_ok=True)
+        writable_file(os.path.abspath(journal), "the study journal", "--storage journal:PATH")
         return JournalStorage(JournalFileBackend(journal))
     if "://" not in url:
         raise ScadaptError(
             f"Unknown study storage {describe_storage(url)!r}: give a SQLite or database URL "
             "(sqlite:///optuna.db, postgresql://user:password@host/db) or journal:PATH for a journal file."
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SEC, grace_period=GRACE_SEC,
-                              heartbeat_stale_trial_callback=on_stale)
-    except ImportError as error:
-        raise ScadaptError(f"The study storage {describe_storage(url)} needs a database driver: {error}.") from None
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        writable_file(os.path.abspath(url.removeprefix("sqlite:///")), "the study database", "--storage sqlite:///PATH")
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
+                return RDBStorage(url, heartbeat_interval=HEARTBEAT_SEC, grace_period=GRACE_SEC,
+                                  heartbeat_stale_trial_callback=on_stale)
+        except ImportError as error:
+            raise ScadaptError(f"The study storage {describe_storage(url)} needs a database driver: {error}.") from None
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
+            # IntegrityError / "table already exists" / "locked": another worker is creating the same new
+            # database at this moment; once it has, opening it again works
+            racing = isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.OperationalError)
+            if not racing or attempt == _CREATE_ATTEMPTS - 1:
+                raise ScadaptError(
+                    f"Cannot open the study storage {describe_storage(url)}: {_first_line(error)}. Check the path or "
+                    "URL, that the database is reachable and writable, and that the file is an Optuna database."
+                ) from None
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(getattr(error, "orig", None) or error).splitlines()[0][:300]
 
 
 def describe_storage(url: str | None) -> str:

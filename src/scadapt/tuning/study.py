@@ -21,13 +21,13 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from scadapt.errors import ScadaptError
+from scadapt.errors import ScadaptError, TrainingDiverged
 from scadapt.models.annotator import Annotator
 from scadapt.strategies import get_strategy
-from scadapt.tracking import log_params, shared_run, tracked_run
+from scadapt.tracking import CANDIDATE_TAG, log_params, shared_run, tracked_run
 from scadapt.tracking.runs import quiet_artifact_downloads
 from scadapt.tracking.workers import worker_id
-from scadapt.training.config import TrainJob
+from scadapt.training.config import TuneJob
 from scadapt.training.context import TrainingContext, prepare
 from scadapt.training.fit import fit_strategy
 from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
@@ -37,37 +37,6 @@ log = logging.getLogger(__name__)
 
 RUN_ATTR = "mlflow_run_id"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-PRUNERS = ("median", "threshold", "none")
-
-
-@dataclass
-class TuneJob(TrainJob):
-    """A :class:`TrainJob` whose strategy settings are searched. ``hparams`` stay fixed (they
-    override the search space)."""
-
-    n_trials: int = 10  # finished (complete or pruned) trials the study should reach
-    timeout: float | None = None  # seconds after which this worker starts no new trial
-    storage: str | None = None  # default: sqlite:///optuna.db in the working directory
-    study_name: str | None = None  # default: "<dataset>/<strategy>/<split>"
-    pruning: str = "median"  # "median" (below the median of earlier trials), "threshold" or "none"
-    prune_below: float = 0.0  # "threshold": prune trials whose validation macro-F1 is below this
-    pruning_warmup_epochs: int = 2  # epochs a trial always gets
-    pruning_startup_trials: int = 2  # trials before median pruning starts
-
-    def __post_init__(self) -> None:
-        if self.n_trials < 1:
-            raise ScadaptError(f"n_trials must be at least 1 (got {self.n_trials}).")
-        if self.pruning not in PRUNERS:
-            raise ScadaptError(f"pruning must be one of {', '.join(PRUNERS)} (got {self.pruning!r}).")
-        if self.study_name is not None and "'" in self.study_name:
-            raise ScadaptError(f"A study name cannot contain a quote: {self.study_name!r}.")
-
-    def pruner(self) -> optuna.pruners.BasePruner:
-        if self.pruning == "median":
-            return optuna.pruners.MedianPruner(self.pruning_startup_trials, self.pruning_warmup_epochs)
-        if self.pruning == "threshold":
-            return optuna.pruners.ThresholdPruner(lower=self.prune_below, n_warmup_steps=self.pruning_warmup_epochs)
-        return optuna.pruners.NopPruner()
 
 
 @dataclass
@@ -99,7 +68,8 @@ def tune(job: TuneJob) -> TuneResult:
     tags = {**run_tags(job, ctx), "scadapt.entry_point": "tune", "scadapt.study": name}
     # a worker that joins an existing study logs its trials under that study's parent run
     parent_id, created = shared_run(job.experiment or f"scadapt-{ctx.info.name}",
-                                    {"scadapt.study": name, "scadapt.study_run": "true"}, f"study {name}",
+                                    {"scadapt.study": name, "scadapt.study_run": "true"},
+                                    f"{job.strategy} study {ctx.info.name}/{ctx.split.name}",
                                     job_run_tags(job))
     with tracked_run("", run_id=parent_id, tags=tags) as parent:
         log_params({**_fixed_params(job, ctx), "study_name": name, "storage": describe_storage(job.storage),
@@ -112,7 +82,7 @@ def tune(job: TuneJob) -> TuneResult:
             study.optimize(
                 _objective(job, ctx, tags), n_trials=job.n_trials, timeout=job.timeout,
                 callbacks=[optuna.study.MaxTrialsCallback(job.n_trials, states=FINISHED)],
-                catch=(torch.OutOfMemoryError,),
+                catch=(torch.OutOfMemoryError, TrainingDiverged),
             )
         else:
             log.info("Study %s already has %d finished trials (n_trials=%d).", name, done, job.n_trials)
@@ -203,8 +173,8 @@ def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent
             log_test(ctx, annotator, umap=job.umap)
     previous = client.get_run(parent_id).data.tags.get("scadapt.best_run_id")
     if previous and previous != best_run:
-        client.set_tag(previous, "scadapt.candidate", "false")
-    client.set_tag(best_run, "scadapt.candidate", "true")
+        client.set_tag(previous, CANDIDATE_TAG, "false")
+    client.set_tag(best_run, CANDIDATE_TAG, "true")
     metrics = {k: v for k, v in client.get_run(best_run).data.metrics.items() if not k.startswith("epoch_")}
     mlflow.log_metrics(metrics)
     mlflow.set_tags({"scadapt.best_run_id": best_run, "scadapt.best_trial": str(best.number),

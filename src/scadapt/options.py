@@ -1,0 +1,170 @@
+"""Options defined once: the constants and option groups that the console command, the MLproject
+and the job dataclasses share.
+
+This module imports nothing heavy (no torch, anndata or MLflow), so ``scadapt`` parses and
+rejects a bad option in a fraction of a second, before any work starts.
+
+An option group is a dataclass whose fields carry their help text (``metadata["help"]``) and,
+where a string needs more than its type to become a value, a parser (``metadata["parse"]``).
+:func:`add_options` turns a group into ``argparse`` arguments; ``scadapt.project`` writes the
+MLproject parameters from the same parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+REGIMES = ("full", "low", "cross_study")
+DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
+DEFAULT_N_FOLDS = 5
+# The strategies in listing order (cheapest first); ``scadapt.strategies`` registers one class per
+# name (a test keeps the two in step). Listed here so that parsing needs no torch.
+STRATEGY_NAMES = ("pca_logreg", "frozen_probe", "head", "full", "lora", "adapter", "prefix", "ia3")
+EXPRESSION_ONLY_STRATEGIES = ("pca_logreg",)  # need no backbone
+TUNING_MODES = ("reuse", "per_fold")
+PRUNERS = ("median", "threshold", "none")
+
+
+# -- parsers of option values (MLflow passes every parameter as a string) ------------------------
+
+def optional_text(text: str) -> str | None:
+    """An empty string means "not given"."""
+    return text or None
+
+
+def integer(text: str) -> int:
+    """An integer, also when MLflow renders it as a float ("10.0")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not math.isfinite(value) or not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(value)
+
+
+def number(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def boolean(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def names(text: str) -> tuple[str, ...]:
+    """``a,b`` -> ``("a", "b")``."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def number_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(number(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def parse_study_groups(text: str) -> dict[str, tuple[str, ...]] | None:
+    """``name:value,value;name:value`` -> ``{name: (value, ...)}``; empty -> None."""
+    if not text:
+        return None
+    groups = {}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        name, sep, members = entry.partition(":")
+        if not sep or not name.strip() or not members.strip():
+            raise argparse.ArgumentTypeError(f"study groups are written name:value,value;name:value (got {entry!r})")
+        groups[name.strip()] = tuple(m.strip() for m in members.split(",") if m.strip())
+    return groups
+
+
+def strategy_names(text: str) -> tuple[str, ...]:
+    chosen = names(text)
+    if not chosen:
+        raise argparse.ArgumentTypeError("name at least one strategy")
+    if unknown := [s for s in chosen if s not in STRATEGY_NAMES]:
+        raise argparse.ArgumentTypeError(f"unknown strategies {', '.join(unknown)}; known: {', '.join(STRATEGY_NAMES)}")
+    return chosen
+
+
+# -- option groups -----------------------------------------------------------------------------
+
+def option(default: Any, help: str, parse: Callable[[str], Any] | None = None, **kwargs: Any) -> Any:
+    """A dataclass field that is also a command-line option."""
+    metadata = {"help": help, **({"parse": parse} if parse else {})}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass
+class DataOptions:
+    """How to read a labelled dataset: the same options for ``train``, ``tune``, ``splits``, the
+    pipeline (``main``) and the benchmark. Unset keys fall back to the catalogue's for catalogued
+    datasets; a user's ``.h5ad`` needs at least ``label_key``."""
+
+    label_key: str | None = option(None, "obs column with the cell types (required for your own .h5ad)")
+    batch_key: str | None = option(None, "obs column with the technology/batch (needed for cross_study)")
+    layer: str | None = option(None, "matrix to use: a layer name, or 'raw' for adata.raw (default: X, "
+                                     "or the catalogue's choice); counts or log-normalised values")
+    gene_column: str | None = option(None, "var column with gene symbols, when var_names are not symbols")
+    drop_rare_classes: bool = option(False, "drop classes too small for the regime instead of refusing "
+                                            "(the drop is logged)")
+    study_groups: dict[str, tuple[str, ...]] | None = option(
+        None, "cross-study groups as name:value,value;name:value (default: the catalogue's groups, else leave "
+              "one batch out)", parse=parse_study_groups)
+
+    def given(self) -> dict[str, Any]:
+        """The options set to something other than their default (what to pass on as overrides)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default and getattr(self, f.name) is not None}
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.given().items()) or "catalogue defaults"
+
+
+def add_options(parser: argparse.ArgumentParser, group: type, defaults: Any = None) -> None:
+    """One ``--name`` option per field of the dataclass ``group`` (``--name_with_underscores`` is
+    accepted too, as ``mlflow run -P`` passes undeclared parameters that way)."""
+    hints = typing.get_type_hints(group)
+    for f in dataclasses.fields(group):
+        default = getattr(defaults, f.name) if defaults is not None else (
+            f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        parse = f.metadata.get("parse") or _parser_for(hints[f.name])
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "type": parse, "help": f.metadata.get("help")}
+        if parse is boolean:
+            kwargs.update(nargs="?", const=True, metavar="true|false")
+        parser.add_argument(*flags, **kwargs)
+
+
+def from_args(group: type, args: argparse.Namespace) -> Any:
+    """The ``group`` dataclass filled from parsed arguments."""
+    return group(**{f.name: getattr(args, f.name) for f in dataclasses.fields(group)})
+
+
+def _parser_for(hint: Any) -> Callable[[str], Any]:
+    options = set(typing.get_args(hint)) or {hint}
+    if bool in options:
+        return boolean
+    if int in options:
+        return integer
+    if float in options:
+        return number
+    return optional_text

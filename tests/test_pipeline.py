@@ -1,0 +1,146 @@
+"""The main job on a user's own ``.h5ad``: its keys through ``mlflow run``, checks before any work,
+gene coverage that is visible and fixable, diverging fits that never become candidates."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import anndata as ad
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import REPO
+
+from scadapt.errors import ScadaptError, TrainingDiverged
+from scadapt.pipeline import run_pipeline
+from scadapt.training.config import PipelineConfig, TrainJob, TuneJob
+from scadapt.training.train import train
+from scadapt.tuning import tune
+
+
+def _user_file(pancreas, path: Path, extra_genes: int = 0) -> Path:
+    """The pancreas cells as a user would bring them: counts in a layer, log values in X, Ensembl
+    ids as var_names with symbols in a column, labels and technologies under other names."""
+    counts = pancreas.X.toarray()
+    symbols = list(pancreas.var_names)
+    if extra_genes:  # genes no vocabulary here knows, expressed like the others
+        rng = np.random.default_rng(0)
+        counts = np.hstack([counts, rng.poisson(0.3, (pancreas.n_obs, extra_genes))]).astype(np.float32)
+        symbols += [f"NOVEL{i}" for i in range(extra_genes)]
+    logged = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4)
+    user = ad.AnnData(sp.csr_matrix(logged.astype(np.float32)), layers={"counts": sp.csr_matrix(counts)})
+    user.obs_names = pancreas.obs_names
+    user.var_names = [f"ENSG{i:011d}" for i in range(len(symbols))]
+    user.var["symbol"] = symbols
+    source = ad.read_h5ad(REPO / "src/scadapt/data/bundled/pancreas_panc8_small.h5ad")
+    user.obs["cell_label"] = source.obs["celltype"].astype(str).to_numpy()
+    user.obs["platform"] = source.obs["tech"].astype(str).to_numpy()
+    user.write_h5ad(path)
+    return path
+
+
+KEYS = {"label_key": "cell_label", "batch_key": "platform", "layer": "counts", "gene_column": "symbol"}
+
+
+def test_main_entry_point_on_a_user_h5ad_with_its_keys(pancreas, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    data = _user_file(pancreas, tmp_path / "my_islets.h5ad")
+    submitted = mlflow.projects.run(str(REPO), env_manager="local", synchronous=True, parameters={
+        "data": str(data), **KEYS, "strategies": "pca_logreg", "n_trials": 1,
+        "storage": f"sqlite:///{tmp_path / 'optuna.db'}"})
+    run = mlflow.get_run(submitted.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["champion_model"] == "scadapt-my_islets"
+    assert run.data.params["data.label_key"] == "cell_label" and run.data.params["data.gene_column"] == "symbol"
+    assert not (tmp_path / "cache" / "backbones").exists()  # no strategy needs a backbone: none pretrained
+    study = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                               filter_string="tags.`scadapt.study_run` = 'true'")[0]
+    assert study.info.run_name.startswith("pca_logreg study my_islets")  # the strategy leads the run name
+    assert study.data.params["data.layer"] == "counts" and study.data.params["data.n_classes"] == "6"
+    experiment = mlflow.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
+
+
+def test_low_gene_coverage_is_logged_and_warned_with_the_remedies(pancreas, tiny_checkpoint, tmp_path):
+    data = _user_file(pancreas, tmp_path / "wide.h5ad", extra_genes=3000)
+    result = run_pipeline(PipelineConfig(
+        data=str(data), **KEYS, strategies=("head",), n_trials=1, epochs=1, checkpoint=str(tiny_checkpoint),
+        min_genes=50, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False,
+        tune_overrides={"max_seq_len": 64}))
+    assert result.promotion is None  # one epoch on a random backbone fails the quality gates: said, not a crash
+    assert "No champion for wide" in result.warnings[-1] and "quality gates" in result.warnings[-1]
+    assert result.coverage.n_matched == 2000 and result.coverage.fraction == pytest.approx(0.4)
+    assert len(result.warnings) == 2 and "Low gene coverage: only wide: 2000 of 5000 genes (40.0%)" in result.warnings[0]
+    assert "--checkpoint DIR" in result.warnings[0] and "--pretrain-data cells.h5ad" in result.warnings[0]
+    assert result.summary.loc[0, "gene_coverage"] == pytest.approx(0.4)
+    best = mlflow.get_run(result.studies["head"].best_run_id)
+    assert best.data.metrics["gene_coverage"] == pytest.approx(0.4)
+    pipeline = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string="tags.`scadapt.entry_point` = 'main'")[0]
+    assert "Low gene coverage" in pipeline.data.tags["scadapt.warnings"]
+    assert pipeline.data.metrics["gene_coverage"] == pytest.approx(0.4)
+    warnings = mlflow.artifacts.download_artifacts(f"runs:/{pipeline.info.run_id}/summary/warnings.txt")
+    assert "pretrain" in Path(warnings).read_text()
+
+
+def test_pretrain_data_gives_the_demo_backbone_the_users_genes(pancreas, tmp_path):
+    data = _user_file(pancreas, tmp_path / "wide.h5ad", extra_genes=300)
+    result = run_pipeline(PipelineConfig(
+        data=str(data), **KEYS, strategies=("head",), n_trials=1, epochs=1, pretrain_epochs=1,
+        pretrain_data=(str(data),), storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False))
+    assert result.coverage.fraction == 1.0 and not any("coverage" in w for w in result.warnings)
+    backbones = list((tmp_path / "cache" / "backbones").iterdir())
+    assert [b.name[:5] for b in backbones] == ["demo-"]  # its own folder: the bundled demo backbone is untouched
+    pipeline = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string="tags.`scadapt.entry_point` = 'main'")[0]
+    assert pipeline.data.params["backbone.pretrained_on"] == str(data)
+    assert pipeline.data.params["backbone.pretrained_on_labelled_data"] == "True"
+
+
+def test_checks_fail_before_any_pretraining(pancreas, tmp_path):
+    data = _user_file(pancreas, tmp_path / "cells.h5ad")
+    with pytest.raises(ScadaptError, match="Label key 'celltype' is not a column"):
+        run_pipeline(PipelineConfig(data=str(data), label_key="celltype", layer="counts", gene_column="symbol",
+                                    strategies=("head",), progress=False))
+    with pytest.raises(ScadaptError, match="negative values"):  # bad pretraining data is read and checked first
+        bad = ad.AnnData(np.full((20, 300), -1.0, dtype=np.float32), layers={"counts": np.full((20, 300), -1.0)})
+        bad.var["symbol"] = [f"G{i}" for i in range(300)]
+        bad.write_h5ad(tmp_path / "scaled.h5ad")
+        run_pipeline(PipelineConfig(data=str(data), **KEYS, strategies=("head",), pretrain_data=(str(tmp_path / "scaled.h5ad"),),
+                                    progress=False))
+    assert not (tmp_path / "cache" / "backbones").exists()
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def test_a_diverging_fit_fails_and_is_never_a_candidate(tiny_checkpoint, tmp_path):
+    settings = dict(data="pancreas_small", strategy="head", checkpoint=str(tiny_checkpoint), max_seq_len=64,
+                    min_genes=50, progress=False, umap=False)
+    explosive = {"lr": 1e30, "max_grad_norm": 1e30, "epochs": 3}
+    with pytest.raises(TrainingDiverged, match="loss became nan .* never a candidate"):
+        train(TrainJob(**settings, hparams=explosive))
+    failed = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    assert failed.info.status == "FAILED" and "scadapt.candidate" not in failed.data.tags
+    with pytest.raises(ScadaptError, match="No trial of study .* completed \\(2 fail\\)"):
+        tune(TuneJob(**settings, hparams=explosive, n_trials=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}"))
+    trials = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string="tags.`scadapt.trial` != ''")
+    assert len(trials) == 2 and {t.info.status for t in trials} == {"FAILED"}
+
+
+def test_clamped_settings_are_logged_as_used(tmp_path):
+    result = train(TrainJob(data="pancreas_small", strategy="pca_logreg", hparams={"n_components": 5000},
+                            progress=False, umap=False))
+    params = mlflow.get_run(result.run_id).data.params
+    assert params["n_components"] == "5000" and int(params["used.n_components"]) < 5000
+
+
+def test_summary_has_the_measured_columns(pancreas, tmp_path):
+    result = run_pipeline(PipelineConfig(data="pancreas_small", strategies=("pca_logreg",), n_trials=1,
+                                         storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False))
+    assert list(result.summary.columns[:9]) == ["strategy", "test_macro_f1", "test_balanced_accuracy", "test_accuracy",
+                                                "val_macro_f1", "trainable_parameters", "runtime_sec", "peak_rss_mb",
+                                                "gene_coverage"]
+    assert result.coverage is None and pd.isna(result.summary.loc[0, "gene_coverage"])  # no backbone, no coverage
