@@ -154,8 +154,15 @@ def test_cross_study_cells_come_only_from_datasets_with_technologies(tmp_path):
     assert (result.output_dir / "figures" / "cross_study_heatmap.svg").stat().st_size > 2000
     # the policy promotes full-label runners only: the benchmark still ends, and says why there is no champion
     assert result.promotions == {}
-    assert "**No champion**: No candidate runs for pancreas_small in regimes full" in (
-        result.output_dir / "report.md").read_text()
+    report = (result.output_dir / "report.md").read_text()
+    assert "**No champion**: No candidate runs for pancreas_small in regimes full" in report
+    # the report names only what ran, and no finished-before cells when there were none
+    assert "x splits of cross_study (held-out technology groups)" in report and "label fractions" not in report
+    assert "running all 3 cells" in report and "finished before" not in report
+    untrained = result.tables.per_class[~result.tables.per_class["trained"]]
+    if not untrained.empty:  # a class only the held-out technologies have is marked, not silently 0
+        assert "Classes absent from the training cells of some splits" in report
+        assert f"`{untrained['class'].iloc[0]}`" in report
     with pytest.raises(ScadaptError, match="matrix is empty"):  # no dataset here has technologies
         run_benchmark(_config(None, tmp_path, datasets=("pbmc68k_reduced",), strategies=("pca_logreg",),
                               regimes=("cross_study",)))
@@ -237,3 +244,45 @@ def test_progress_grid_shows_the_matrix_filling():
     assert list(grid.columns) == ["full", "low 1%"]
     assert grid.loc[("d", "x"), "full"] == "2/2" and grid.loc[("d", "y"), "full"] == "1/2"
     assert grid.loc[("d", "x"), "low 1%"] == "0/1" and grid.loc[("d", "y"), "low 1%"] == "-"
+
+
+def test_benchmark_then_promote_then_benchmark_keeps_one_champion_without_duplicate_versions(tiny_checkpoint,
+                                                                                               tmp_path):
+    from scadapt.registry import promote
+    from scadapt.registry.promote import recorded_metrics
+
+    client = MlflowClient()
+    policy = PromotionPolicy.load()
+    first = run_benchmark(_config(None, tmp_path, strategies=("pca_logreg",), regimes=("full",)))
+    champion = client.get_model_version_by_alias("scadapt-pancreas_small", "champion")
+    assert first.promotions["pancreas_small"].version == str(champion.version)
+
+    again = promote("pancreas_small")  # the promote command ranks the benchmark's cells too: nothing changes
+    assert not again.changed and again.version == str(champion.version)
+
+    second = run_benchmark(_config(None, tmp_path, strategies=("pca_logreg",), regimes=("full",), seed=1,
+                                   output_dir=str(tmp_path / "second")))
+    assert second.fingerprint != first.fingerprint and second.cells_run == 2
+    final = client.get_model_version_by_alias("scadapt-pancreas_small", "champion")
+    versions = client.search_model_versions("name = 'scadapt-pancreas_small'")
+    assert len({v.run_id for v in versions}) == len(versions)  # no run registered twice
+    assert len(versions) <= 2
+    # the champion only moved if the new runner ranks better under the policy
+    assert policy.standing(recorded_metrics(client, final)) <= policy.standing(recorded_metrics(client, champion))
+    assert second.tables.champions["pancreas_small"]["run_id"] == final.run_id
+
+
+def test_classes_a_split_never_trained_on_are_marked_in_the_report_and_figure(tmp_path):
+    from conftest import synthetic_adata
+
+    labels = ["a", "b"] * 30 + ["c"] * 10
+    batches = ["x", "y", "z"] * 20 + ["z"] * 10  # class c only in technology z
+    synthetic_adata(labels, batches, n_genes=60).write_h5ad(tmp_path / "toy.h5ad")
+    result = run_benchmark(_config(None, tmp_path, datasets=(str(tmp_path / "toy.h5ad"),), strategies=("pca_logreg",),
+                                   regimes=("cross_study",), data_options={"label_key": "cell_type", "batch_key": "batch"}))
+    per_class = result.tables.per_class
+    untrained = per_class[~per_class["trained"]]
+    assert set(zip(untrained["class"], untrained["replicate"], strict=True)) == {("c", "z")}
+    report = (result.output_dir / "report.md").read_text()
+    assert "Classes absent from the training cells of some splits" in report and "`c` (held out with z)" in report
+    assert (result.output_dir / "figures" / "champion_per_class_f1.png").stat().st_size > 2000

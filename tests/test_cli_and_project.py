@@ -136,7 +136,11 @@ def test_options_are_parsed_before_any_heavy_import():
 
 def test_undeclared_mlflow_parameters_reach_the_options_too():
     from scadapt.cli import build_parser
+    from scadapt.options import dashed_option_names
 
     # `mlflow run -P name=value` passes a parameter the entry point does not declare as --name value
-    args = build_parser().parse_args(["pipeline", "--label_key", "cell_type", "--drop_rare_classes", "true"])
+    argv = dashed_option_names(["pipeline", "--label_key", "cell_type", "--drop_rare_classes", "true",
+                                "--study_groups=a:x_1;b:y_2"])
+    args = build_parser().parse_args(argv)
     assert args.label_key == "cell_type" and args.drop_rare_classes is True
+    assert args.study_groups == {"a": ("x_1",), "b": ("y_2",)}  # values keep their underscores

@@ -24,6 +24,7 @@ from scadapt.options import (
     DataOptions,
     add_options,
     boolean,
+    dashed_option_names,
     from_args,
     integer,
     names,
@@ -34,12 +35,14 @@ from scadapt.options import (
 )
 
 DATA_HELP = "a catalogued dataset (`scadapt datasets` lists them) or the path of your own .h5ad"
+PRETRAIN_DATA_HELP = ("pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or catalogued "
+                      "names, read with --layer and --gene-column) instead of the bundled data, so its vocabulary "
+                      "covers your genes")
 
 
 def flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
     """A yes/no option: ``--name`` alone or ``--name true|false`` (as ``mlflow run`` passes it)."""
-    p.add_argument(f"--{name}", f"--{name.replace('-', '_')}", dest=name.replace("-", "_"), type=boolean, nargs="?",
-                   const=True, default=False, metavar="true|false", help=help)
+    p.add_argument(f"--{name}", type=boolean, nargs="?", const=True, default=False, metavar="true|false", help=help)
 
 
 def _hparams(text: str) -> dict[str, str]:
@@ -67,7 +70,7 @@ def add_data_arguments(p: argparse.ArgumentParser, default_data: str = "pancreas
         p.add_argument("--validation-fraction", type=number, default=0.2)
         p.add_argument("--label-fractions", type=number_list, default=DEFAULT_LABEL_FRACTIONS,
                        help=f"training-label fractions for the low regime (default: {DEFAULT_LABEL_FRACTIONS})")
-    p.add_argument("--seed", type=integer, default=0)
+        p.add_argument("--seed", type=integer, default=0)
 
 
 def load_data_and_splits(args: argparse.Namespace):
@@ -268,9 +271,7 @@ def _add_pipeline(subparsers) -> None:
     add_data_arguments(p, default_data=d.data, with_split=False)
     p.add_argument("--strategies", type=strategy_names, default=d.strategies, help="comma-separated (default: all eight)")
     _add_study_arguments(p, d, per="strategy")
-    p.add_argument("--pretrain-data", type=names, default=d.pretrain_data,
-                   help="pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or "
-                        "catalogued names, read with --layer and --gene-column) instead of the bundled data")
+    p.add_argument("--pretrain-data", type=names, default=d.pretrain_data, help=PRETRAIN_DATA_HELP)
     p.add_argument("--min-genes", type=integer, default=d.min_genes,
                    help="refuse data with fewer genes in the backbone's vocabulary (default: %(default)s)")
     flag(p, "force", "promote the best runner even if it ranks below the current champion")
@@ -288,8 +289,7 @@ def _add_study_arguments(p: argparse.ArgumentParser, d, per: str) -> None:
     p.add_argument("--storage", type=optional_text, default=None, help="Optuna storage (default: sqlite:///optuna.db)")
     p.add_argument("--policy", type=optional_text, default=None,
                    help="ranking and promotion rule (default: registry/policy.yaml)")
-    if not any(a.dest == "seed" for a in p._actions):
-        p.add_argument("--seed", type=integer, default=d.seed)
+    p.add_argument("--seed", type=integer, default=d.seed)
     p.add_argument("--device", default=d.device, help=DEVICE_HELP)
 
 
@@ -308,8 +308,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     for warning in result.warnings:
         print(f"\nWARNING: {warning}")
     if promotion is not None:
-        print(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}, run "
-              f"{promotion.run_id}). {promotion.note}")
+        print(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}). {promotion.note}")
         print(f"Serve it: mlflow models serve -m models:/{promotion.model_name}@champion --env-manager local -p 5001")
     print("Compare the runs: mlflow ui")
 
@@ -336,6 +335,7 @@ def _add_benchmark(subparsers) -> None:
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment of all its runs (default: %(default)s)")
     p.add_argument("--output-dir", default=d.output_dir, help="report, tables and figures (default: %(default)s)")
     p.add_argument("--name", default=d.name, help="shown in run names and the report (default: %(default)s)")
+    p.add_argument("--pretrain-data", type=names, default=d.pretrain_data, help=PRETRAIN_DATA_HELP)
     p.set_defaults(handler=_run_benchmark)
 
 
@@ -347,8 +347,8 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     result = run_benchmark(BenchmarkConfig(
         datasets=args.datasets, strategies=args.strategies, regimes=args.regimes, label_fractions=args.label_fractions,
         n_folds=args.n_folds, folds=args.folds or None, tuning=args.tuning, n_trials=args.n_trials, epochs=args.epochs,
-        checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs, storage=args.storage, policy=args.policy,
-        promote=not args.no_promote, experiment=args.experiment, output_dir=args.output_dir, name=args.name,
+        checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs, pretrain_data=args.pretrain_data,
+        storage=args.storage, policy=args.policy, promote=not args.no_promote, experiment=args.experiment, output_dir=args.output_dir, name=args.name,
         seed=args.seed, device=args.device, data_options=options,
     ))
     ranking = result.tables.ranking
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand. Input errors print one message (exit 2), Ctrl-C one line (exit 130);
     anything else is a bug, shown as one line unless ``SCADAPT_DEBUG=1`` asks for the traceback."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(dashed_option_names(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command not in ("datasets", "splits"):

@@ -135,23 +135,34 @@ class DataOptions:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) != f.default and getattr(self, f.name) is not None}
 
-    def describe(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.given().items()) or "catalogue defaults"
+    def data_options(self) -> DataOptions:
+        """The data options alone (of a job dataclass that extends this group)."""
+        return DataOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataOptions)})
 
 
 def add_options(parser: argparse.ArgumentParser, group: type, defaults: Any = None) -> None:
-    """One ``--name`` option per field of the dataclass ``group`` (``--name_with_underscores`` is
-    accepted too, as ``mlflow run -P`` passes undeclared parameters that way)."""
+    """One ``--name`` option per field of the dataclass ``group``."""
     hints = typing.get_type_hints(group)
     for f in dataclasses.fields(group):
         default = getattr(defaults, f.name) if defaults is not None else (
             f.default if f.default is not dataclasses.MISSING else f.default_factory())
-        flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         parse = f.metadata.get("parse") or _parser_for(hints[f.name])
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "type": parse, "help": f.metadata.get("help")}
         if parse is boolean:
             kwargs.update(nargs="?", const=True, metavar="true|false")
-        parser.add_argument(*flags, **kwargs)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+
+
+def dashed_option_names(argv: list[str]) -> list[str]:
+    """``--label_key`` -> ``--label-key``: ``mlflow run -P name=value`` passes a parameter that the
+    entry point does not declare as ``--name value``, with the parameter's underscores."""
+    def dashed(arg: str) -> str:
+        if not arg.startswith("--"):
+            return arg  # a value keeps its underscores
+        name, equals, value = arg[2:].partition("=")
+        return f"--{name.replace('_', '-')}{equals}{value}"
+
+    return [dashed(arg) for arg in argv]
 
 
 def from_args(group: type, args: argparse.Namespace) -> Any:

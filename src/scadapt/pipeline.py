@@ -103,16 +103,17 @@ def _preflight(cfg: PipelineConfig) -> tuple[str, GeneCoverage | None, PretrainC
     """Load and split the data as the studies will, and check its genes against the backbone's
     vocabulary, before any pretraining or tuning. Returns the dataset's name, its coverage and
     the demo backbone's pretraining job."""
+    pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data, cfg.layer,
+                                   cfg.gene_column)
+    # the backbone's files first: they are local and quick to check, a dataset may need a download
+    vocabulary = backbone_vocabulary(cfg.checkpoint, pretraining) if cfg.needs_backbone else None
     adata = load_dataset(cfg.data, **asdict(cfg.data_options()),
                          min_cells_per_class=required_cells_per_class("full", DEFAULT_N_FOLDS))
     make_splits(adata, "full", n_folds=DEFAULT_N_FOLDS, seed=cfg.seed)
     name = DatasetInfo.of(adata).name
-    pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data, cfg.layer,
-                                   cfg.gene_column)
-    if not cfg.needs_backbone:
+    if vocabulary is None:
         log.info("No strategy of %s uses the backbone: none is loaded or pretrained.", ", ".join(cfg.strategies))
         return name, None, pretraining
-    vocabulary = backbone_vocabulary(cfg.checkpoint, pretraining)
     return name, check_coverage(adata, name, vocabulary, cfg.min_genes), pretraining
 
 
@@ -133,5 +134,6 @@ def _summary(studies: dict[str, TuneResult], promotion: PromotionResult | None) 
     rows = [{"strategy": name, **{k: result.metrics.get(k) for k in SUMMARY_COLUMNS[1:]},
              "champion": "*" if result.best_run_id == champion else ""} for name, result in studies.items()]
     table = pd.DataFrame(rows).sort_values("val_macro_f1", ascending=False).reset_index(drop=True)
+    table[SUMMARY_COLUMNS[1:]] = table[SUMMARY_COLUMNS[1:]].apply(pd.to_numeric)  # None (not measured) -> NaN
     table["trainable_parameters"] = table["trainable_parameters"].astype("Int64")
     return table

@@ -46,6 +46,7 @@ class BenchmarkConfig:
     epochs: int = 10  # per fit, for the strategies trained by gradient descent
     checkpoint: str | None = None  # default: the demo backbone (pretrained on first use)
     pretrain_epochs: int = 10
+    pretrain_data: tuple[str, ...] = ()  # pretrain the demo backbone on these cells (default: the bundled data)
     storage: str | None = None  # Optuna storage (default: sqlite:///optuna.db)
     policy: str | None = None  # ranking and promotion rule (default: registry/policy.yaml)
     promote: bool = True  # register each dataset's champion at the end
@@ -61,6 +62,7 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         self.datasets, self.strategies, self.regimes = tuple(self.datasets), tuple(self.strategies), tuple(self.regimes)
         self.label_fractions = tuple(float(f) for f in self.label_fractions)
+        self.pretrain_data = tuple(self.pretrain_data)
         problems = [
             (not self.datasets, "at least one dataset is needed"),
             (not self.strategies, "at least one strategy is needed"),
@@ -77,6 +79,8 @@ class BenchmarkConfig:
             (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
              f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
             (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
+            (bool(self.pretrain_data) and bool(self.checkpoint),
+             "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
         ]
         refuse(problems, "benchmark settings")
 

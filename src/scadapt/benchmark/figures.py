@@ -161,7 +161,7 @@ def champion_per_class(per_class: pd.DataFrame, champions: dict[str, dict[str, s
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets) + 1, 1.6 + 0.35 * max(heights)),
                              squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        rows = per_class[per_class["dataset"] == dataset]
+        rows = per_class[(per_class["dataset"] == dataset) & (per_class["support"] > 0)]  # classes in each test set
         trained = rows[rows["trained"].astype(bool)]
         grid = trained.pivot_table(index="class", columns="setting", values="f1", aggfunc="mean")
         grid = grid.reindex(index=sorted(rows["class"].unique()), columns=_ordered(rows["setting"]))
@@ -182,9 +182,10 @@ def champion_per_class(per_class: pd.DataFrame, champions: dict[str, dict[str, s
         ax.set_title(f"{dataset}\nchampion: {strategy}", fontsize=10)
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.046, label="test F1 (mean over replicates)")
     if not per_class["trained"].astype(bool).all():
-        fig.text(0.01, 0.0, "not trained / *: the class was absent from the training cells of some replicates "
-                 "(cross-study: only in the held-out group); * averages the replicates that had it",
-                 fontsize=7, va="top")
+        above_titles = 1.0 + 0.3 / fig.get_figheight()  # 0.3 inch above the figure's top: clear of the titles
+        fig.text(0.5, above_titles, "hatched: the class was absent from the training cells of some replicates (cross-study: "
+                 "only in the held-out group); 'not trained': of all of them, * the mean of those that had it",
+                 fontsize=7, ha="center", va="bottom")
     return _save(fig, folder, "champion_per_class_f1")
 
 

@@ -65,7 +65,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     """Run what is missing of the matrix, then aggregate, draw, report and promote."""
     started = time.perf_counter()
     writable_dir(cfg.output_dir, "the benchmark report", "--output-dir")
-    pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device)
+    pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data,
+                                   cfg.data_options.get("layer"), cfg.data_options.get("gene_column"))
     coverage: dict[str, GeneCoverage] = {}
     if cfg.needs_backbone:  # every dataset is checked against the backbone's genes before any work
         vocabulary = backbone_vocabulary(cfg.checkpoint, pretraining)

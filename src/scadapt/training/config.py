@@ -125,9 +125,6 @@ class TrainJob(DataOptions):
     def needs_backbone(self) -> bool:
         return self.strategy not in EXPRESSION_ONLY_STRATEGIES
 
-    def data_options(self) -> DataOptions:
-        return DataOptions(**{name: getattr(self, name) for name in DataOptions.__dataclass_fields__})
-
 
 @dataclass
 class TuneJob(TrainJob):
@@ -205,9 +202,6 @@ class PipelineConfig(DataOptions):
     @property
     def needs_backbone(self) -> bool:
         return any(s not in EXPRESSION_ONLY_STRATEGIES for s in self.strategies)
-
-    def data_options(self) -> DataOptions:
-        return DataOptions(**{name: getattr(self, name) for name in DataOptions.__dataclass_fields__})
 
 
 def valid_device(name: str) -> bool:
