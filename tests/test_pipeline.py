@@ -144,3 +144,30 @@ def test_summary_has_the_measured_columns(pancreas, tmp_path):
                                                 "val_macro_f1", "trainable_parameters", "runtime_sec", "peak_rss_mb",
                                                 "gene_coverage"]
     assert result.coverage is None and pd.isna(result.summary.loc[0, "gene_coverage"])  # no backbone, no coverage
+
+
+def test_a_lone_nan_loss_is_skipped_and_a_persistent_one_is_divergence():
+    import torch
+
+    from scadapt.models.head import AnnotationModel, ClassifierHead
+    from scadapt.strategies import get_strategy
+    from scadapt.training.classifier import EmbeddingSource, fit_classifier
+
+    rng = np.random.default_rng(0)
+    codes = np.repeat([0, 1], 40)
+    embeddings = rng.normal(size=(80, 8)).astype(np.float32) + codes[:, None] * 2.0
+    train_idx, val_idx = np.arange(0, 80, 2), np.arange(1, 80, 2)
+    config = get_strategy("head").config_class(epochs=5, batch_size=8, patience=10, lr=0.05)
+    device = torch.device("cpu")
+
+    def fit(values: np.ndarray):
+        model = AnnotationModel(torch.nn.Identity(), ClassifierHead(8, 2, n_layers=1))
+        return model, fit_classifier(EmbeddingSource(model, values, device), codes, train_idx, val_idx, 2, config,
+                                     device, progress=False)
+
+    one_bad_cell = embeddings.copy()
+    one_bad_cell[train_idx[0]] = np.nan  # its batch's loss is NaN once per epoch: skipped, not fatal
+    model, result = fit(one_bad_cell)
+    assert all(torch.isfinite(p).all() for p in model.parameters()) and result.best_val_macro_f1 > 0.8
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        fit(np.full_like(embeddings, np.nan))

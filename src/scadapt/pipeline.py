@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from scadapt.backbone.checkpoint import read_vocabulary
 from scadapt.data import DatasetInfo, load_dataset, make_splits, required_cells_per_class
 from scadapt.errors import ScadaptError
 from scadapt.options import DEFAULT_N_FOLDS, EXPRESSION_ONLY_STRATEGIES
@@ -105,15 +106,16 @@ def _preflight(cfg: PipelineConfig) -> tuple[str, GeneCoverage | None, PretrainC
     the demo backbone's pretraining job."""
     pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data, cfg.layer,
                                    cfg.gene_column)
-    # the backbone's files first: they are local and quick to check, a dataset may need a download
-    vocabulary = backbone_vocabulary(cfg.checkpoint, pretraining) if cfg.needs_backbone else None
+    if cfg.needs_backbone and cfg.checkpoint:
+        read_vocabulary(cfg.checkpoint)  # local files, quick: checked before a dataset that may need a download
     adata = load_dataset(cfg.data, **asdict(cfg.data_options()),
                          min_cells_per_class=required_cells_per_class("full", DEFAULT_N_FOLDS))
     make_splits(adata, "full", n_folds=DEFAULT_N_FOLDS, seed=cfg.seed)
     name = DatasetInfo.of(adata).name
-    if vocabulary is None:
+    if not cfg.needs_backbone:
         log.info("No strategy of %s uses the backbone: none is loaded or pretrained.", ", ".join(cfg.strategies))
         return name, None, pretraining
+    vocabulary = backbone_vocabulary(cfg.checkpoint, pretraining)
     return name, check_coverage(adata, name, vocabulary, cfg.min_genes), pretraining
 
 

@@ -27,7 +27,7 @@ from scadapt.strategies.base import TorchConfig
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.training.batching import length_grouped_batches
 from scadapt.training.devices import autocast
-from scadapt.training.optim import Updater
+from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
 
 
 class TokenSource:
@@ -128,6 +128,7 @@ def fit_classifier(
     rng = np.random.default_rng(cfg.seed)
     result, best_state, waited = FitResult(), trainable_state(module), 0
     best_key = (float("-inf"), float("-inf"))
+    nonfinite = 0  # consecutive steps whose loss was NaN or infinite
     bar = tqdm(total=total, desc="training", unit="step", disable=not progress, leave=False)
     for epoch in range(cfg.epochs):
         started = time.perf_counter()
@@ -138,13 +139,17 @@ def fit_classifier(
                 logits = source.logits(batch, epoch)
             loss = F.cross_entropy(logits.float(), targets[torch.as_tensor(batch, device=device)], weight=weight)
             value = loss.item()
-            if not math.isfinite(value):
-                bar.close()
-                raise TrainingDiverged.at(value, epoch, step, cfg.lr)
+            bar.update(1)
+            if not math.isfinite(value):  # skipped, as a grad scaler skips an overflow; diverged if it persists
+                nonfinite += 1
+                if nonfinite >= MAX_NONFINITE_STEPS:
+                    bar.close()
+                    raise TrainingDiverged.at(value, epoch, step, cfg.lr)
+                continue
+            nonfinite = 0
             updater.step(loss)
             losses.append(value)
-            bar.update(1)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": updater.lr,
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": updater.lr,
                   **_validate(source, codes, val_idx, n_classes, cfg.batch_size * 2),
                   "epoch_sec": time.perf_counter() - started}
         result.history.append(record)

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from scadapt.training.devices import needs_grad_scaler
 
+MAX_NONFINITE_STEPS = 3  # consecutive NaN/infinite losses after which a training loop counts as diverged
+
 
 def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.1):
     """LR multiplier: linear warmup to 1, then cosine decay to ``floor`` at ``total_steps``."""

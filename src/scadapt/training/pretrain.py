@@ -33,7 +33,7 @@ from scadapt.tracking.workers import worker_id
 from scadapt.training.batching import length_grouped_batches
 from scadapt.training.config import PretrainConfig
 from scadapt.training.devices import autocast, resolve_device
-from scadapt.training.optim import Updater
+from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _train_epoch(model, tokenizer, corpus: _Corpus, updater: Updater, cfg: Pretr
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout: a resumed epoch replays exactly
     batches = length_grouped_batches(corpus.cells.lengths[corpus.train_idx], cfg.batch_size, epoch_rng)
-    running, n_batches = 0.0, 0
+    running, n_batches, nonfinite = 0.0, 0, 0
     bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", leave=False)
     for batch_idx in bar:
         batch = tokenizer.batch(corpus.cells, corpus.train_idx[batch_idx], epoch=epoch)
@@ -170,8 +170,12 @@ def _train_epoch(model, tokenizer, corpus: _Corpus, updater: Updater, cfg: Pretr
             out = model.pretraining_outputs(batch["gene_ids"].to(device), inputs.to(device), batch["padding_mask"].to(device))
         loss = sum(masked_losses(out, batch["values"].to(device), mask.to(device)).values())
         value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged.at(value, epoch, n_batches, cfg.lr)
+        if not math.isfinite(value):  # skipped once or twice (an fp16 overflow); diverged if it persists
+            nonfinite += 1
+            if nonfinite >= MAX_NONFINITE_STEPS:
+                raise TrainingDiverged.at(value, epoch, n_batches, cfg.lr)
+            continue
+        nonfinite = 0
         updater.step(loss)
         running, n_batches, step = running + value, n_batches + 1, step + 1
         bar.set_postfix(loss=f"{value:.2f}")
