@@ -229,3 +229,17 @@ def test_not_an_h5ad_and_unknown_names(tmp_path):
         load_expression(tmp_path / "absent.h5ad")
     with pytest.raises(InputDataError, match="neither a catalogued dataset \\(pbmc68k_reduced, pancreas_small"):
         load_expression("pancreas_big")
+
+
+def test_a_matrix_without_zeros_is_warned_about_and_empty_cells_are_dropped(caplog):
+    adata = synthetic_adata(["a"] * 8 + ["b"] * 8, n_genes=40)
+    shifted = np.asarray(adata.X.toarray()) + 0.5  # e.g. z-scores shifted to be non-negative
+    loaded = load_dataset(ad.AnnData(shifted, obs=adata.obs, var=adata.var), label_key="cell_type")
+    assert loaded.n_obs == 16 and "has no zeros at all" in caplog.text
+    caplog.clear()
+    sparse = adata.X.toarray()
+    sparse[:3] = 0
+    loaded = load_dataset(ad.AnnData(sp.csr_matrix(sparse), obs=adata.obs, var=adata.var), label_key="cell_type",
+                          drop_rare_classes=True)
+    assert loaded.n_obs == 13 and DatasetInfo.of(loaded).dropped_empty_cells == 3
+    assert "Dropping 3 of 16 cells with zero expression" in caplog.text and "no zeros" not in caplog.text

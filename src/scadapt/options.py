@@ -105,12 +105,9 @@ def strategy_names(text: str) -> tuple[str, ...]:
 
 # -- option groups -----------------------------------------------------------------------------
 
-def option(default: Any, help: str, parse: Callable[[str], Any] | None = None, **kwargs: Any) -> Any:
-    """A dataclass field that is also a command-line option."""
-    metadata = {"help": help, **({"parse": parse} if parse else {})}
-    if isinstance(default, dict | list):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
-    return field(default=default, metadata=metadata, **kwargs)
+def option(default: Any, help: str, parse: Callable[[str], Any] | None = None) -> Any:
+    """A dataclass field (with an immutable default) that is also a command-line option."""
+    return field(default=default, metadata={"help": help, **({"parse": parse} if parse else {})})
 
 
 @dataclass
@@ -140,14 +137,12 @@ class DataOptions:
         return DataOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataOptions)})
 
 
-def add_options(parser: argparse.ArgumentParser, group: type, defaults: Any = None) -> None:
+def add_options(parser: argparse.ArgumentParser, group: type) -> None:
     """One ``--name`` option per field of the dataclass ``group``."""
     hints = typing.get_type_hints(group)
     for f in dataclasses.fields(group):
-        default = getattr(defaults, f.name) if defaults is not None else (
-            f.default if f.default is not dataclasses.MISSING else f.default_factory())
         parse = f.metadata.get("parse") or _parser_for(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "type": parse, "help": f.metadata.get("help")}
+        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "type": parse, "help": f.metadata.get("help")}
         if parse is boolean:
             kwargs.update(nargs="?", const=True, metavar="true|false")
         parser.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)

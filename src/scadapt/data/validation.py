@@ -99,7 +99,8 @@ def check_cells(adata: AnnData, drop_empty: bool = True) -> tuple[AnnData, int]:
         raise InputDataError("The dataset has no cells (0 rows). Check the file, or the filter that produced it.")
     if adata.n_vars == 0:
         raise InputDataError("The dataset has no genes (0 columns). Check the file, or the layer chosen.")
-    expressed = _nonzero_per_row(adata.X) > 0
+    nonzero = _nonzero_per_row(adata.X)
+    expressed = nonzero > 0
     n_empty = int((~expressed).sum())
     if n_empty == adata.n_obs:
         raise InputDataError(
@@ -116,8 +117,8 @@ def check_cells(adata: AnnData, drop_empty: bool = True) -> tuple[AnnData, int]:
         log.warning("Dropping %d of %d cells with zero expression (they carry no information).", n_empty,
                     adata.n_obs)
         adata = adata[expressed].copy()
-    n_entries = adata.n_obs * adata.n_vars
-    if n_entries >= 100 and int(_nonzero_per_row(adata.X).sum()) == n_entries:
+    n_entries = int(expressed.sum()) * adata.n_vars  # the empty rows add no non-zero entry
+    if n_entries >= 100 and int(nonzero.sum()) == n_entries:
         log.warning(
             "The expression matrix has no zeros at all. Counts and log-normalised values are mostly zero; a matrix "
             "without zeros is usually shifted z-scores or imputed values, which scGPT's binning reads as every "
