@@ -232,3 +232,56 @@ def test_promote_command_refuses_a_downgrade_with_a_message(tiny_checkpoint, len
     assert code == 2 and "The champion stays; pass --force" in capsys.readouterr().err
     assert main(["promote", "--data", "pancreas_small", "--policy", str(lenient_policy), "--experiment", "elsewhere",
                  "--force"]) == 0
+
+
+def _candidate(experiment_id: str, dataset: str = "d", **metrics) -> str:
+    """A finished candidate run with the given metrics (what train/tune leave behind)."""
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, tags={"scadapt.candidate": "true", "dataset": dataset, "regime": "full",
+                                                 "strategy": f"s{len(metrics)}"})
+    for name, value in metrics.items():
+        client.log_metric(run.info.run_id, name, value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_ranking_rules_gates_rounding_missing_metrics_and_the_dataset_filter():
+    from scadapt.registry.promote import candidates, rank
+
+    experiment = mlflow.MlflowClient().create_experiment("shared")
+    policy = PromotionPolicy.load()
+    base = {"val_balanced_accuracy": 0.5, "val_accuracy": 0.5, "trainable_parameters": 10, "runtime_sec": 1.0,
+            "test_macro_f1": 0.5}
+    best_but_fails_test_gate = _candidate(experiment, **{**base, "val_macro_f1": 0.9, "test_macro_f1": 0.1})
+    lower_that_passes = _candidate(experiment, **{**base, "val_macro_f1": 0.7})
+    tie_more_params = _candidate(experiment, **{**base, "val_macro_f1": 0.70004, "trainable_parameters": 99})
+    no_validation_metric = _candidate(experiment, **base)
+    _candidate(experiment, dataset="other", **{**base, "val_macro_f1": 0.99})  # another dataset, same experiment
+
+    runs = candidates("d", policy, "shared")
+    assert len(runs) == 4  # the dataset filter keeps the other dataset's run out
+    table = rank(runs, policy)
+    # passing the gates comes first; 0.70004 ties 0.7 after rounding to 3 decimals, so fewer parameters win;
+    # a missing metric ranks last among the passing ones (and fails the val gate here)
+    assert list(table["run_id"]) == [lower_that_passes, tie_more_params, best_but_fails_test_gate, no_validation_metric]
+    assert table.loc[2, "gates_failed"] == "test_macro_f1 0.100 < 0.2"
+    assert table.loc[3, "gates_failed"].startswith("val_macro_f1 nan < 0.2")
+
+
+def test_custom_aliases_and_a_missing_backbone_checkpoint(tiny_checkpoint, tmp_path):
+    policy = tmp_path / "aliases.yaml"
+    policy.write_text(POLICY.replace("champion: champion", "champion: production").replace(
+        "previous: previous", "previous: rollback").replace("val_macro_f1: 0.2", "val_macro_f1: 0.0").replace(
+        "test_macro_f1: 0.2", "test_macro_f1: 0.0"))
+    head = _train(tiny_checkpoint, "head", epochs=1)
+    tiny_checkpoint.rename(tmp_path / "moved_away")  # the runner's backbone is no longer where it was trained
+    with pytest.raises(ScadaptError, match="backbone checkpoint .*tiny_ckpt is gone"):
+        promote("pancreas_small", policy)
+    (tmp_path / "moved_away").rename(tiny_checkpoint)
+    first = promote("pancreas_small", policy)
+    assert first.run_id == head.run_id and "@production" in first.note
+    pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    second = promote("pancreas_small", policy)
+    client = mlflow.MlflowClient()
+    assert client.get_model_version_by_alias("scadapt-pancreas_small", "production").run_id == pca.run_id == second.run_id
+    assert client.get_model_version_by_alias("scadapt-pancreas_small", "rollback").run_id == head.run_id

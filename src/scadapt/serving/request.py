@@ -42,6 +42,7 @@ def cells_from_table(table: pd.DataFrame, genes: list[str], max_missing: float =
     if not isinstance(table, pd.DataFrame):
         raise InputDataError("Send a table: one row per cell and one column per gene symbol (e.g. dataframe_split).")
     columns = pd.Index(table.columns.astype(str))
+    table = table.set_axis(columns, axis=1)
     if columns.has_duplicates:
         raise InputDataError(f"Gene columns appear more than once: {', '.join(columns[columns.duplicated()][:5])}. "
                              "Send each gene once (sum or drop the duplicates).")
@@ -59,9 +60,15 @@ def cells_from_table(table: pd.DataFrame, genes: list[str], max_missing: float =
     if len(unknown):
         log.warning("Ignoring %d column(s) the model does not read: %s", len(unknown), ", ".join(unknown[:5]))
     values = table.iloc[:, position[found]]
-    non_numeric = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
-    if non_numeric:
-        raise InputDataError(f"Gene columns must hold numbers; not numeric: {', '.join(map(str, non_numeric[:5]))}.")
+    textual = [not pd.api.types.is_numeric_dtype(dtype) for dtype in values.dtypes]
+    if any(textual):  # numbers in object columns (mixed JSON records) are numbers too; anything else is not
+        columns = values.columns[textual]
+        converted = values[columns].apply(pd.to_numeric, errors="coerce")
+        not_numbers = (converted.isna() & values[columns].notna()).any()
+        if not_numbers.any():
+            raise InputDataError(f"Gene columns must hold numbers; not numeric: "
+                                 f"{', '.join(map(str, not_numbers.index[not_numbers][:5]))}.")
+        values = values.assign(**{c: converted[c] for c in columns})
     matrix = np.zeros((table.shape[0], len(genes)), dtype=np.float32)
     matrix[:, found] = values.to_numpy(dtype=np.float32)
     check_values(matrix)
