@@ -1,6 +1,6 @@
 """Backbone speed and memory against the reference scGPT implementation, at whole-human shapes.
 
-Run:  python benchmarks/backbone.py  [--reference-dir ../shared/reference/scgpt_human]
+Run:  python benchmarks/backbone.py  [--reference-dir tests/data/scgpt_human]
 
 Needs ``pip install --no-deps scgpt==0.2.4`` (the reference) and the whole-human ``args.json`` and
 ``vocab.json``. Weights are random (saved in the release format and loaded by both
@@ -174,7 +174,7 @@ def run_worker(task, impl, ckpt, inputs, tmp, batch_size) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-dir", type=Path, default=HERE.parent.parent / "shared/reference/scgpt_human")
+    parser.add_argument("--reference-dir", type=Path, default=HERE.parent / "tests/data/scgpt_human")
     parser.add_argument("--cells", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16, help="our embedding batch size")
     parser.add_argument("--train-cells", type=int, default=8)

@@ -12,7 +12,7 @@ Runs scadapt's own code (no MLflow needed, so it runs on an accelerator machine 
    with the GPU's peak memory.
 
     python benchmarks/cuda_check.py --checkpoint ~/.cache/scadapt/backbones/demo \
-        [--whole-human ../shared/reference/scgpt_human]
+        [--whole-human tests/data/scgpt_human]
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 100, 1000])
     parser.add_argument("--repeats", nargs="+", type=int, default=[20, 5, 2], help="requests per size (demo)")
     parser.add_argument("--human-repeats", nargs="+", type=int, default=[10, 3, 1], help="requests per size (human)")
-    parser.add_argument("--reference-dir", type=Path, default=HERE.parent.parent / "shared/reference/scgpt_human")
+    parser.add_argument("--reference-dir", type=Path, default=HERE.parent / "tests/data/scgpt_human")
     args = parser.parse_args()
 
     from scadapt.data import load_expression

@@ -176,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", nargs="+", choices=["pbmc", "human"], default=["pbmc", "human"])
     parser.add_argument("--epochs", type=int, default=3, help="pbmc: epochs per strategy")
-    parser.add_argument("--reference-dir", type=Path, default=HERE.parent.parent / "shared/reference/scgpt_human")
+    parser.add_argument("--reference-dir", type=Path, default=HERE.parent / "tests/data/scgpt_human")
     parser.add_argument("--batch-size", type=int, default=4, help="human: cells per step")
     parser.add_argument("--seq-len", type=int, default=512, help="human: tokens per cell (scGPT's cap is 1200)")
     parser.add_argument("--steps", type=int, default=3, help="human: timed steps after one warm-up step")

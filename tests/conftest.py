@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-WHOLE_HUMAN = SHARED / "reference" / "scgpt_human"
+WHOLE_HUMAN = REPO / "tests" / "data" / "scgpt_human"  # the released model's args.json and vocab.json
 
 torch.set_num_threads(2)
 

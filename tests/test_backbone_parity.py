@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 from conftest import WHOLE_HUMAN, padded_batch, random_backbone
 from reference_scgpt import reference_cls_embeddings, reference_model
@@ -40,8 +39,6 @@ def test_padding_does_not_change_the_embedding(tmp_path):
 
 
 def test_whole_human_shapes_match_reference(tmp_path, pancreas):
-    if not (WHOLE_HUMAN / "args.json").is_file():
-        pytest.skip("whole-human args.json/vocab.json not found beside the repository")
     args = json.loads((WHOLE_HUMAN / "args.json").read_text())
     vocab = GeneVocab.from_file(WHOLE_HUMAN / "vocab.json")
     config = BackboneConfig.from_args(args, vocab_size=len(vocab))
