@@ -285,3 +285,22 @@ def test_custom_aliases_and_a_missing_backbone_checkpoint(tiny_checkpoint, tmp_p
     client = mlflow.MlflowClient()
     assert client.get_model_version_by_alias("scadapt-pancreas_small", "production").run_id == pca.run_id == second.run_id
     assert client.get_model_version_by_alias("scadapt-pancreas_small", "rollback").run_id == head.run_id
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried(tiny_checkpoint, lenient_policy, monkeypatch):
+    import socket
+
+    from scadapt.serving import server as server_module
+
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+    _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    promote("pancreas_small", lenient_policy)
+    with socket.socket() as squatter:  # another process got the "free" port first
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken, server_module.free_port()])
+        monkeypatch.setattr(server_module, "free_port", lambda: next(ports))
+        with serving("models:/scadapt-pancreas_small@champion") as base:
+            assert not base.endswith(f":{taken}")
+            assert requests.get(f"{base}/ping", timeout=5).status_code == 200
