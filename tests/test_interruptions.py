@@ -73,3 +73,25 @@ def test_workers_creating_a_new_sqlite_study_store_at_once_all_succeed(tmp_path)
     results = [w.communicate(timeout=120) for w in workers]
     assert all(w.returncode == 0 for w in workers), [err[-800:] for _, err in results]
     assert [out.strip() for out, _ in results] == ["ok"] * 4
+
+
+def test_ctrl_c_inside_a_store_transaction_waits_until_it_is_over():
+    from scadapt.interrupts import interrupts_at_safe_points
+
+    store_code = {"__name__": "sqlalchemy.engine.fake", "os": os, "signal": signal, "time": time}
+    exec("def transaction():\n"
+         "    os.kill(os.getpid(), signal.SIGINT)\n"
+         "    end = time.monotonic() + 0.3\n"
+         "    while time.monotonic() < end:\n"
+         "        pass\n"
+         "    return 'committed'\n", store_code)
+    finished, interrupted = None, False
+    with interrupts_at_safe_points():
+        try:
+            finished = store_code["transaction"]()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            interrupted = True
+    assert finished == "committed" and interrupted

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scadapt.errors import ScadaptError
+from scadapt.interrupts import interrupts_at_safe_points
 from scadapt.options import (
     DEFAULT_LABEL_FRACTIONS,
     DEFAULT_N_FOLDS,
@@ -421,11 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(dashed_option_names(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command not in ("datasets", "splits"):
-            from scadapt.tracking.runs import check_tracking_store
+        with interrupts_at_safe_points():
+            if args.command not in ("datasets", "splits"):
+                from scadapt.tracking.runs import check_tracking_store
 
-            check_tracking_store()
-        args.handler(args)
+                check_tracking_store()
+            args.handler(args)
     except ScadaptError as error:
         print(f"scadapt: error: {error}", file=sys.stderr)
         return 2
