@@ -152,7 +152,7 @@ def worker(task: str, impl: str, ckpt: Path, inputs: Path, out: Path, batch_size
 
 def _ours_embed(model, ids, values, mask, batch_size):
     """Our embedding path on the same padded inputs: regroup by length, CLS-only last layer."""
-    from scadapt.training.batching import length_grouped_batches
+    from scadapt.tokenization.batching import length_grouped_batches
 
     lengths = (~mask).sum(1).numpy()
     emb = np.empty((len(ids), model.config.d_model), dtype=np.float32)

@@ -28,7 +28,6 @@ import torch
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, embed_cells, load_backbone
 from scadapt.data import load_expression, make_splits
 from scadapt.errors import TrainingDiverged
-from scadapt.models.build import build_annotation_model
 from scadapt.strategies import get_strategy
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 from scadapt.training.classifier import TokenSource, fit_classifier
@@ -64,22 +63,25 @@ def main() -> None:
     codes = np.array([classes.index(c) if c in classes else -1 for c in labels])
     print("\n2. training through the backbone (pancreas_small, full_fold0, 10 epochs, default settings)\n")
     print("| strategy | device | val macro-F1 | s/epoch | speed vs CPU |\n|---|---|---|---|---|")
-    for strategy in ("full", "lora"):
+    for strategy in ("full", "lora", "dora", "adalora"):
         seconds = {}
         for device in ("cpu", args.device):
-            config = get_strategy(strategy).config_class(epochs=10, patience=10)
-            model = build_annotation_model(strategy, config, _copy(backbone), len(classes)).to(device)
+            cls = get_strategy(strategy)
+            config = cls.config_class(epochs=10, patience=10)
+            model = cls.build_model(config, _copy(backbone), len(classes)).to(device)
+            hooks = cls.hooks(model, config, -(-len(split.train) // config.batch_size) * config.epochs)
             model.head.set_standardization(torch.as_tensor(on_cpu[split.train], device=device))  # as fit_strategy
             started = time.perf_counter()
             result = fit_classifier(TokenSource(model, tokenizer, cells, torch.device(device)), codes, split.train,
-                                    split.validation, len(classes), config, torch.device(device), progress=False)
+                                    split.validation, len(classes), config, torch.device(device), progress=False,
+                                    hooks=hooks)
             seconds[device] = (time.perf_counter() - started) / len(result.history)
             assert all(torch.isfinite(p).all() for p in model.parameters())
             print(f"| {strategy} | {device} | {result.best_val_macro_f1:.3f} | {seconds[device]:.2f} | "
                   f"{seconds['cpu'] / seconds[device]:.1f}x |", flush=True)
 
     config = get_strategy("full").config_class(epochs=2, lr=1e30, max_grad_norm=1e30)
-    model = build_annotation_model("full", config, _copy(backbone), len(classes)).to(gpu)
+    model = get_strategy("full").build_model(config, _copy(backbone), len(classes)).to(gpu)
     try:
         fit_classifier(TokenSource(model, tokenizer, cells, gpu), codes, split.train, split.validation, len(classes),
                        config, gpu, progress=False)
@@ -104,14 +106,14 @@ def _whole_human(folder: Path) -> None:
     print(f"\n4. whole-human shapes ({sum(p.numel() for p in backbone.parameters()) / 1e6:.1f}M parameters, "
           f"random weights), 1,200 tokens per cell\n")
     print("| task | cells | seconds (median of 3, after a warm-up) | cells/s | peak GPU memory (GiB) |\n|---|---|---|---|---|")
-    from scadapt.training.devices import autocast
+    from scadapt.devices import autocast
 
     def embed() -> None:
         with torch.inference_mode(), autocast(torch.device("cuda")):
             for start in range(0, 256, 64):
                 backbone(ids[start:start + 64], values[start:start + 64], None)
 
-    model = build_annotation_model("full", get_strategy("full").config_class(), backbone, 10).cuda()
+    model = get_strategy("full").build_model(get_strategy("full").config_class(), backbone, 10).cuda()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     targets = torch.zeros(32, dtype=torch.long, device="cuda")
 

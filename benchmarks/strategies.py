@@ -1,4 +1,4 @@
-"""Speed and memory of the eight strategies, with ``full`` fine-tuning as the reference.
+"""Speed and memory of every strategy, with ``full`` fine-tuning as the reference.
 
 Run:  python benchmarks/strategies.py  [--part pbmc human] [--epochs 3] [--seq-len 512]
 
@@ -12,8 +12,9 @@ another's peak.
 2. ``human``: the whole-human scGPT shapes (``args.json`` + ``vocab.json``; random weights), a
    batch of ``--batch-size`` cells x ``--seq-len`` tokens, ``--steps`` timed training steps after
    one warm-up step. The optimiser state is measured from AdamW itself after the steps. ``head``
-   embeds the batch once and then trains the head only. (``pca_logreg`` and ``frozen_probe`` do not
-   train through the backbone and are left out here.)
+   embeds the batch once and then trains the head only; a strategy's training hooks (``adalora``'s
+   orthogonality term and rank reallocation) run in every step. (The expression baselines and
+   ``frozen_probe`` do not train through the backbone and are left out here.)
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ sys.path.insert(0, str(HERE))
 from backbone import _full_length_cells, make_checkpoint  # noqa: E402  (benchmarks/backbone.py)
 
 N_CLASSES = 10
-HUMAN_STRATEGIES = ["head", "full", "lora", "adapter", "prefix", "ia3"]
+
+
+def human_strategies() -> list[str]:
+    """``head`` and every strategy trained through the backbone."""
+    from scadapt.strategies import NAMES, get_strategy
+    from scadapt.strategies.families import AdaptedStrategy, HeadStrategy
+
+    return [name for name in NAMES if issubclass(get_strategy(name), (AdaptedStrategy, HeadStrategy))]
 
 
 def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
@@ -50,7 +58,7 @@ def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
 
     cls = get_strategy(strategy)
     ctx = prepare(TrainJob(data="pbmc68k_reduced", strategy=strategy, device=device, progress=False, umap=False),
-                  needs_backbone=cls.kind != "expression")
+                  needs_backbone=cls.needs_backbone)
     params = {"seed": 0}
     if issubclass(cls.config_class, TorchConfig):
         params.update(epochs=epochs, patience=epochs)
@@ -69,11 +77,11 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
     import torch.nn.functional as F
 
     from scadapt.backbone import load_backbone
-    from scadapt.models.build import build_annotation_model
+    from scadapt.devices import autocast, resolve_device
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneVocab
     from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
-    from scadapt.training.devices import autocast, resolve_device
+    from scadapt.training.classifier import TrainingHooks
     from scadapt.training.optim import Updater
 
     dev = resolve_device(device)
@@ -82,8 +90,10 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
     ids, values = torch.from_numpy(ids).long().to(dev), torch.from_numpy(values).to(dev)
     labels = torch.from_numpy(np.arange(batch_size) % N_CLASSES).to(dev)
     backbone = load_backbone(ckpt, with_decoders=False, device=dev).model
-    config = get_strategy(strategy).config_class.from_params({"seed": 0})
-    model = build_annotation_model(strategy, config, backbone, N_CLASSES).to(dev)
+    cls = get_strategy(strategy)
+    config = cls.config_class.from_params({"seed": 0})
+    model = cls.build_model(config, backbone, N_CLASSES).to(dev)
+    hooks = cls.hooks(model, config, steps + 1) if hasattr(cls, "hooks") else TrainingHooks()
     trainable = [p for p in model.parameters() if p.requires_grad]
     updater = Updater(trainable, config.lr, config.weight_decay, 1, steps + 1, dev, clip_norm=config.max_grad_norm)
     if dev.type == "cuda":
@@ -110,7 +120,10 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
         durations = []
         for step in range(steps + 1):
             started = time.perf_counter()
-            updater.step(F.cross_entropy(forward().float(), labels))
+            loss = F.cross_entropy(forward().float(), labels)
+            updater.step(loss + hooks.extra_loss() if hooks.extra_loss else loss)
+            if hooks.after_update:
+                hooks.after_update(updater.steps_done)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             if step:  # the first step is a warm-up (allocations, kernel selection)
@@ -207,7 +220,7 @@ def main() -> None:
             ckpt = tmp / "ckpt"
             make_checkpoint(args.reference_dir, ckpt)
             results["human"] = {}
-            for strategy in ["full", *[s for s in HUMAN_STRATEGIES if s != "full"]]:
+            for strategy in ["full", *[s for s in human_strategies() if s != "full"]]:
                 print(f"human / {strategy} ...", flush=True)
                 results["human"][strategy] = run_worker(args, "human", strategy, tmp, ckpt)
 

@@ -117,12 +117,15 @@ def test_mlproject_is_written_from_the_command_options():
             set(spec.get_entry_point(entry).parameters)
 
 
-def test_strategy_names_known_without_torch_match_the_registry():
-    from scadapt.options import EXPRESSION_ONLY_STRATEGIES, STRATEGY_NAMES
-    from scadapt.strategies import STRATEGIES, get_strategy
+def test_every_strategy_name_is_a_module_registering_that_strategy_and_all_means_all():
+    from scadapt.project import mlproject_text
+    from scadapt.strategies import NAMES, all_strategies, baselines, without_backbone
 
-    assert tuple(STRATEGIES) == STRATEGY_NAMES
-    assert EXPRESSION_ONLY_STRATEGIES == tuple(s for s in STRATEGY_NAMES if get_strategy(s).kind == "expression")
+    assert [cls.name for cls in all_strategies().values()] == list(NAMES)
+    assert set(without_backbone()) == {"pca_logreg", "logreg", "mlp"}
+    assert set(baselines()) == {"pca_logreg", "logreg", "mlp", "frozen_probe"}
+    text = mlproject_text()
+    assert ",".join(NAMES) in text  # the MLproject's "all strategies" is the registry's list
 
 
 def test_options_are_parsed_before_any_heavy_import():

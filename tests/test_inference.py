@@ -8,7 +8,7 @@ from conftest import padded_batch, random_backbone
 
 from scadapt.backbone import embed_cells, load_backbone
 from scadapt.tokenization import GeneTokenizer, GeneVocab
-from scadapt.training.batching import length_grouped_batches
+from scadapt.tokenization.batching import length_grouped_batches
 
 
 def test_length_grouped_batches_cover_every_cell_once():

@@ -149,7 +149,7 @@ def test_summary_has_the_measured_columns(pancreas, tmp_path):
 def test_a_lone_nan_loss_is_skipped_and_a_persistent_one_is_divergence():
     import torch
 
-    from scadapt.models.head import AnnotationModel, ClassifierHead
+    from scadapt.models.head import BackboneClassifier, ClassifierHead
     from scadapt.strategies import get_strategy
     from scadapt.training.classifier import EmbeddingSource, fit_classifier
 
@@ -161,8 +161,8 @@ def test_a_lone_nan_loss_is_skipped_and_a_persistent_one_is_divergence():
     device = torch.device("cpu")
 
     def fit(values: np.ndarray):
-        model = AnnotationModel(torch.nn.Identity(), ClassifierHead(8, 2, n_layers=1))
-        return model, fit_classifier(EmbeddingSource(model, values, device), codes, train_idx, val_idx, 2, config,
+        model = BackboneClassifier(torch.nn.Identity(), ClassifierHead(8, 2, n_layers=1))
+        return model, fit_classifier(EmbeddingSource(model.head, values, device), codes, train_idx, val_idx, 2, config,
                                      device, progress=False)
 
     one_bad_cell = embeddings.copy()

@@ -87,7 +87,9 @@ def test_two_workers_on_one_journal_finish_one_study(tiny_checkpoint, tmp_path):
     mlflow.search_experiments()  # create the tracking store's tables first: two new processes would race
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert all(w.returncode == 0 for w in workers), [o[-3000:] for o in outputs]
+    failed = "\n\n".join(f"worker {w.pid} (exit {w.returncode}):\n{o[-4000:]}" for w, o in zip(workers, outputs, strict=True)
+                         if w.returncode != 0)
+    assert not failed, failed  # a string: pytest prints it whole
     study = optuna.load_study(study_name="pancreas_small/head/full_fold0",
                               storage=optuna.storages.JournalStorage(
                                   optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))

@@ -16,13 +16,11 @@ from pathlib import Path
 from scadapt.errors import ScadaptError
 from scadapt.interrupts import interrupts_at_safe_points
 from scadapt.options import (
-    DEFAULT_LABEL_FRACTIONS,
-    DEFAULT_N_FOLDS,
     PRUNERS,
-    REGIMES,
     STRATEGY_NAMES,
     TUNING_MODES,
     DataOptions,
+    SplitOptions,
     add_options,
     boolean,
     dashed_option_names,
@@ -64,31 +62,20 @@ def add_data_arguments(p: argparse.ArgumentParser, default_data: str = "pancreas
     p.add_argument("--data", default=default_data, help=f"{DATA_HELP} (default: %(default)s)")
     add_options(p, DataOptions)
     if with_split:
-        p.add_argument("--regime", choices=REGIMES, default="full")
-        p.add_argument("--n-folds", type=integer, default=DEFAULT_N_FOLDS)
+        add_options(p, SplitOptions)
         if with_folds:
             p.add_argument("--folds", type=optional_text, default=None, help="comma-separated fold numbers (default: all)")
-        p.add_argument("--validation-fraction", type=number, default=0.2)
-        p.add_argument("--label-fractions", type=number_list, default=DEFAULT_LABEL_FRACTIONS,
-                       help=f"training-label fractions for the low regime (default: {DEFAULT_LABEL_FRACTIONS})")
-        p.add_argument("--seed", type=integer, default=0)
 
 
 def load_data_and_splits(args: argparse.Namespace):
     """The dataset and the splits that ``add_data_arguments`` describe."""
-    from scadapt.data import load_dataset, make_splits, required_cells_per_class
+    from scadapt.data import load_and_split
 
-    adata = load_dataset(args.data, **vars(from_args(DataOptions, args)),
-                         min_cells_per_class=required_cells_per_class(args.regime, args.n_folds))
     try:
         folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     except ValueError:
         raise ScadaptError(f"--folds must be comma-separated fold numbers, got {args.folds!r}.") from None
-    splits = make_splits(
-        adata, args.regime, n_folds=args.n_folds, folds=folds, validation_fraction=args.validation_fraction,
-        label_fractions=args.label_fractions, seed=args.seed,
-    )
-    return adata, splits
+    return load_and_split(args.data, from_args(DataOptions, args), from_args(SplitOptions, args), folds)
 
 
 def _add_datasets(subparsers) -> None:
@@ -165,10 +152,9 @@ def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
 
 def _job_fields(args: argparse.Namespace) -> dict:
     return dict(
-        data=args.data, **vars(from_args(DataOptions, args)), regime=args.regime, split=args.split,
-        n_folds=args.n_folds, validation_fraction=args.validation_fraction, label_fractions=args.label_fractions,
+        data=args.data, **vars(from_args(DataOptions, args)), **vars(from_args(SplitOptions, args)), split=args.split,
         strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
-        max_seq_len=args.max_seq_len or None, min_genes=args.min_genes, seed=args.seed, device=args.device,
+        max_seq_len=args.max_seq_len or None, min_genes=args.min_genes, device=args.device,
         experiment=args.experiment, umap=not args.no_umap,
     )
 

@@ -20,13 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scadapt.strategies import STRATEGY_NAMES  # light: the names, not the implementations
+
 REGIMES = ("full", "low", "cross_study")
 DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
 DEFAULT_N_FOLDS = 5
-# The strategies in listing order (cheapest first); ``scadapt.strategies`` registers one class per
-# name (a test keeps the two in step). Listed here so that parsing needs no torch.
-STRATEGY_NAMES = ("pca_logreg", "frozen_probe", "head", "full", "lora", "adapter", "prefix", "ia3")
-EXPRESSION_ONLY_STRATEGIES = ("pca_logreg",)  # need no backbone
 TUNING_MODES = ("reuse", "per_fold")
 PRUNERS = ("median", "threshold", "none")
 
@@ -105,9 +103,11 @@ def strategy_names(text: str) -> tuple[str, ...]:
 
 # -- option groups -----------------------------------------------------------------------------
 
-def option(default: Any, help: str, parse: Callable[[str], Any] | None = None) -> Any:
+def option(default: Any, help: str, parse: Callable[[str], Any] | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
     """A dataclass field (with an immutable default) that is also a command-line option."""
-    return field(default=default, metadata={"help": help, **({"parse": parse} if parse else {})})
+    return field(default=default, metadata={"help": help, **({"parse": parse} if parse else {}),
+                                            **({"choices": choices} if choices else {})})
 
 
 @dataclass
@@ -137,12 +137,34 @@ class DataOptions:
         return DataOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataOptions)})
 
 
+@dataclass
+class SplitOptions:
+    """How to split a dataset into training, validation and test cells: the same options for
+    ``train``, ``tune`` and ``splits`` (the pipeline uses the defaults; the benchmark runs several
+    regimes). Splits are deterministic from ``seed``."""
+
+    regime: str = option("full", "full (k-fold), low (1/5/10 %% of the training labels) or cross_study "
+                                 "(held-out technologies)", choices=REGIMES)
+    n_folds: int = option(DEFAULT_N_FOLDS, "folds of the full and low regimes")
+    validation_fraction: float = option(0.2, "share of the training cells kept to choose the epoch and the settings")
+    label_fractions: tuple[float, ...] = option(DEFAULT_LABEL_FRACTIONS,
+                                                f"training-label fractions for the low regime (default: "
+                                                f"{','.join(map(str, DEFAULT_LABEL_FRACTIONS))})", parse=number_list)
+    seed: int = option(0, "seed of the splits, the models and the search")
+
+    def split_options(self) -> SplitOptions:
+        """The split options alone (of a job dataclass that extends this group)."""
+        return SplitOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SplitOptions)})
+
+
 def add_options(parser: argparse.ArgumentParser, group: type) -> None:
     """One ``--name`` option per field of the dataclass ``group``."""
     hints = typing.get_type_hints(group)
     for f in dataclasses.fields(group):
         parse = f.metadata.get("parse") or _parser_for(hints[f.name])
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "type": parse, "help": f.metadata.get("help")}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
         if parse is boolean:
             kwargs.update(nargs="?", const=True, metavar="true|false")
         parser.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)

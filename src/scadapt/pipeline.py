@@ -19,12 +19,13 @@ import mlflow
 import pandas as pd
 
 from scadapt.backbone.checkpoint import read_vocabulary
-from scadapt.data import DatasetInfo, load_dataset, make_splits, required_cells_per_class
+from scadapt.data import DatasetInfo, load_and_split
 from scadapt.errors import ScadaptError
-from scadapt.options import DEFAULT_N_FOLDS, EXPRESSION_ONLY_STRATEGIES
+from scadapt.options import SplitOptions
 from scadapt.registry import DowngradeRefused, PromotionResult, promote
-from scadapt.strategies import epoch_budget
+from scadapt.strategies import epoch_budget, get_strategy
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params, tracked_run
+from scadapt.tracking.contract import WARNINGS_TAG
 from scadapt.tracking.runs import mark_model_development
 from scadapt.training.config import PipelineConfig, PretrainConfig, TuneJob
 from scadapt.training.preflight import GeneCoverage, backbone_vocabulary, check_coverage
@@ -57,7 +58,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     for name in cfg.strategies:
         log.info("Tuning %s on %s (%d trials).", name, dataset, cfg.n_trials)
         studies[name] = tune(TuneJob(data=cfg.data, **asdict(cfg.data_options()), strategy=name,
-                                     checkpoint=checkpoint if name not in EXPRESSION_ONLY_STRATEGIES else None,
+                                     checkpoint=checkpoint if get_strategy(name).needs_backbone else None,
                                      hparams=epoch_budget(name, cfg.epochs), n_trials=cfg.n_trials,
                                      min_genes=cfg.min_genes, storage=cfg.storage, seed=cfg.seed, device=cfg.device,
                                      progress=cfg.progress, **cfg.tune_overrides))
@@ -85,7 +86,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         champion = {"champion_model": promotion.model_name, "champion_version": promotion.version,
                     "champion_run_id": promotion.run_id} if promotion else {}
         mlflow.set_tags({**champion, ENTRY_POINT_TAG: "main",
-                         **({"scadapt.warnings": " | ".join(warnings)[:5000]} if warnings else {})})
+                         **({WARNINGS_TAG: " | ".join(warnings)[:5000]} if warnings else {})})
         metrics = {"pipeline_sec": time.perf_counter() - started}
         if coverage is not None:
             metrics["gene_coverage"] = coverage.fraction
@@ -108,9 +109,7 @@ def _preflight(cfg: PipelineConfig) -> tuple[str, GeneCoverage | None, PretrainC
                                    cfg.gene_column)
     if cfg.needs_backbone and cfg.checkpoint:
         read_vocabulary(cfg.checkpoint)  # local files, quick: checked before a dataset that may need a download
-    adata = load_dataset(cfg.data, **asdict(cfg.data_options()),
-                         min_cells_per_class=required_cells_per_class("full", DEFAULT_N_FOLDS))
-    make_splits(adata, "full", n_folds=DEFAULT_N_FOLDS, seed=cfg.seed)
+    adata, _ = load_and_split(cfg.data, cfg.data_options(), SplitOptions(seed=cfg.seed))  # as each study will
     name = DatasetInfo.of(adata).name
     if not cfg.needs_backbone:
         log.info("No strategy of %s uses the backbone: none is loaded or pretrained.", ", ".join(cfg.strategies))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from scadapt.backbone.model import ScGPTBackbone
+from scadapt.devices import autocast
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
-from scadapt.training.batching import length_grouped_batches
-from scadapt.training.devices import autocast
+from scadapt.tokenization.batching import length_grouped_batches
 
 
 def embed_cells(
@@ -20,7 +23,24 @@ def embed_cells(
     progress: bool = True,
     indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """CLS embeddings ``[n, d_model]`` (float32) of ``cells[indices]`` (default: every cell), in that order.
+    """CLS embeddings ``[n, d_model]`` (float32) of ``cells[indices]`` (default: every cell), in that order."""
+    return cell_outputs(model, tokenizer, cells, indices, batch_size=batch_size, progress=progress)[0]
+
+
+def cell_outputs(
+    model: ScGPTBackbone,
+    tokenizer: GeneTokenizer,
+    cells: TokenizedCells,
+    indices: np.ndarray | None = None,
+    head: Callable[[Tensor], Tensor] | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "embedding cells",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The one batched forward pass over tokenized cells, used by training, evaluation, ``predict``
+    and the served model: CLS embeddings ``[n, d_model]`` of ``cells[indices]`` and, with ``head``
+    (a function of the embeddings, e.g. class probabilities), its outputs ``[n, k]``; float32, in
+    the order of ``indices``.
 
     Cells are batched by length so that padding stays short, and the last layer computes the CLS
     row only. The model is put in eval mode.
@@ -28,15 +48,17 @@ def embed_cells(
     device = next(model.parameters()).device
     model.eval()
     chosen = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
-    out = np.empty((len(chosen), model.config.d_model), dtype=np.float32)
+    embedding = np.empty((len(chosen), model.config.d_model), dtype=np.float32)
+    outputs: np.ndarray | None = None
     batches = length_grouped_batches(cells.lengths[chosen], batch_size, rng=None)
     with torch.inference_mode(), autocast(device):
-        for rows in tqdm(batches, desc="embedding cells", disable=not progress, leave=False):
+        for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
             batch = tokenizer.batch(cells, chosen[rows])
-            emb = model(
-                batch["gene_ids"].to(device),
-                batch["values"].to(device),
-                batch["padding_mask"].to(device),
-            )
-            out[rows] = emb.float().cpu().numpy()
-    return out
+            cls = model(batch["gene_ids"].to(device), batch["values"].to(device), batch["padding_mask"].to(device))
+            embedding[rows] = cls.float().cpu().numpy()
+            if head is not None:
+                out = head(cls).float().cpu().numpy()
+                if outputs is None:
+                    outputs = np.empty((len(chosen), out.shape[1]), dtype=np.float32)
+                outputs[rows] = out
+    return embedding, outputs

@@ -4,7 +4,7 @@ resumable, aggregated into tables, figures and a report, ending with a champion 
 from scadapt.lazy import lazy_attributes
 
 _WHERE = {
-    **dict.fromkeys(("BASELINES", "TUNING_MODES", "BenchmarkConfig"), "scadapt.benchmark.config"),
+    **dict.fromkeys(("TUNING_MODES", "BenchmarkConfig"), "scadapt.benchmark.config"),
     **dict.fromkeys(("MatrixCell", "plan_matrix"), "scadapt.benchmark.matrix"),
     **dict.fromkeys(("BenchmarkTables", "paired_comparison", "rank_strategies", "summary_table"),
                     "scadapt.benchmark.results"),

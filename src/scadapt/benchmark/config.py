@@ -9,14 +9,12 @@ from pathlib import Path
 
 from scadapt.options import (
     DEFAULT_LABEL_FRACTIONS,
-    EXPRESSION_ONLY_STRATEGIES,
     REGIMES,
     STRATEGY_NAMES,
     TUNING_MODES,
 )
+from scadapt.strategies import get_strategy  # strategy classes load on first use
 from scadapt.training.config import DEVICE_HELP, refuse, valid_device
-
-BASELINES = ("pca_logreg", "frozen_probe")
 
 
 @dataclass
@@ -86,7 +84,7 @@ class BenchmarkConfig:
 
     @property
     def needs_backbone(self) -> bool:
-        return any(s not in EXPRESSION_ONLY_STRATEGIES for s in self.strategies)
+        return any(get_strategy(s).needs_backbone for s in self.strategies)
 
     @property
     def folds_run(self) -> int:

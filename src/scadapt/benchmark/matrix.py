@@ -10,8 +10,10 @@ import pandas as pd
 from anndata import AnnData
 
 from scadapt.benchmark.config import BenchmarkConfig
-from scadapt.data import DatasetInfo, Split, load_dataset, make_splits, required_cells_per_class
+from scadapt.data import DatasetInfo, Split
+from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.errors import ScadaptError
+from scadapt.options import DataOptions, SplitOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +70,22 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
 def dataset_splits(data: str, cfg: BenchmarkConfig,
                    inspect: Callable[[AnnData, str], object] | None = None) -> list[tuple[str, Split]]:
     """(dataset name, split) for every regime of ``cfg`` this dataset supports."""
-    found, loaded = [], {}
+    found: list[tuple[str, Split]] = []
+    loaded: dict[int, AnnData] = {}
+    options = DataOptions(**cfg.data_options)
     for regime in cfg.regimes:
-        # loaded as `train` will load it for this regime (full and low need the same class sizes)
-        needed = required_cells_per_class(regime, cfg.n_folds)
-        if needed not in loaded:
-            loaded[needed] = load_dataset(data, min_cells_per_class=needed, **cfg.data_options)
-            if inspect is not None and len(loaded) == 1:
-                inspect(loaded[needed], DatasetInfo.of(loaded[needed]).name)
-        adata = loaded[needed]
+        first = not loaded
+        split_options = SplitOptions(regime=regime, n_folds=cfg.n_folds, label_fractions=cfg.label_fractions,
+                                     seed=cfg.seed)
+        adata = load_for_regime(data, options, split_options, loaded)
         info = DatasetInfo.of(adata)
+        if inspect is not None and first:
+            inspect(adata, info.name)
         if regime == "cross_study" and not info.batch_key:
             log.info("%s has no technology/batch key: no cross_study cells for it.", info.name)
             continue
-        splits = make_splits(adata, regime, n_folds=cfg.n_folds, folds=cfg.fold_numbers(),
-                             label_fractions=cfg.label_fractions, seed=cfg.seed,
-                             drop_rare_classes=bool(cfg.data_options.get("drop_rare_classes", False)))
-        found.extend((info.name, split) for split in splits)
+        found.extend((info.name, split) for split in split_for_regime(adata, options, split_options,
+                                                                      cfg.fold_numbers()))
     return found
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from scadapt.benchmark.config import BASELINES, BenchmarkConfig
+from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.results import COMPARED, BenchmarkTables
 from scadapt.registry import PromotionResult
 from scadapt.storage import atomic_write
+from scadapt.strategies import baselines
 from scadapt.training.preflight import GeneCoverage
 
 
@@ -133,11 +134,11 @@ def _untrained_classes(per_class: pd.DataFrame, dataset: str) -> list[str]:
 def _verdicts(paired: pd.DataFrame, dataset: str, setting: str) -> list[str]:
     rows = paired[(paired["dataset"] == dataset) & (paired["setting"] == setting)]
     lines = []
-    for baseline in BASELINES:
+    for baseline in baselines():
         against = rows[rows["baseline"] == baseline]
         if against.empty:
             continue
-        foundation = against[~against["strategy"].isin(BASELINES)]
+        foundation = against[~against["strategy"].isin(baselines())]
         losers = foundation[~foundation["beats"]]
         detail = ", ".join(f"{r.strategy} {r.mean_diff:+.3f} ± {r.std_diff:.3f} ({r.wins}W/{r.ties}T/{r.losses}L)"
                            for r in against.itertuples())

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
-from scadapt.benchmark.config import BASELINES
 from scadapt.benchmark.matrix import MatrixCell
 from scadapt.registry import PromotionPolicy
+from scadapt.strategies import baselines as baseline_strategies
 
 METRICS = ("test_macro_f1", "test_balanced_accuracy", "test_accuracy", "test_weighted_f1", "val_macro_f1",
            "val_balanced_accuracy", "val_accuracy", "trainable_parameters", "total_parameters", "runtime_sec",
@@ -48,7 +48,7 @@ def results_table(cells: Iterable[tuple[MatrixCell, Run]]) -> pd.DataFrame:
                                        *METRICS, "run_id"])
 
 
-def summarise(runs: pd.DataFrame, policy: PromotionPolicy, baselines: tuple[str, ...] = BASELINES) -> BenchmarkTables:
+def summarise(runs: pd.DataFrame, policy: PromotionPolicy, baselines: tuple[str, ...] | None = None) -> BenchmarkTables:
     """The tables that follow from the run table alone (champions and per-class F1 come later)."""
     summary = summary_table(runs)
     return BenchmarkTables(runs, summary, rank_strategies(summary, policy), paired_comparison(runs, baselines))
@@ -94,12 +94,13 @@ def _on_test(metric: str) -> str:
     return "test_" + metric.removeprefix("val_") if metric.startswith("val_") else metric
 
 
-def paired_comparison(runs: pd.DataFrame, baselines: tuple[str, ...] = BASELINES,
+def paired_comparison(runs: pd.DataFrame, baselines: tuple[str, ...] | None = None,
                       metric: str = COMPARED, decimals: int = 3) -> pd.DataFrame:
     """Each strategy against each baseline within a dataset and setting, paired on the replicate
     (same fold, or same held-out group): mean and std of the differences, wins/ties/losses
     (differences rounded to ``decimals``) and whether it ``beats`` the baseline: a positive mean
     difference and no loss on any replicate."""
+    baselines = baseline_strategies() if baselines is None else baselines
     rows = []
     for key, group in runs.groupby(SETTING_KEYS, sort=False, dropna=False):
         wide = group.pivot_table(index="replicate", columns="strategy", values=metric, aggfunc="mean")

@@ -30,7 +30,14 @@ from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult,
 from scadapt.storage import writable_dir
 from scadapt.strategies import epoch_budget
 from scadapt.tracking import log_params, shared_run
-from scadapt.tracking.names import WORKER_TAG
+from scadapt.tracking.contract import (
+    BENCHMARK_RUN_TAG,
+    BENCHMARK_TAG,
+    CELL_TAG,
+    ENTRY_POINT_TAG,
+    TUNED_BY_TAG,
+    WORKER_TAG,
+)
 from scadapt.tracking.runs import close_orphaned_runs, quiet_artifact_downloads, search_all_runs
 from scadapt.tracking.workers import worker_id
 from scadapt.training.config import TrainJob
@@ -41,7 +48,6 @@ from scadapt.tuning import TuneJob, TuneResult, tune
 
 log = logging.getLogger(__name__)
 
-BENCHMARK_TAG, CELL_TAG = "scadapt.benchmark", "scadapt.cell"
 
 
 @dataclass
@@ -77,8 +83,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
         cells = plan_matrix(cfg)
     checkpoint = cfg.checkpoint or (str(ensure_demo_backbone(pretraining)) if cfg.needs_backbone else None)
     fingerprint = cfg.fingerprint(checkpoint)
-    parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, "scadapt.benchmark_run": "true"},
-                              f"benchmark {cfg.name}", {"scadapt.entry_point": "benchmark"})
+    parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, BENCHMARK_RUN_TAG: "true"},
+                              f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"})
     client = MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
     ctx = _Context(cfg, checkpoint, fingerprint, parent_id, client.get_experiment(experiment_id).name)
@@ -241,7 +247,7 @@ def _run_group(ctx: _Context, group: list[MatrixCell], todo: list[MatrixCell]):
         if cell == tuned_on:
             yield cell, ctx.adopt(cell, study), True
             continue
-        tags = {**ctx.cell_tags(cell), "scadapt.tuned_by": study.parent_run_id}
+        tags = {**ctx.cell_tags(cell), TUNED_BY_TAG: study.parent_run_id}
         yield cell, train(ctx.job(cell, hparams=settings, run_tags=tags)).metrics, False
 
 

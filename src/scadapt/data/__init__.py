@@ -1,11 +1,13 @@
 """Datasets and evaluation regimes.
 
 ``load_dataset`` reads a catalogued dataset or any ``.h5ad`` and validates it;
-``make_splits`` divides its cells into named train/validation/test splits for a regime.
+``make_splits`` divides its cells into named train/validation/test splits for a regime;
+``load_and_split`` does both, as every job does.
 """
 
 from scadapt.data.catalog import CATALOG, DatasetSpec, resolve_spec
 from scadapt.data.dataset import DEFAULT_N_FOLDS, DatasetInfo, load_dataset, load_expression
+from scadapt.data.loading import load_and_split
 from scadapt.data.sources import read_h5ad
 from scadapt.data.splits import (
     DEFAULT_LABEL_FRACTIONS,
@@ -25,6 +27,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetSpec",
     "Split",
+    "load_and_split",
     "load_dataset",
     "load_expression",
     "load_splits",

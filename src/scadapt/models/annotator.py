@@ -4,6 +4,10 @@ An annotator is saved as a folder with ``annotator.json`` (strategy, hyperparame
 provenance) and ``weights.safetensors`` holding only what the strategy fitted: for backbone
 strategies the trainable weights plus the SHA-256 of the base checkpoint they sit on (the base
 itself is loaded from its own folder and checked against that hash). No pickle anywhere.
+
+Three kinds exist: :class:`BackboneAnnotator` (scGPT + head), and two without a backbone:
+:class:`LinearExpressionAnnotator` (optional PCA, then a linear classifier, as plain arrays) and
+:class:`NetworkExpressionAnnotator` (a small network on expression).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Container
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,19 +28,19 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save as numpy_bytes
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save as torch_bytes
-from tqdm.auto import tqdm
 
 from scadapt.backbone import load_backbone
+from scadapt.backbone.inference import cell_outputs as backbone_outputs
 from scadapt.data.preprocess import log_normalized
 from scadapt.data.validation import check_values
+from scadapt.devices import autocast
 from scadapt.errors import CheckpointError, InputDataError
-from scadapt.models.build import build_annotation_model, trainable_state
-from scadapt.models.head import AnnotationModel
+from scadapt.models.head import BackboneClassifier, ClassifierHead, trainable_state
 from scadapt.storage import atomic_write
-from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tokenization import GeneTokenizer
-from scadapt.training.batching import length_grouped_batches
-from scadapt.training.devices import autocast
+
+if TYPE_CHECKING:
+    from scadapt.strategies.base import StrategyConfig
 
 ANNOTATOR_FILE = "annotator.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -137,20 +141,36 @@ class Annotator(ABC):
         """Read a saved annotator. Backbone strategies need their base checkpoint: ``checkpoint``
         or the folder recorded at training time; its weights hash must match."""
         directory = Path(directory)
-        try:
-            manifest = json.loads((directory / ANNOTATOR_FILE).read_text())
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"{directory} is not a saved annotator ({error}).") from None
-        if manifest.get("format") != FORMAT_VERSION:
-            raise CheckpointError(f"{directory}: unsupported annotator format {manifest.get('format')!r}.")
+        manifest = read_manifest(directory)
         try:
             weights = (load_numpy if manifest["weights_format"] == "numpy" else load_torch)(str(directory / WEIGHTS_FILE))
         except Exception as error:  # safetensors raises its own error types for damaged files
             raise CheckpointError(f"{directory / WEIGHTS_FILE} cannot be read ({error}); save the annotator again.") from None
+        from scadapt.strategies import get_strategy  # the strategies sit above the models they build
+
         config = get_strategy(manifest["strategy"]).config_class.from_params(manifest["config"])
-        if manifest["kind"] == ExpressionAnnotator.kind:
-            return ExpressionAnnotator(manifest["strategy"], config, manifest["classes"], manifest["genes"], weights)
-        return BackboneAnnotator.from_saved(manifest, config, weights, checkpoint, device)
+        kinds = {k.kind: k for k in (BackboneAnnotator, LinearExpressionAnnotator, NetworkExpressionAnnotator)}
+        if manifest.get("kind") not in kinds:
+            raise CheckpointError(f"{directory}: unknown annotator kind {manifest.get('kind')!r}.")
+        return kinds[manifest["kind"]].from_saved(manifest, config, weights, checkpoint, device)
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The ``annotator.json`` of a saved annotator folder, checked for its format."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / ANNOTATOR_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{directory} is not a saved annotator ({error}).") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{directory}: unsupported annotator format {manifest.get('format')!r}.")
+    return manifest
+
+
+def recorded_checkpoint(directory: str | Path) -> Path | None:
+    """The base checkpoint folder a saved annotator was trained on (None for one without a backbone)."""
+    manifest = read_manifest(directory)
+    return Path(manifest["backbone"]["source"]) if "backbone" in manifest else None
 
 
 class BackboneAnnotator(Annotator):
@@ -159,7 +179,7 @@ class BackboneAnnotator(Annotator):
     kind = "backbone"
 
     def __init__(
-        self, strategy: str, config: StrategyConfig, classes: list[str], model: AnnotationModel,
+        self, strategy: str, config: StrategyConfig, classes: list[str], model: BackboneClassifier,
         tokenizer: GeneTokenizer, backbone_hash: str, backbone_source: str, batch_size: int = 64,
     ):
         super().__init__(strategy, config, classes)
@@ -183,19 +203,22 @@ class BackboneAnnotator(Annotator):
 
     def cell_outputs(self, cells, indices: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and probabilities for tokenized ``cells[indices]``, in that order."""
-        device = self.device
         self.model.eval()
-        embedding = np.empty((len(indices), self.model.backbone.config.d_model), dtype=np.float32)
-        proba = np.empty((len(indices), len(self.classes)), dtype=np.float32)
-        lengths = cells.lengths[indices]
+        return backbone_outputs(self.model.backbone, self.tokenizer, cells, indices, head=self._head_proba,
+                            batch_size=self.batch_size, progress=progress, desc="annotating")
+
+    def classify(self, embedding: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[n, n_classes]`` of CLS embeddings ``[n, d]`` already computed
+        (frozen strategies reuse the cached embeddings; the head is the one :meth:`outputs` runs)."""
+        self.model.eval()
+        device = self.device
         with torch.inference_mode(), autocast(device):
-            for rows in tqdm(length_grouped_batches(lengths, self.batch_size, rng=None), desc="annotating",
-                             disable=not progress, leave=False):
-                batch = {k: v.to(device) for k, v in self.tokenizer.batch(cells, indices[rows]).items()}
-                cls = self.model.backbone(batch["gene_ids"], batch["values"], batch["padding_mask"])
-                embedding[rows] = cls.float().cpu().numpy()
-                proba[rows] = torch.softmax(self.model.head(cls).float(), dim=-1).cpu().numpy()
-        return embedding, proba
+            return np.concatenate([self._head_proba(torch.as_tensor(embedding[i: i + 4096], device=device)).cpu().numpy()
+                                   for i in range(0, len(embedding), 4096)]) if len(embedding) else \
+                np.empty((0, len(self.classes)), dtype=np.float32)
+
+    def _head_proba(self, cls: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model.head(cls).float(), dim=-1)
 
     @property
     def fitted_parameters(self) -> int:
@@ -223,7 +246,9 @@ class BackboneAnnotator(Annotator):
                 f"The backbone in {source} (weights hash {loaded.weights_hash[:16]}) is not the one this annotator "
                 f"was trained on ({recorded['weights_hash'][:16]}). Pass the original checkpoint folder."
             )
-        model = build_annotation_model(manifest["strategy"], config, loaded.model, len(manifest["classes"])).to(device)
+        from scadapt.strategies import get_strategy
+
+        model = get_strategy(manifest["strategy"]).build_model(config, loaded.model, len(manifest["classes"])).to(device)
         expected = set(trainable_state(model))
         if set(weights) != expected:
             missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
@@ -235,18 +260,13 @@ class BackboneAnnotator(Annotator):
 
 
 class ExpressionAnnotator(Annotator):
-    """``pca_logreg``: log-normalised expression of fixed genes -> PCA -> standardised scores ->
-    multinomial logistic regression, all as plain arrays."""
+    """No backbone: a model of the log-normalised expression of fixed genes."""
 
-    kind = "expression"
-    ARRAYS = ("pca_mean", "pca_components", "score_mean", "score_scale", "coef", "intercept")
+    CHUNK = 4096
 
-    def __init__(
-        self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str], arrays: dict[str, np.ndarray]
-    ):
+    def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str]):
         super().__init__(strategy, config, classes)
         self.genes = [str(g) for g in genes]
-        self.arrays = {name: np.asarray(arrays[name], dtype=np.float64) for name in self.ARRAYS}
 
     @property
     def genes_read(self) -> Container[str]:
@@ -268,14 +288,52 @@ class ExpressionAnnotator(Annotator):
         return dense
 
     def outputs(self, adata: AnnData, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Computed :data:`CHUNK` cells at a time: a model on every gene would need a dense
+        ``[n_cells, n_genes]`` matrix otherwise."""
+        parts = [self.feature_outputs(self.features(adata[i: i + self.CHUNK]))
+                 for i in range(0, adata.n_obs, self.CHUNK)] or [self.feature_outputs(self.features(adata))]
+        return np.concatenate([e for e, _ in parts]), np.concatenate([p for _, p in parts])
+
+    @abstractmethod
+    def feature_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and probabilities (float32) of log-normalised features ``[n, n_genes]``."""
+
+    def _manifest(self) -> dict[str, Any]:
+        return {**super()._manifest(), "genes": self.genes}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    proba = np.exp(logits)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+class LinearExpressionAnnotator(ExpressionAnnotator):
+    """Log-normalised expression -> optional PCA -> standardised (and, if ``max_scaled``, clipped)
+    features -> multinomial logistic regression, all as plain float64 arrays.
+
+    The embedding is the PCA scores, or without PCA the class scores (logits)."""
+
+    kind = "expression"
+    LINEAR = ("score_mean", "score_scale", "coef", "intercept")
+    PCA = ("pca_mean", "pca_components")
+
+    def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str],
+                 arrays: dict[str, np.ndarray], max_scaled: float | None = None):
+        super().__init__(strategy, config, classes, genes)
+        names = self.LINEAR + (self.PCA if "pca_components" in arrays else ())
+        self.arrays = {name: np.asarray(arrays[name], dtype=np.float64) for name in names}
+        self.max_scaled = max_scaled
+
+    def feature_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = self.arrays
-        scores = (self.features(adata) - a["pca_mean"]) @ a["pca_components"].T
+        scores = (features - a["pca_mean"]) @ a["pca_components"].T if "pca_components" in a else features
         standardized = (scores - a["score_mean"]) / a["score_scale"]
+        if self.max_scaled is not None:
+            np.minimum(standardized, self.max_scaled, out=standardized)
         logits = standardized @ a["coef"].T + a["intercept"]
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        proba /= proba.sum(axis=1, keepdims=True)
-        return scores.astype(np.float32), proba.astype(np.float32)
+        embedding = scores if "pca_components" in a else logits
+        return embedding.astype(np.float32), _softmax(logits).astype(np.float32)
 
     @property
     def fitted_parameters(self) -> int:
@@ -285,4 +343,54 @@ class ExpressionAnnotator(Annotator):
         return {name: np.ascontiguousarray(value) for name, value in self.arrays.items()}, "numpy"
 
     def _manifest(self) -> dict[str, Any]:
-        return {**super()._manifest(), "genes": self.genes}
+        return {**super()._manifest(), "max_scaled": self.max_scaled}
+
+    @classmethod
+    def from_saved(cls, manifest, config, weights, checkpoint, device) -> LinearExpressionAnnotator:
+        return cls(manifest["strategy"], config, manifest["classes"], manifest["genes"], weights,
+                   manifest.get("max_scaled"))
+
+
+class NetworkExpressionAnnotator(ExpressionAnnotator):
+    """Log-normalised expression of fixed genes -> :class:`ClassifierHead` (standardisation,
+    hidden blocks, linear). The embedding is the last hidden layer."""
+
+    kind = "expression_network"
+
+    def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str],
+                 network: ClassifierHead, shape: dict[str, int]):
+        super().__init__(strategy, config, classes, genes)
+        self.network, self.shape = network.eval(), dict(shape)
+
+    @staticmethod
+    def make_network(n_genes: int, n_classes: int, n_layers: int, width: int, dropout: float = 0.0) -> ClassifierHead:
+        return ClassifierHead(n_genes, n_classes, n_layers, dropout, width=width)
+
+    def feature_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.network.eval()
+        device = next(self.network.parameters()).device
+        with torch.inference_mode():
+            x = torch.as_tensor(features, dtype=torch.float32, device=device)
+            hidden = self.network.features(x)
+            proba = torch.softmax(self.network.out(hidden), dim=-1)
+        return hidden.float().cpu().numpy(), proba.float().cpu().numpy()
+
+    @property
+    def fitted_parameters(self) -> int:
+        return sum(p.numel() for p in self.network.parameters())
+
+    def _weights(self) -> tuple[dict, str]:
+        return trainable_state(self.network), "torch"
+
+    def _manifest(self) -> dict[str, Any]:
+        return {**super()._manifest(), "network": self.shape}
+
+    @classmethod
+    def from_saved(cls, manifest, config, weights, checkpoint, device) -> NetworkExpressionAnnotator:
+        shape = manifest["network"]
+        network = cls.make_network(len(manifest["genes"]), len(manifest["classes"]), shape["n_layers"], shape["width"])
+        try:
+            network.load_state_dict(weights, strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(f"Saved network weights do not fit the model ({str(error)[:300]}).") from None
+        return cls(manifest["strategy"], config, manifest["classes"], manifest["genes"], network.to(device), shape)

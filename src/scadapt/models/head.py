@@ -20,16 +20,18 @@ class ClassifierHead(nn.Module):
     on the raw embeddings.)
     """
 
-    def __init__(self, d_model: int, n_classes: int, n_layers: int = 3, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_classes: int, n_layers: int = 3, dropout: float = 0.0, width: int | None = None):
+        """``width``: of the hidden blocks (default ``d_model``; the ``mlp`` baseline narrows it)."""
         super().__init__()
         self.register_buffer("input_mean", torch.zeros(d_model))
         self.register_buffer("input_scale", torch.ones(d_model))
+        width = width or d_model
         blocks: list[nn.Module] = []
-        for _ in range(max(0, n_layers - 1)):
-            blocks += [nn.Linear(d_model, d_model), nn.ReLU(), nn.LayerNorm(d_model)]
+        for i in range(max(0, n_layers - 1)):
+            blocks += [nn.Linear(d_model if i == 0 else width, width), nn.ReLU(), nn.LayerNorm(width)]
         self.hidden = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(d_model, n_classes)
+        self.out = nn.Linear(width if n_layers > 1 else d_model, n_classes)
 
     def set_standardization(self, embeddings: Tensor) -> None:
         """Centre and scale inputs by the mean and std of ``embeddings`` ``[n, d]``."""
@@ -37,13 +39,16 @@ class ClassifierHead(nn.Module):
             self.input_mean.copy_(embeddings.mean(dim=0))
             self.input_scale.copy_(embeddings.std(dim=0).clamp_min(1e-6))
 
+    def features(self, cell_embedding: Tensor) -> Tensor:
+        """``[B, d]`` -> the last hidden layer's activations ``[B, width]``."""
+        return self.hidden((cell_embedding - self.input_mean) / self.input_scale)
+
     def forward(self, cell_embedding: Tensor) -> Tensor:
         """``[B, d]`` -> logits ``[B, n_classes]``."""
-        x = (cell_embedding - self.input_mean) / self.input_scale
-        return self.out(self.dropout(self.hidden(x)))
+        return self.out(self.dropout(self.features(cell_embedding)))
 
 
-class AnnotationModel(nn.Module):
+class BackboneClassifier(nn.Module):
     """Backbone (with whatever a strategy injected) -> CLS embedding -> head -> logits."""
 
     def __init__(self, backbone: nn.Module, head: ClassifierHead):
@@ -54,3 +59,11 @@ class AnnotationModel(nn.Module):
     def forward(self, gene_ids: Tensor, values: Tensor, padding_mask: Tensor | None) -> Tensor:
         """Token batch ``[B, L]`` -> logits ``[B, n_classes]``."""
         return self.head(self.backbone(gene_ids, values, padding_mask))
+
+
+def trainable_state(model: nn.Module) -> dict[str, Tensor]:
+    """What a strategy fitted: every weight with ``requires_grad`` plus the head's input
+    standardisation buffers, detached on the CPU."""
+    state = {name: p.detach().cpu().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    state.update({name: b.detach().cpu().clone().contiguous() for name, b in model.named_buffers() if "input_" in name})
+    return state

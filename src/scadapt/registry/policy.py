@@ -14,7 +14,7 @@ import yaml
 from scadapt.errors import ScadaptError
 from scadapt.evaluation.metrics import SUMMARY_METRICS
 from scadapt.options import REGIMES
-from scadapt.tracking.names import FIT_METRICS
+from scadapt.tracking.contract import FIT_METRICS
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "registry" / "policy.yaml"
 KEYS = {"registered_model", "regimes", "rank_by", "decimals", "gates", "aliases"}

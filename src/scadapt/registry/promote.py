@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from scadapt.errors import ScadaptError
 from scadapt.registry.policy import PromotionPolicy
 from scadapt.serving import log_served_model
-from scadapt.tracking.names import CANDIDATE_TAG
+from scadapt.tracking.contract import CANDIDATE_TAG, annotator_checkpoint, download_annotator, download_serving_inputs
 from scadapt.tracking.runs import quiet_artifact_downloads, search_all_runs
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,9 @@ def _register(run: Run, name: str) -> ModelVersion:
     """Log the served model in the winner's run and register it."""
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp, quiet_artifact_downloads():
-        annotator = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="annotator", dst_path=tmp))
-        serving = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="serving", dst_path=tmp))
-        manifest = json.loads((annotator / "annotator.json").read_text())
-        checkpoint = Path(manifest["backbone"]["source"]) if "backbone" in manifest else None
+        annotator = download_annotator(run_id, tmp)
+        serving = download_serving_inputs(run_id, tmp)
+        checkpoint = annotator_checkpoint(annotator)
         if checkpoint is not None and not (checkpoint / "args.json").is_file():
             raise ScadaptError(f"The winner's backbone checkpoint {checkpoint} is gone; it must be served with the model.")
         genes = json.loads((serving / "genes.json").read_text())

@@ -19,18 +19,20 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from scadapt.devices import resolve_device
 from scadapt.errors import ScadaptError
 from scadapt.models.annotator import Annotator
 from scadapt.serving.request import OUTPUTS, cells_from_table
-from scadapt.training.devices import resolve_device
+from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, SERVING_ARTIFACT
 
 
-class AnnotatorModel(mlflow.pyfunc.PythonModel):
+class ServedAnnotator(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         artifacts = context.artifacts
         device = str(resolve_device("auto"))
-        self.annotator = Annotator.load(artifacts["annotator"], checkpoint=artifacts.get("backbone"), device=device)
-        self.genes = json.loads((Path(artifacts["serving"]) / "genes.json").read_text())
+        self.annotator = Annotator.load(artifacts[ANNOTATOR_ARTIFACT], checkpoint=artifacts.get(BACKBONE_ARTIFACT),
+                                        device=device)
+        self.genes = json.loads((Path(artifacts[SERVING_ARTIFACT]) / "genes.json").read_text())
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         output = (params or {}).get("output", "label")
@@ -49,4 +51,4 @@ class AnnotatorModel(mlflow.pyfunc.PythonModel):
         return table
 
 
-mlflow.models.set_model(AnnotatorModel())
+mlflow.models.set_model(ServedAnnotator())

@@ -11,6 +11,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, SERVING_ARTIFACT
+
 MODEL_CODE = Path(__file__).with_name("model.py")
 ARTIFACT_NAME = "served_model"
 
@@ -30,12 +32,12 @@ def log_served_model(annotator_dir: Path, genes: list[str], input_example: pd.Da
                      checkpoint_dir: Path | None) -> mlflow.models.model.ModelInfo:
     """Log the served model on the active run and return its info (``model_uri`` to register)."""
     with tempfile.TemporaryDirectory() as tmp:
-        serving = Path(tmp) / "serving"
+        serving = Path(tmp) / SERVING_ARTIFACT
         serving.mkdir()
         (serving / "genes.json").write_text(json.dumps(list(genes)))
-        artifacts = {"annotator": str(annotator_dir), "serving": str(serving)}
+        artifacts = {ANNOTATOR_ARTIFACT: str(annotator_dir), SERVING_ARTIFACT: str(serving)}
         if checkpoint_dir is not None:
-            artifacts["backbone"] = str(checkpoint_dir)
+            artifacts[BACKBONE_ARTIFACT] = str(checkpoint_dir)
         return mlflow.pyfunc.log_model(
             name=ARTIFACT_NAME, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature(),
             input_example=input_example.astype("float64"), pip_requirements=_requirements(),

@@ -19,6 +19,7 @@ from scadapt.errors import ScadaptError
 from scadapt.serving.request import check_gene_coverage
 from scadapt.storage import atomic_write, writable_file
 from scadapt.tracking import log_params, tracked_run
+from scadapt.tracking.contract import ENTRY_POINT_TAG
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def predict_h5ad(model_uri: str, data: str | Path, output: str | Path | None = N
         raise ScadaptError(f"{model_uri} is not a scadapt annotator model.")
     cells = load_expression(data, layer=layer, gene_column=gene_column, drop_empty_cells=False)
     check_gene_coverage(cells.var_names, served.genes)
-    with tracked_run(experiment, run_name=f"predict {data.name}", tags={"scadapt.entry_point": "predict"}) as run:
+    with tracked_run(experiment, run_name=f"predict {data.name}", tags={ENTRY_POINT_TAG: "predict"}) as run:
         log_params({"model_uri": model_uri, "data": str(data), "layer": layer, "output": str(output),
                     "strategy": served.annotator.strategy, "n_cells": cells.n_obs})
         served.annotator.annotate(cells, key=key)

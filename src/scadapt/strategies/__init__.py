@@ -1,25 +1,71 @@
-"""The eight adaptation strategies, by name (``STRATEGIES``), each a config dataclass plus a
-class saying how it changes the backbone. See :mod:`scadapt.strategies.base`.
+"""The adaptation strategies, by name. Each is one module of this package, named after it, whose
+``@register``ed class owns its fit (see :mod:`scadapt.strategies.base`).
 
-A new strategy is one module with a ``@register``ed class, imported below; the import order is
-the order of listings and reports (cheapest first).
+:data:`NAMES` is the one list of strategies: the CLI, the MLproject, the pipeline and the
+benchmark take "all strategies" from it, in its order (cheapest first, the order of listings and
+reports). Importing this package is light (no torch); a strategy's module is imported when it is
+first asked for. A new strategy is its module plus its name here.
 """
 
-# isort: off
-from scadapt.strategies import pca_logreg, frozen_probe, head, full, lora, adapter, prefix, ia3  # noqa: F401
-# isort: on
-from scadapt.strategies.base import Strategy, StrategyConfig, TorchConfig
-from scadapt.strategies.registry import STRATEGIES, get_strategy
+from __future__ import annotations
 
-STRATEGY_NAMES = tuple(STRATEGIES)
+import importlib
+from typing import TYPE_CHECKING
+
+from scadapt.errors import ScadaptError
+from scadapt.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from scadapt.strategies.base import Strategy
+
+NAMES = ("pca_logreg", "logreg", "mlp", "frozen_probe", "head", "full", "lora", "dora", "adalora", "adapter",
+         "prefix", "ia3")
+STRATEGY_NAMES = NAMES
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered under ``name``."""
+    if name not in NAMES:
+        raise ScadaptError(f"Unknown strategy {name!r}; choose one of {', '.join(NAMES)}.")
+    module = importlib.import_module(f"{__name__}.{name}")
+    from scadapt.strategies.base import registered
+
+    strategy = registered(name)
+    if strategy is None:
+        raise ImportError(f"{module.__name__} registers no strategy named {name!r}")
+    return strategy
+
+
+def all_strategies() -> dict[str, type[Strategy]]:
+    return {name: get_strategy(name) for name in NAMES}
+
+
+def baselines() -> tuple[str, ...]:
+    """The strategies the benchmark's paired comparison measures the others against."""
+    return tuple(name for name in NAMES if get_strategy(name).baseline)
+
+
+def without_backbone() -> tuple[str, ...]:
+    return tuple(name for name in NAMES if not get_strategy(name).needs_backbone)
 
 
 def epoch_budget(name: str, epochs: int) -> dict[str, int]:
     """Fixed settings that give a strategy trained by gradient descent ``epochs`` epochs (with
     early stopping after a third of them without improvement); empty for the others."""
+    from scadapt.strategies.base import TorchConfig
+
     if issubclass(get_strategy(name).config_class, TorchConfig):
         return {"epochs": epochs, "patience": max(3, epochs // 3)}
     return {}
 
 
-__all__ = ["STRATEGIES", "STRATEGY_NAMES", "Strategy", "StrategyConfig", "TorchConfig", "epoch_budget", "get_strategy"]
+_WHERE = dict.fromkeys(("Fitted", "Strategy", "StrategyConfig", "TorchConfig"), "scadapt.strategies.base")
+__getattr__, _dir = lazy_attributes(__name__, _WHERE)
+
+
+def __dir__() -> list[str]:
+    return sorted([*_WHERE, *__all__])
+
+
+__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "epoch_budget", "get_strategy",
+           "without_backbone", *_WHERE]

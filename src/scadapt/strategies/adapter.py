@@ -10,8 +10,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from scadapt.errors import ScadaptError
-from scadapt.strategies.base import Strategy, TorchConfig
-from scadapt.strategies.registry import register
+from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.families import AdaptedStrategy
 
 
 class Bottleneck(nn.Module):
@@ -45,9 +45,8 @@ class AdapterConfig(TorchConfig):
 
 
 @register
-class Adapter(Strategy):
+class Adapter(AdaptedStrategy):
     name = "adapter"
-    kind = "adapted"
     config_class = AdapterConfig
     description = "bottleneck adapters after attention and FFN (ours)"
 

@@ -1,13 +1,16 @@
 """What every adaptation strategy is: a config dataclass (hyperparameters + search space) and a
-class that says how the strategy changes the backbone.
+class that owns its fit, as a peft tuner owns its update.
 
-Three kinds of strategy exist:
+Strategies come in four families (:mod:`scadapt.strategies.families`), whose base classes hold
+the fit; a strategy module only adds what is its own:
 
-* ``expression``: no backbone at all (``pca_logreg``).
-* ``frozen``: the backbone is left untouched and run once to embed the cells; only a classifier
-  on the embeddings is fitted (``frozen_probe``, ``head``).
-* ``adapted``: the backbone runs in every training step, with some of its weights or injected
-  modules trainable (``full``, ``lora``, ``adapter``, ``prefix``, ``ia3``).
+* expression-only: no backbone at all (``pca_logreg``, ``logreg``, ``mlp``);
+* probe on frozen embeddings: the backbone embeds every cell once, a closed-form classifier is
+  fitted on the embeddings (``frozen_probe``);
+* head on frozen embeddings: the same cached embeddings, a head trained by the shared loop (``head``);
+* trained through the backbone: the backbone runs in every step with some of its weights or
+  injected modules trainable (``full``, ``lora``, ``dora``, ``adalora``, ``adapter``, ``prefix``,
+  ``ia3``), with hooks for a per-step callback and an extra loss.
 """
 
 from __future__ import annotations
@@ -16,12 +19,19 @@ import dataclasses
 import math
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
 from scadapt.errors import ScadaptError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from scadapt.models.annotator import Annotator
+    from scadapt.training.classifier import FitResult
+    from scadapt.training.context import TrainingContext
 
 LAYER_PATTERN = r"transformer_encoder\.layers\.\d+\."  # peft target prefix: every encoder layer
 
@@ -101,23 +111,55 @@ class TorchConfig(StrategyConfig):
         }
 
 
+@dataclass
+class Fitted:
+    """What a strategy's fit returns: the annotator, the training curve (strategies trained by
+    gradient descent), the size of the whole model, and hyperparameters the data forced to other
+    values (name -> value used)."""
+
+    annotator: Annotator
+    fit: FitResult | None
+    total_parameters: int
+    adjusted: dict[str, object] = field(default_factory=dict)
+
+
 class Strategy:
-    """One adaptation method. Subclasses set the class attributes and, for ``adapted``
-    strategies, implement :meth:`adapt`."""
+    """One adaptation method. A family (:mod:`scadapt.strategies.families`) implements
+    :meth:`fit`; a strategy sets the class attributes and the hooks its family asks for."""
 
     name: ClassVar[str]
-    kind: ClassVar[str]  # "expression" | "frozen" | "adapted"
     config_class: ClassVar[type[StrategyConfig]]
     description: ClassVar[str] = ""
+    needs_backbone: ClassVar[bool] = True
+    # fits once on the frozen backbone's embeddings (their one pass counts in its runtime)
+    frozen_embeddings: ClassVar[bool] = False
+    # a baseline of the benchmark's paired comparison: what a user gets without adapting scGPT
+    baseline: ClassVar[bool] = False
 
     @classmethod
-    def adapt(cls, backbone: nn.Module, config: StrategyConfig) -> None:
-        """Make the backbone trainable the way this strategy wants, in place.
+    def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:
+        """Train one configuration on ``ctx.split``'s training cells (validation cells may choose the epoch)."""
+        raise NotImplementedError
 
-        Every base weight starts frozen; a strategy injects its own modules around the base
-        modules (never changing the base weights) or unfreezes weights (``full``).
-        """
-        raise NotImplementedError(f"{cls.name} does not adapt the backbone")
+    @classmethod
+    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and probabilities of the context's cells ``indices``: the served path by default."""
+        return annotator.outputs(ctx.adata[indices])
+
+
+_REGISTERED: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: the strategy of a module in :data:`scadapt.strategies.NAMES`."""
+    if cls.name in _REGISTERED:
+        raise ValueError(f"strategy {cls.name!r} is registered twice")
+    _REGISTERED[cls.name] = cls
+    return cls
+
+
+def registered(name: str) -> type[Strategy] | None:
+    return _REGISTERED.get(name)
 
 
 def freeze(module: nn.Module) -> None:

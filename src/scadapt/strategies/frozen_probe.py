@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from scadapt.errors import ScadaptError
-from scadapt.strategies.base import Strategy, StrategyConfig
-from scadapt.strategies.registry import register
+from scadapt.strategies.base import StrategyConfig, register
+from scadapt.strategies.families import ProbeStrategy
 
 
 @dataclass
@@ -28,8 +28,7 @@ class FrozenProbeConfig(StrategyConfig):
 
 
 @register
-class FrozenProbe(Strategy):
+class FrozenProbe(ProbeStrategy):
     name = "frozen_probe"
-    kind = "frozen"
     config_class = FrozenProbeConfig
     description = "logistic regression on frozen CLS embeddings"

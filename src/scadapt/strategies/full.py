@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from scadapt.strategies.base import Strategy, TorchConfig
-from scadapt.strategies.registry import register
+from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.families import AdaptedStrategy
 
 
 @dataclass
@@ -22,9 +22,8 @@ class FullConfig(TorchConfig):
 
 
 @register
-class Full(Strategy):
+class Full(AdaptedStrategy):
     name = "full"
-    kind = "adapted"
     config_class = FullConfig
     description = "full fine-tuning of the backbone and head"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scadapt.strategies.base import Strategy, TorchConfig
-from scadapt.strategies.registry import register
+from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.families import HeadStrategy
 
 
 @dataclass
@@ -18,8 +18,7 @@ class HeadConfig(TorchConfig):
 
 
 @register
-class Head(Strategy):
+class Head(HeadStrategy):
     name = "head"
-    kind = "frozen"
     config_class = HeadConfig
     description = "classifier head on frozen CLS embeddings"

@@ -10,8 +10,8 @@ from peft import inject_adapter_in_model
 from torch import nn
 
 from scadapt.strategies.base import LAYER_PATTERN as LAYER
-from scadapt.strategies.base import Strategy, TorchConfig
-from scadapt.strategies.registry import register
+from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.families import AdaptedStrategy
 
 
 @dataclass
@@ -20,9 +20,8 @@ class IA3Config(TorchConfig):
 
 
 @register
-class IA3(Strategy):
+class IA3(AdaptedStrategy):
     name = "ia3"
-    kind = "adapted"
     config_class = IA3Config
     description = "(IA)^3 rescaling of keys, values and FFN activations (peft)"
 

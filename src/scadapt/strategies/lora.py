@@ -10,8 +10,8 @@ from torch import nn
 
 from scadapt.errors import ScadaptError
 from scadapt.strategies.base import LAYER_PATTERN as LAYER
-from scadapt.strategies.base import Strategy, TorchConfig
-from scadapt.strategies.registry import register
+from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.families import AdaptedStrategy
 
 TARGETS = {
     "qv": LAYER + r"self_attn\.(q|v)",
@@ -40,17 +40,23 @@ class LoRAConfig(TorchConfig):
 
 
 @register
-class LoRA(Strategy):
+class LoRA(AdaptedStrategy):
     name = "lora"
-    kind = "adapted"
     config_class = LoRAConfig
     description = "LoRA on attention q/k/v/out and FFN linears (peft)"
 
     @classmethod
+    def peft_config(cls, config: LoRAConfig) -> LoraConfig:
+        return LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.lora_dropout,
+                          target_modules=target_pattern(config.targets))
+
+    @classmethod
     def adapt(cls, backbone: nn.Module, config: LoRAConfig) -> None:
-        if config.targets not in TARGETS:
-            raise ScadaptError(f"LoRA targets must be one of {', '.join(TARGETS)}, got {config.targets!r}.")
-        peft_config = LoraConfig(
-            r=config.r, lora_alpha=config.alpha, lora_dropout=config.lora_dropout, target_modules=TARGETS[config.targets]
-        )
-        inject_adapter_in_model(peft_config, backbone)
+        inject_adapter_in_model(cls.peft_config(config), backbone)
+
+
+def target_pattern(targets: str) -> str:
+    """The peft ``target_modules`` regex of a ``targets`` name."""
+    if targets not in TARGETS:
+        raise ScadaptError(f"LoRA targets must be one of {', '.join(TARGETS)}, got {targets!r}.")
+    return TARGETS[targets]

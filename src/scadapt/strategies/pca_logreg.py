@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from scadapt.errors import ScadaptError
-from scadapt.strategies.base import Strategy, StrategyConfig
-from scadapt.strategies.registry import register
+from scadapt.models.annotator import LinearExpressionAnnotator
+from scadapt.strategies.base import Fitted, StrategyConfig, register
+from scadapt.strategies.families import ExpressionStrategy
+from scadapt.training.linear import fit_pca_logistic
 
 
 @dataclass
@@ -36,8 +38,17 @@ class PCALogRegConfig(StrategyConfig):
 
 
 @register
-class PCALogReg(Strategy):
+class PCALogReg(ExpressionStrategy):
     name = "pca_logreg"
-    kind = "expression"
     config_class = PCALogRegConfig
     description = "PCA + logistic regression on log-normalised expression"
+
+    @classmethod
+    def fit(cls, ctx, config: PCALogRegConfig, progress: bool = True, on_epoch=None) -> Fitted:
+        train = ctx.split.train
+        result = fit_pca_logistic(ctx.adata.X[train], ctx.adata.var_names, ctx.codes[train], len(ctx.classes),
+                                  config.n_components, config.n_top_genes, config.C, config.class_weighted,
+                                  config.max_iter, config.seed)
+        annotator = LinearExpressionAnnotator(cls.name, config, ctx.classes, result.genes, result.arrays)
+        adjusted = {"n_components": result.n_components} if result.n_components != config.n_components else {}
+        return Fitted(annotator, None, annotator.fitted_parameters, adjusted)

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from scadapt.backbone.attention import SelfAttention
-from scadapt.strategies.base import Strategy, TorchConfig
-from scadapt.strategies.registry import register
+from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.families import AdaptedStrategy
 
 
 class PrefixAttention(nn.Module):
@@ -44,9 +44,8 @@ class PrefixConfig(TorchConfig):
 
 
 @register
-class Prefix(Strategy):
+class Prefix(AdaptedStrategy):
     name = "prefix"
-    kind = "adapted"
     config_class = PrefixConfig
     description = "learned key/value prefixes in every layer (ours)"
 

@@ -12,7 +12,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
-from scadapt.tracking.names import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from scadapt.tracking.contract import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, INTERRUPTED_TAG, JOINED_RUN_TAG
 
 
 @contextmanager
@@ -115,7 +115,7 @@ def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,
     existing = _runs_tagged(client, experiment_id, identity)
     if existing:
         if launcher:
-            client.set_tag(launcher, "scadapt.joined_run", existing[0])
+            client.set_tag(launcher, JOINED_RUN_TAG, existing[0])
             client.set_terminated(launcher)
         return existing[0], False
     own = launcher or client.create_run(experiment_id, run_name=run_name).info.run_id
@@ -171,13 +171,13 @@ def close_orphaned_runs(experiment_id: str, query: str = "") -> list[mlflow.enti
     """End as FAILED (tagged ``scadapt.interrupted``) the RUNNING runs matching ``query`` whose
     worker (tag ``scadapt.worker``) was a process on this host that no longer runs, e.g. one
     killed with SIGKILL; return them."""
-    from scadapt.tracking.names import WORKER_TAG
+    from scadapt.tracking.contract import WORKER_TAG
     from scadapt.tracking.workers import is_dead_local_worker
 
     client = MlflowClient()
     running = search_all_runs([experiment_id], " and ".join(filter(None, [query, "attributes.status = 'RUNNING'"])))
     orphans = [r for r in running if (w := r.data.tags.get(WORKER_TAG)) and is_dead_local_worker(w)]
     for run in orphans:
-        client.set_tag(run.info.run_id, "scadapt.interrupted", "true")
+        client.set_tag(run.info.run_id, INTERRUPTED_TAG, "true")
         client.set_terminated(run.info.run_id, "FAILED")
     return orphans

@@ -2,8 +2,9 @@
 
 AdamW with warmup and cosine decay, gradient clipping, an optional class-weighted loss, AMP on
 CUDA, early stopping on validation macro-F1 with the best weights restored. What feeds the
-classifier is a *source*: token batches through the (adapted) backbone, or, for ``head``,
-embeddings computed once.
+classifier is a *source*: token batches through the (adapted) backbone, or fixed features (frozen
+embeddings computed once, or expression) through a head alone. A strategy may hook into the loop
+(:class:`TrainingHooks`): an extra loss term, a callback after every update.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,20 +22,22 @@ from sklearn.metrics import f1_score
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from scadapt.backbone.inference import cell_outputs
+from scadapt.devices import autocast
 from scadapt.errors import TrainingDiverged
-from scadapt.models.build import trainable_state
-from scadapt.models.head import AnnotationModel
-from scadapt.strategies.base import TorchConfig
+from scadapt.models.head import BackboneClassifier, trainable_state
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
-from scadapt.training.batching import length_grouped_batches
-from scadapt.training.devices import autocast
+from scadapt.tokenization.batching import length_grouped_batches
 from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
+
+if TYPE_CHECKING:
+    from scadapt.strategies.base import TorchConfig
 
 
 class TokenSource:
-    """Cells as token batches through backbone and head (``adapted`` strategies)."""
+    """Cells as token batches through backbone and head (strategies trained through the backbone)."""
 
-    def __init__(self, model: AnnotationModel, tokenizer: GeneTokenizer, cells: TokenizedCells, device: torch.device):
+    def __init__(self, model: BackboneClassifier, tokenizer: GeneTokenizer, cells: TokenizedCells, device: torch.device):
         self.model, self.tokenizer, self.cells, self.device = model, tokenizer, cells, device
 
     @property
@@ -48,24 +52,44 @@ class TokenSource:
         batch = self.tokenizer.batch(self.cells, indices, epoch)
         return self.model(*(batch[k].to(self.device) for k in ("gene_ids", "values", "padding_mask")))
 
+    def predict(self, indices: np.ndarray, batch_size: int) -> np.ndarray:
+        """Logits ``[len(indices), n_classes]`` by the path that serves the model."""
+        return cell_outputs(self.model.backbone, self.tokenizer, self.cells, indices, head=self.model.head,
+                            batch_size=batch_size)[1]
+
 
 class EmbeddingSource:
-    """Precomputed CLS embeddings through the head only (``head``)."""
+    """Fixed features ``[n_cells, d]`` (frozen CLS embeddings, or expression) through ``head`` alone."""
 
-    def __init__(self, model: AnnotationModel, embeddings: np.ndarray, device: torch.device):
-        self.model = model
+    def __init__(self, head: nn.Module, embeddings: np.ndarray, device: torch.device):
+        self.head = head
         self.embeddings = torch.as_tensor(embeddings, dtype=torch.float32, device=device)
 
     @property
     def module(self) -> nn.Module:
-        return self.model.head
+        return self.head
 
     def batches(self, indices: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
         order = rng.permutation(indices) if rng is not None else indices
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     def logits(self, indices: np.ndarray, epoch: int) -> Tensor:
-        return self.model.head(self.embeddings[torch.as_tensor(indices, device=self.embeddings.device)])
+        return self.head(self.embeddings[torch.as_tensor(indices, device=self.embeddings.device)])
+
+    def predict(self, indices: np.ndarray, batch_size: int) -> np.ndarray:
+        """Logits ``[len(indices), n_classes]``."""
+        self.head.eval()
+        with torch.inference_mode(), autocast(self.embeddings.device):
+            return torch.cat([self.logits(indices[i: i + batch_size], 0).float()
+                              for i in range(0, len(indices), batch_size)]).cpu().numpy()
+
+
+@dataclass
+class TrainingHooks:
+    """What a strategy adds to the shared loop."""
+
+    extra_loss: Callable[[], Tensor] | None = None  # added to every training step's loss (e.g. a regulariser)
+    after_update: Callable[[int], None] | None = None  # called with the global step after each update; gradients are still set
 
 
 @dataclass
@@ -85,16 +109,7 @@ def class_weights(codes: np.ndarray, n_classes: int) -> np.ndarray:
 def predict_logits(source, indices: np.ndarray, batch_size: int) -> np.ndarray:
     """Logits ``[len(indices), n_classes]`` in eval mode, in the order of ``indices``."""
     source.module.eval()
-    device = next(source.module.parameters()).device
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    with torch.inference_mode(), autocast(device):
-        for batch in source.batches(indices, batch_size, rng=None):
-            out.append((batch, source.logits(batch, 0).float().cpu().numpy()))
-    position = {cell: i for i, cell in enumerate(indices)}
-    logits = np.empty((len(indices), out[0][1].shape[1]), dtype=np.float32)
-    for batch, values in out:
-        logits[[position[c] for c in batch]] = values
-    return logits
+    return source.predict(np.asarray(indices), batch_size)
 
 
 def fit_classifier(
@@ -107,6 +122,7 @@ def fit_classifier(
     device: torch.device,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    hooks: TrainingHooks | None = None,
 ) -> FitResult:
     """Train ``source.module``'s trainable weights; restore the epoch with the best validation
     macro-F1 (ties: lower validation loss).
@@ -117,6 +133,7 @@ def fit_classifier(
         train_idx, val_idx: cells to train on / to select the epoch with.
     """
     module = source.module
+    hooks = hooks or TrainingHooks()
     params = [p for p in module.parameters() if p.requires_grad]
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -138,6 +155,8 @@ def fit_classifier(
             with autocast(device):
                 logits = source.logits(batch, epoch)
             loss = F.cross_entropy(logits.float(), targets[torch.as_tensor(batch, device=device)], weight=weight)
+            if hooks.extra_loss is not None:
+                loss = loss + hooks.extra_loss()
             value = loss.item()
             bar.update(1)
             if not math.isfinite(value):  # skipped, as a grad scaler skips an overflow; diverged if it persists
@@ -148,6 +167,8 @@ def fit_classifier(
                 continue
             nonfinite = 0
             updater.step(loss)
+            if hooks.after_update is not None:
+                hooks.after_update(updater.steps_done)
             losses.append(value)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": updater.lr,
                   **_validate(source, codes, val_idx, n_classes, cfg.batch_size * 2),

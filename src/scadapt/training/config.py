@@ -8,14 +8,13 @@ from dataclasses import asdict, dataclass, field
 
 from scadapt.errors import ScadaptError
 from scadapt.options import (
-    DEFAULT_LABEL_FRACTIONS,
-    DEFAULT_N_FOLDS,
-    EXPRESSION_ONLY_STRATEGIES,
     PRUNERS,
     REGIMES,
     STRATEGY_NAMES,
     DataOptions,
+    SplitOptions,
 )
+from scadapt.strategies import get_strategy  # strategy classes load on first use
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
@@ -76,26 +75,22 @@ class PretrainConfig:
 
 
 @dataclass
-class TrainJob(DataOptions):
+class TrainJob(SplitOptions, DataOptions):
     """One strategy on one split of one dataset, with fixed hyperparameters (the ``train`` entry point).
 
-    The data options (label key, batch key, layer, ...) come from :class:`~scadapt.options.DataOptions`;
+    The data options (label key, batch key, layer, ...) come from :class:`~scadapt.options.DataOptions`,
+    the regime and its split settings from :class:`~scadapt.options.SplitOptions`;
     ``hparams`` are the strategy's own settings (see ``scadapt.strategies``), given as values or
     strings; everything else chooses the data, the split and the backbone.
     """
 
     data: str = "pancreas_small"
-    regime: str = "full"
     split: str | None = None  # e.g. "full_fold0"; default: the regime's first split
-    n_folds: int = DEFAULT_N_FOLDS
-    validation_fraction: float = 0.2
-    label_fractions: tuple[float, ...] = DEFAULT_LABEL_FRACTIONS
     strategy: str = "head"
     hparams: dict[str, object] = field(default_factory=dict)
     checkpoint: str | None = None  # default: the demo backbone made by `scadapt pretrain`
     max_seq_len: int | None = None  # tokens per cell; default: the checkpoint's
     min_genes: int = 200  # refuse data with fewer genes in the backbone's vocabulary
-    seed: int = 0
     device: str = "auto"
     experiment: str | None = None  # default: "scadapt-<dataset>"
     output_dir: str | None = None  # also save the trained annotator here
@@ -123,7 +118,7 @@ class TrainJob(DataOptions):
 
     @property
     def needs_backbone(self) -> bool:
-        return self.strategy not in EXPRESSION_ONLY_STRATEGIES
+        return get_strategy(self.strategy).needs_backbone
 
 
 @dataclass
@@ -201,7 +196,7 @@ class PipelineConfig(DataOptions):
 
     @property
     def needs_backbone(self) -> bool:
-        return any(s not in EXPRESSION_ONLY_STRATEGIES for s in self.strategies)
+        return any(get_strategy(s).needs_backbone for s in self.strategies)
 
 
 def valid_device(name: str) -> bool:

@@ -17,11 +17,11 @@ import torch
 from anndata import AnnData
 
 from scadapt.backbone import embed_cells, load_backbone
-from scadapt.data import DatasetInfo, Split, load_dataset, make_splits, required_cells_per_class
+from scadapt.data import DatasetInfo, Split, load_and_split
+from scadapt.devices import resolve_device
 from scadapt.errors import CheckpointError, ScadaptError
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
 from scadapt.training.config import TrainJob
-from scadapt.training.devices import resolve_device
 from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_backbone_dir
 
@@ -76,13 +76,7 @@ class TrainingContext:
 
 def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
     """Load and validate the data, make the job's split, tokenize for the backbone."""
-    adata = load_dataset(
-        job.data, label_key=job.label_key, batch_key=job.batch_key, layer=job.layer, gene_column=job.gene_column,
-        study_groups=job.study_groups, min_cells_per_class=required_cells_per_class(job.regime, job.n_folds),
-        drop_rare_classes=job.drop_rare_classes,
-    )
-    splits = make_splits(adata, job.regime, n_folds=job.n_folds, validation_fraction=job.validation_fraction,
-                         label_fractions=job.label_fractions, seed=job.seed)
+    adata, splits = load_and_split(job.data, job.data_options(), job.split_options())
     by_name = {s.name: s for s in splits}
     if job.split is not None and job.split not in by_name:
         raise ScadaptError(f"No split {job.split!r} in regime {job.regime!r}; splits: {', '.join(by_name)}.")

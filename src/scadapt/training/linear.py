@@ -1,10 +1,12 @@
-"""Closed-form-ish fits: logistic regression (for ``frozen_probe`` and ``pca_logreg``) and PCA."""
+"""Closed-form-ish fits: logistic regression (``frozen_probe``, ``pca_logreg``, ``logreg``), PCA and
+gene scaling."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -24,21 +26,40 @@ class LogisticFit:
 
 def fit_logistic(features: np.ndarray, codes: np.ndarray, n_classes: int, C: float, class_weighted: bool,
                  max_iter: int, seed: int) -> LogisticFit:
-    """Fit on ``features`` ``[n, d]`` and integer labels ``codes`` in ``0..n_classes-1``."""
+    """Fit on ``features`` ``[n, d]`` (standardised here) and integer labels ``codes`` in ``0..n_classes-1``."""
     features = np.asarray(features, dtype=np.float64)
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
     scale[scale < 1e-8] = 1.0
-    model = LogisticRegression(C=C, class_weight="balanced" if class_weighted else None, max_iter=max_iter,
+    coef, intercept = fit_linear((features - mean) / scale, codes, n_classes, C, "l2", class_weighted, max_iter, seed)
+    return LogisticFit(mean, scale, coef, intercept)
+
+
+def fit_linear(features, codes: np.ndarray, n_classes: int, C: float, penalty: str, class_weighted: bool,
+               max_iter: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression on ready features ``[n, d]`` (dense or sparse) with an L1 or
+    L2 penalty of strength ``1/C``; ``(coef [n_classes, d], intercept [n_classes])``, zero rows for
+    classes absent from ``codes``."""
+    model = LogisticRegression(C=C, l1_ratio=1.0 if penalty == "l1" else 0.0, solver="saga" if penalty == "l1" else "lbfgs",
+                               class_weight="balanced" if class_weighted else None, max_iter=max_iter,
                                random_state=seed)
-    model.fit((features - mean) / scale, codes)
+    model.fit(features, codes)
     coef = np.zeros((n_classes, features.shape[1]))
     intercept = np.zeros(n_classes)
     if len(model.classes_) == 2:  # sklearn keeps one row for two classes: logit of the second
         coef[model.classes_[1]], intercept[model.classes_[1]] = model.coef_[0], model.intercept_[0]
     else:
         coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
-    return LogisticFit(mean, scale, coef, intercept)
+    return coef, intercept
+
+
+def gene_scale(logged: sp.spmatrix) -> np.ndarray:
+    """Per-gene standard deviation ``[G]`` of log-normalised cells ``[n, G]`` (1 for constant genes)."""
+    mean = np.asarray(logged.mean(axis=0)).ravel()
+    variance = np.asarray(logged.multiply(logged).mean(axis=0)).ravel() - mean**2
+    scale = np.sqrt(np.maximum(variance, 0.0))
+    scale[scale < 1e-8] = 1.0
+    return scale
 
 
 def load_into_head(head, fit: LogisticFit) -> None:
@@ -67,9 +88,7 @@ def fit_pca_logistic(matrix, genes, codes: np.ndarray, n_classes: int, n_compone
     """Log-normalise the training cells ``matrix`` ``[n, G]``, keep the ``n_top_genes`` most
     variable genes, PCA to ``n_components`` and fit a logistic regression on the scores."""
     logged = log_normalized(matrix)
-    mean = np.asarray(logged.mean(axis=0)).ravel()
-    variance = np.asarray(logged.multiply(logged).mean(axis=0)).ravel() - mean**2
-    keep = np.sort(np.argsort(-variance, kind="stable")[: n_top_genes or len(variance)])
+    keep = most_variable(logged, n_top_genes)
     dense = logged[:, keep].toarray().astype(np.float64)
     components = max(1, min(n_components, dense.shape[0] - 1, dense.shape[1]))
     pca = PCA(n_components=components, random_state=seed, svd_solver="full" if dense.shape[1] <= 3000 else "auto")
@@ -78,3 +97,10 @@ def fit_pca_logistic(matrix, genes, codes: np.ndarray, n_classes: int, n_compone
     arrays = {"pca_mean": pca.mean_, "pca_components": pca.components_, "score_mean": fit.mean,
               "score_scale": fit.scale, "coef": fit.coef, "intercept": fit.intercept}
     return PCALogisticFit([str(g) for g in np.asarray(genes)[keep]], arrays)
+
+
+def most_variable(logged: sp.spmatrix, n_top_genes: int) -> np.ndarray:
+    """Column indices of the ``n_top_genes`` most variable genes (all for 0), in gene order."""
+    mean = np.asarray(logged.mean(axis=0)).ravel()
+    variance = np.asarray(logged.multiply(logged).mean(axis=0)).ravel() - mean**2
+    return np.sort(np.argsort(-variance, kind="stable")[: n_top_genes or len(variance)])

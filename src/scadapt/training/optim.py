@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from scadapt.training.devices import needs_grad_scaler
+from scadapt.devices import needs_grad_scaler
 
 MAX_NONFINITE_STEPS = 3  # consecutive NaN/infinite losses after which a training loop counts as diverged
 
@@ -46,6 +46,7 @@ class Updater:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(warmup_steps, total_steps))
         self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
         self.clip_norm = clip_norm
+        self.steps_done = 0
 
     def step(self, loss: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -60,6 +61,7 @@ class Updater:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.scheduler.step()
+        self.steps_done += 1
 
     @property
     def lr(self) -> float:

@@ -23,16 +23,16 @@ from tqdm.auto import tqdm
 
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
 from scadapt.data import load_expression
+from scadapt.devices import autocast, resolve_device
 from scadapt.errors import ScadaptError, TrainingDiverged
 from scadapt.storage import atomic_write, default_cache_dir, writable_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
+from scadapt.tokenization.batching import length_grouped_batches
 from scadapt.tracking import log_params, tracked_run
-from scadapt.tracking.names import ENTRY_POINT_TAG, WORKER_TAG
+from scadapt.tracking.contract import ENTRY_POINT_TAG, WORKER_TAG
 from scadapt.tracking.runs import close_orphaned_runs
 from scadapt.tracking.workers import worker_id
-from scadapt.training.batching import length_grouped_batches
 from scadapt.training.config import PretrainConfig
-from scadapt.training.devices import autocast, resolve_device
 from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
 
 log = logging.getLogger(__name__)

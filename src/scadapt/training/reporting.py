@@ -20,6 +20,7 @@ from scadapt.evaluation.figures import confusion_figure, curves_figure, umap_fig
 from scadapt.evaluation.metrics import ClassificationReport
 from scadapt.models.annotator import Annotator
 from scadapt.strategies import StrategyConfig, get_strategy
+from scadapt.tracking.contract import SERVING_ARTIFACT, log_annotator
 from scadapt.training.config import TrainJob
 from scadapt.training.context import TrainingContext
 from scadapt.training.fit import FitOutcome, evaluate
@@ -70,7 +71,7 @@ def fit_metrics(outcome: FitOutcome, val: ClassificationReport, embedding_sec: f
     }
     if outcome.peak_cuda_bytes is not None:
         metrics["peak_cuda_mb"] = outcome.peak_cuda_bytes / 2**20
-    if get_strategy(outcome.annotator.strategy).kind == "frozen":
+    if get_strategy(outcome.annotator.strategy).frozen_embeddings:
         metrics["embedding_sec"] = embedding_sec
     if outcome.fit is not None:
         metrics.update(best_epoch=outcome.fit.best_epoch, epochs_run=len(outcome.fit.history))
@@ -90,12 +91,10 @@ def log_fit(ctx: TrainingContext, outcome: FitOutcome) -> dict[str, float]:
     metrics = {**fit_metrics(outcome, val, ctx.embedding_sec), **coverage_metrics(ctx)}
     if outcome.adjusted:  # the value used, beside the value asked for
         mlflow.log_params({f"used.{name}": value for name, value in outcome.adjusted.items()})
+    metrics["runner_size_bytes"] = log_annotator(annotator)
+    mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        annotator_dir = annotator.save(tmp / "annotator")
-        metrics["runner_size_bytes"] = sum(f.stat().st_size for f in annotator_dir.iterdir())
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(annotator_dir), "annotator")
         for folder in ("figures", "tables"):
             (tmp / folder).mkdir()
         val.per_class.to_csv(tmp / "tables" / "per_class_validation.csv")
@@ -107,7 +106,7 @@ def log_fit(ctx: TrainingContext, outcome: FitOutcome) -> dict[str, float]:
             mlflow.log_artifacts(str(tmp / folder), folder)
         save_splits([ctx.split], ctx.adata, tmp / "splits", regime=ctx.split.regime, seed=annotator.config.seed)
         mlflow.log_artifacts(str(tmp / "splits"), "splits")
-        _log_serving_inputs(ctx, tmp / "serving")
+        _log_serving_inputs(ctx, tmp / SERVING_ARTIFACT)
     return metrics
 
 
@@ -120,7 +119,7 @@ def _log_serving_inputs(ctx: TrainingContext, folder: Path) -> None:
     example = ctx.adata.X[ctx.split.train[:2]]
     example = example.toarray() if sp.issparse(example) else np.asarray(example)
     pd.DataFrame(example, columns=genes).to_csv(folder / "input_example.csv", index=False)
-    mlflow.log_artifacts(str(folder), "serving")
+    mlflow.log_artifacts(str(folder), SERVING_ARTIFACT)
 
 
 def log_test(ctx: TrainingContext, annotator: Annotator, umap: bool = True) -> dict[str, float]:

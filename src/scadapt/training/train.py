@@ -38,7 +38,7 @@ def train(job: TrainJob) -> TrainResult:
     config = strategy.config_class.from_params({"seed": job.seed, **job.hparams})
     if job.output_dir:
         writable_dir(job.output_dir, "the trained annotator", "--output-dir")
-    ctx = prepare(job, needs_backbone=strategy.kind != "expression")
+    ctx = prepare(job, needs_backbone=strategy.needs_backbone)
     experiment = job.experiment or f"scadapt-{ctx.info.name}"
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "train", **job_run_tags(job)}
     with tracked_run(experiment, run_name=f"{job.strategy}/{ctx.split.name}", tags=tags) as run:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -22,9 +21,19 @@ from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from scadapt.errors import ScadaptError, TrainingDiverged
-from scadapt.models.annotator import Annotator
 from scadapt.strategies import get_strategy
 from scadapt.tracking import CANDIDATE_TAG, log_params, shared_run, tracked_run
+from scadapt.tracking.contract import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    ENTRY_POINT_TAG,
+    INTERRUPTED_TAG,
+    PRUNED_AFTER_EPOCH_TAG,
+    STUDY_RUN_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    load_annotator,
+)
 from scadapt.tracking.runs import quiet_artifact_downloads
 from scadapt.tracking.workers import worker_id
 from scadapt.training.config import TuneJob
@@ -53,7 +62,7 @@ def tune(job: TuneJob) -> TuneResult:
     """Run (or join, or resume) the study; return the best trial with its test metrics."""
     strategy = get_strategy(job.strategy)
     strategy.config_class.from_params({"seed": job.seed, **job.hparams})  # refuse bad fixed settings now
-    ctx = prepare(job, needs_backbone=strategy.kind != "expression")
+    ctx = prepare(job, needs_backbone=strategy.needs_backbone)
     name = job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}"
     storage = open_storage(job.storage, on_stale=_close_trial_run)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
@@ -65,10 +74,10 @@ def tune(job: TuneJob) -> TuneResult:
     for trial in recover_interrupted(study, storage):
         log.warning("Trial %d of study %s was interrupted (its worker is gone); marked failed.", trial.number, name)
         _close_trial_run(study, trial)
-    tags = {**run_tags(job, ctx), "scadapt.entry_point": "tune", "scadapt.study": name}
+    tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
     # a worker that joins an existing study logs its trials under that study's parent run
     parent_id, created = shared_run(job.experiment or f"scadapt-{ctx.info.name}",
-                                    {"scadapt.study": name, "scadapt.study_run": "true"},
+                                    {STUDY_TAG: name, STUDY_RUN_TAG: "true"},
                                     f"{job.strategy} study {ctx.info.name}/{ctx.split.name}",
                                     job_run_tags(job))
     with tracked_run("", run_id=parent_id, tags=tags) as parent:
@@ -96,7 +105,7 @@ def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str]):
         trial.set_user_attr(WORKER_ATTR, worker_id())
         suggested = config_class.search_space(trial)
         config = config_class.from_params({"seed": job.seed, **suggested, **job.hparams})
-        with tracked_run("", f"{job.strategy} trial {trial.number}", {**tags, "scadapt.trial": str(trial.number)},
+        with tracked_run("", f"{job.strategy} trial {trial.number}", {**tags, TRIAL_TAG: str(trial.number)},
                          nested=True, killed_by=(KeyboardInterrupt, optuna.TrialPruned)) as run:
             trial.set_user_attr(RUN_ATTR, run.info.run_id)
             log_params(run_params(job, ctx, config))
@@ -106,7 +115,7 @@ def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str]):
                 mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
                 trial.report(record["val_macro_f1"], epoch)
                 if trial.should_prune():
-                    mlflow.set_tag("scadapt.pruned_after_epoch", str(epoch))
+                    mlflow.set_tag(PRUNED_AFTER_EPOCH_TAG, str(epoch))
                     raise optuna.TrialPruned(f"validation macro-F1 {record['val_macro_f1']:.3f} after epoch {epoch}")
 
             outcome = fit_strategy(ctx, job.strategy, config, progress=job.progress, on_epoch=on_epoch)
@@ -147,7 +156,7 @@ def _close_trial_run(study: optuna.Study, trial: FrozenTrial) -> None:
     if run_id:
         client = MlflowClient()
         if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "scadapt.interrupted", "true")
+            client.set_tag(run_id, INTERRUPTED_TAG, "true")
             client.set_terminated(run_id, "FAILED")
 
 
@@ -166,18 +175,17 @@ def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent
     best_run = best.user_attrs[RUN_ATTR]
     client = MlflowClient()
     if "test_macro_f1" not in client.get_run(best_run).data.metrics:
-        with tempfile.TemporaryDirectory() as tmp, quiet_artifact_downloads():
-            path = mlflow.artifacts.download_artifacts(run_id=best_run, artifact_path="annotator", dst_path=tmp)
-            annotator = Annotator.load(path, device=str(ctx.device))
+        with quiet_artifact_downloads():
+            annotator = load_annotator(best_run, device=str(ctx.device))
         with tracked_run("", run_id=best_run, nested=True):
             log_test(ctx, annotator, umap=job.umap)
-    previous = client.get_run(parent_id).data.tags.get("scadapt.best_run_id")
+    previous = client.get_run(parent_id).data.tags.get(BEST_RUN_TAG)
     if previous and previous != best_run:
         client.set_tag(previous, CANDIDATE_TAG, "false")
     client.set_tag(best_run, CANDIDATE_TAG, "true")
     metrics = {k: v for k, v in client.get_run(best_run).data.metrics.items() if not k.startswith("epoch_")}
     mlflow.log_metrics(metrics)
-    mlflow.set_tags({"scadapt.best_run_id": best_run, "scadapt.best_trial": str(best.number),
+    mlflow.set_tags({BEST_RUN_TAG: best_run, BEST_TRIAL_TAG: str(best.number),
                      **{f"best.{k}": str(v) for k, v in best.params.items()}})
     mlflow.log_dict({"trial": best.number, "run_id": best_run, "params": best.params, "value": best.value,
                      "fixed": {k: str(v) for k, v in job.hparams.items()}, "trial_states": states}, "best_trial.json")

@@ -1,7 +1,7 @@
 """Wall time of the benchmark matrix, split by strategy, with ``full`` fine-tuning as the reference.
 
-Run:  python benchmarks/matrix.py [--keep DIR]         (runs the default matrix in a fresh store)
-      python benchmarks/matrix.py --tables DIR/tables  (analyses a finished run's tables)
+Run:  python benchmarks/matrix_wall_time.py [--keep DIR]         (runs the default matrix in a fresh store)
+      python benchmarks/matrix_wall_time.py --tables DIR/tables  (analyses a finished run's tables)
 
 The default matrix is ``scadapt benchmark`` with its defaults: both bundled datasets, all eight
 strategies, full / low (1, 5, 10 %) / cross-study splits, 3 of 5 folds, 3 Optuna trials per study

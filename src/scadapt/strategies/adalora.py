@@ -1,0 +1,109 @@
+"""``adalora``: AdaLoRA (Zhang et al. 2023, peft). LoRA in SVD form ``B diag(E) A`` whose rank
+budget is reallocated while training: every ``delta_t`` steps the least important singular values
+(by smoothed sensitivity ``|w * grad|``) are masked, shrinking the total rank from ``init_r`` to
+``target_r`` per target on a cubic schedule, then held for the last ``tfinal`` fraction of steps.
+``A`` and ``B`` are kept near-orthogonal by a term in the loss.
+
+Both need the training loop: the budget step runs after every update and the orthogonality term
+is added to every loss (:class:`~scadapt.training.classifier.TrainingHooks`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from peft import AdaLoraConfig as PeftAdaLoraConfig
+from peft import inject_adapter_in_model
+from peft.tuners.adalora.layer import RankAllocator
+from torch import Tensor, nn
+
+from scadapt.errors import ScadaptError
+from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.families import AdaptedStrategy
+from scadapt.strategies.lora import target_pattern
+from scadapt.training.classifier import TrainingHooks
+
+ADAPTER = "default"  # peft's adapter name
+
+
+@dataclass
+class AdaLoRAConfig(TorchConfig):
+    init_r: int = 12  # rank per target at the start
+    target_r: int = 8  # average rank per target at the end
+    alpha: float = 16.0
+    lora_dropout: float = 0.0
+    targets: str = "attention_ffn"  # as lora's
+    orth_reg_weight: float = 0.5
+    tinit: float = 0.1  # fraction of steps before any rank is masked
+    tfinal: float = 0.2  # fraction of steps at the end with the final ranks fixed
+    delta_t: int = 10  # steps between budget reallocations
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (1 <= self.target_r <= self.init_r and self.orth_reg_weight >= 0 and self.delta_t >= 1
+                and 0 <= self.tinit and 0 <= self.tfinal and self.tinit + self.tfinal < 1):
+            raise ScadaptError(
+                "Bad hyperparameters for adalora: 1 <= target_r <= init_r, orth_reg_weight >= 0, delta_t >= 1 and "
+                f"tinit, tfinal >= 0 with tinit + tfinal < 1 are needed (got init_r={self.init_r}, "
+                f"target_r={self.target_r}, orth_reg_weight={self.orth_reg_weight}, delta_t={self.delta_t}, "
+                f"tinit={self.tinit}, tfinal={self.tfinal}).")
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return {
+            **super().search_space(trial),
+            "target_r": trial.suggest_categorical("target_r", [4, 8]),
+            "orth_reg_weight": trial.suggest_float("orth_reg_weight", 0.05, 1.0, log=True),
+        }
+
+
+@register
+class AdaLoRA(AdaptedStrategy):
+    name = "adalora"
+    config_class = AdaLoRAConfig
+    description = "AdaLoRA: SVD-form LoRA with its rank budget reallocated while training (peft)"
+
+    @classmethod
+    def peft_config(cls, config: AdaLoRAConfig, total_steps: int) -> PeftAdaLoraConfig:
+        tinit = int(config.tinit * total_steps)
+        tfinal = min(int(config.tfinal * total_steps), total_steps - tinit - 1)
+        return PeftAdaLoraConfig(init_r=config.init_r, target_r=config.target_r, lora_alpha=config.alpha,
+                                 lora_dropout=config.lora_dropout, target_modules=target_pattern(config.targets),
+                                 orth_reg_weight=config.orth_reg_weight, tinit=tinit, tfinal=max(0, tfinal),
+                                 deltaT=config.delta_t, total_step=max(1, total_steps))
+
+    @classmethod
+    def adapt(cls, backbone: nn.Module, config: AdaLoRAConfig) -> None:
+        # the schedule is set per fit (hooks); the injected modules depend only on ranks and targets
+        inject_adapter_in_model(cls.peft_config(config, total_steps=1000), backbone)
+
+    @classmethod
+    def hooks(cls, model: nn.Module, config: AdaLoRAConfig, total_steps: int) -> TrainingHooks:
+        peft_config = cls.peft_config(config, total_steps)
+        allocator = RankAllocator(model, peft_config, ADAPTER)
+        factors = [(p, "lora_A" in name) for name, p in model.named_parameters()
+                   if p.requires_grad and ("lora_A" in name or "lora_B" in name)]
+
+        def orthogonality() -> Tensor:
+            """Mean of ``||A A^T - I||_F`` and ``||B^T B - I||_F`` over every factor, times the weight."""
+            total = sum(torch.linalg.matrix_norm((p @ p.T if is_a else p.T @ p).float()
+                                                 - torch.eye(p.shape[0] if is_a else p.shape[1], device=p.device))
+                        for p, is_a in factors)
+            return config.orth_reg_weight * total / len(factors)
+
+        def reallocate(step: int) -> None:
+            """peft's schedule: mask to the shrinking budget, fix the final pattern, then hold it."""
+            final = peft_config.total_step - peft_config.tfinal
+            if step < final:
+                _, pattern = allocator.update_and_allocate(model, step)
+                if pattern:
+                    peft_config.rank_pattern = pattern
+            elif step == final:
+                _, peft_config.rank_pattern = allocator.update_and_allocate(model, step, force_mask=True)
+                allocator.reset_ipt()
+            elif peft_config.rank_pattern:
+                allocator.mask_using_rank_pattern(model, peft_config.rank_pattern)
+
+        return TrainingHooks(extra_loss=orthogonality, after_update=reallocate)

@@ -1,0 +1,140 @@
+"""The four families of strategy, each holding the fit its members share.
+
+A strategy module subclasses one of them and adds only what is its own: the config, and for a
+strategy trained through the backbone, :meth:`AdaptedStrategy.adapt` (and, if it needs them, the
+per-step and extra-loss hooks of :meth:`AdaptedStrategy.hooks`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from scadapt.models.annotator import BackboneAnnotator
+from scadapt.models.head import BackboneClassifier, ClassifierHead
+from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze
+from scadapt.training.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
+from scadapt.training.linear import fit_logistic, load_into_head
+
+if TYPE_CHECKING:
+    from scadapt.models.annotator import Annotator
+    from scadapt.training.context import TrainingContext
+
+
+class ExpressionStrategy(Strategy):
+    """No backbone: a model of the expression matrix itself. Every one is a baseline."""
+
+    needs_backbone = False
+    baseline = True
+
+
+class BackboneStrategy(Strategy):
+    """A classifier head on the CLS embedding of the (possibly adapted) backbone."""
+
+    head_layers: ClassVar[int | None] = None  # None: the config's ``head_layers``
+
+    @classmethod
+    def build_model(cls, config: StrategyConfig, backbone: nn.Module, n_classes: int) -> BackboneClassifier:
+        """Freeze the backbone, let the strategy change it, and put a fresh head on top (seeded
+        from ``config.seed``, so the same settings give the same initial model)."""
+        freeze(backbone)
+        torch.manual_seed(config.seed)
+        cls.prepare_backbone(backbone, config)
+        layers = cls.head_layers or getattr(config, "head_layers", 1)
+        head = ClassifierHead(backbone.config.d_model, n_classes, layers, getattr(config, "head_dropout", 0.0))
+        return BackboneClassifier(backbone, head)
+
+    @classmethod
+    def prepare_backbone(cls, backbone: nn.Module, config: StrategyConfig) -> None:
+        """Change the frozen backbone in place (nothing, for the frozen families)."""
+
+    @classmethod
+    def _annotator(cls, ctx: TrainingContext, config: StrategyConfig, model: BackboneClassifier) -> BackboneAnnotator:
+        return BackboneAnnotator(cls.name, config, ctx.classes, model, ctx.tokenizer, ctx.weights_hash,
+                                 str(ctx.checkpoint))
+
+
+class FrozenStrategy(BackboneStrategy):
+    """The backbone stays as pretrained and embeds every cell once; only a head is fitted on the
+    cached embeddings, which training, evaluation and tuning trials share."""
+
+    frozen_embeddings = True
+
+    @classmethod
+    def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:
+        model = cls.build_model(config, ctx.backbone, len(ctx.classes)).to(ctx.device)  # reads, never changes, it
+        embeddings = ctx.embeddings(progress=progress)
+        fit = cls.fit_head(ctx, config, model, embeddings, progress, on_epoch)
+        return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()))
+
+    @classmethod
+    def fit_head(cls, ctx: TrainingContext, config: StrategyConfig, model: BackboneClassifier, embeddings: np.ndarray,
+                 progress: bool, on_epoch):
+        """Fit ``model.head`` on ``embeddings`` ``[n_cells, d]``; returns the training curve or None."""
+        raise NotImplementedError
+
+    @classmethod
+    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        embedding = ctx.embeddings(indices)  # cached: the backbone does not run again
+        return embedding, annotator.classify(embedding)
+
+
+class ProbeStrategy(FrozenStrategy):
+    """A closed-form linear classifier (logistic regression) on the frozen embeddings, loaded
+    into a one-layer head."""
+
+    head_layers = 1
+    baseline = True
+
+    @classmethod
+    def fit_head(cls, ctx, config, model, embeddings, progress, on_epoch) -> None:
+        train = ctx.split.train
+        load_into_head(model.head, fit_logistic(embeddings[train], ctx.codes[train], len(ctx.classes), config.C,
+                                                config.class_weighted, config.max_iter, config.seed))
+
+
+class HeadStrategy(FrozenStrategy):
+    """A head trained by the shared loop on the frozen embeddings."""
+
+    @classmethod
+    def fit_head(cls, ctx, config: TorchConfig, model, embeddings, progress, on_epoch):
+        split = ctx.split
+        model.head.set_standardization(torch.as_tensor(embeddings[split.train], device=ctx.device))
+        return fit_classifier(EmbeddingSource(model.head, embeddings, ctx.device), ctx.codes, split.train,
+                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
+                              progress=progress)
+
+
+class AdaptedStrategy(BackboneStrategy):
+    """Trained through the backbone: it runs in every step, with the weights or injected modules
+    :meth:`adapt` makes trainable. Every base weight starts frozen; a strategy injects its own
+    modules around the base modules (never changing the base weights) or unfreezes weights."""
+
+    @classmethod
+    def adapt(cls, backbone: nn.Module, config: TorchConfig) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def hooks(cls, model: BackboneClassifier, config: TorchConfig, total_steps: int) -> TrainingHooks:
+        """Per-step callback and extra loss for the shared loop (none by default)."""
+        return TrainingHooks()
+
+    @classmethod
+    def prepare_backbone(cls, backbone: nn.Module, config: TorchConfig) -> None:
+        backbone.set_dropout(config.backbone_dropout)  # before injection: injected modules keep their own
+        cls.adapt(backbone, config)
+
+    @classmethod
+    def fit(cls, ctx: TrainingContext, config: TorchConfig, progress: bool = True, on_epoch=None) -> Fitted:
+        split = ctx.split
+        model = cls.build_model(config, ctx.fresh_backbone(), len(ctx.classes)).to(ctx.device)
+        # the frozen backbone's embeddings of the training cells set the head's input statistics
+        model.head.set_standardization(torch.as_tensor(ctx.embeddings(split.train, progress), device=ctx.device))
+        total_steps = -(-len(split.train) // config.batch_size) * config.epochs
+        fit = fit_classifier(TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device), ctx.codes, split.train,
+                             split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
+                             progress=progress, hooks=cls.hooks(model, config, total_steps))
+        return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,71 @@
+"""``mlp``: a small multilayer perceptron on the log-normalised expression of the most variable
+genes, trained with the shared loop (AdamW, warmup, early stopping on validation macro-F1). A
+strong baseline that needs no backbone: on PBMC held out by technology it beat ``pca_logreg`` by
+up to 0.1 macro-F1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from scadapt.data.preprocess import log_normalized
+from scadapt.errors import ScadaptError
+from scadapt.models.annotator import NetworkExpressionAnnotator
+from scadapt.strategies.base import Fitted, TorchConfig, register
+from scadapt.strategies.families import ExpressionStrategy
+from scadapt.training.classifier import EmbeddingSource, fit_classifier
+from scadapt.training.linear import most_variable
+
+
+@dataclass
+class MLPConfig(TorchConfig):
+    lr: float = 1e-3
+    epochs: int = 50
+    batch_size: int = 64
+    patience: int = 10
+    head_layers: int = 3  # two hidden layers, then the output layer
+    head_dropout: float = 0.2
+    width: int = 256  # of the hidden layers
+    n_top_genes: int = 2000  # most variable genes on the training cells (0: all)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.width < 1 or self.n_top_genes < 0:
+            raise ScadaptError(f"Bad hyperparameters for mlp: width >= 1 and n_top_genes >= 0 are needed "
+                               f"(got width={self.width}, n_top_genes={self.n_top_genes}).")
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return {
+            **super().search_space(trial),
+            "width": trial.suggest_categorical("width", [128, 256, 512]),
+            "head_layers": trial.suggest_int("head_layers", 2, 3),
+        }
+
+
+@register
+class MLP(ExpressionStrategy):
+    name = "mlp"
+    config_class = MLPConfig
+    description = "MLP on highly variable log-normalised genes"
+
+    @classmethod
+    def fit(cls, ctx, config: MLPConfig, progress: bool = True, on_epoch=None) -> Fitted:
+        split = ctx.split
+        logged = log_normalized(ctx.adata.X)
+        keep = most_variable(logged[split.train], config.n_top_genes)
+        features = logged[:, keep].toarray()  # [n_cells, genes] float32: what the annotator computes when serving
+        torch.manual_seed(config.seed)
+        network = NetworkExpressionAnnotator.make_network(len(keep), len(ctx.classes), config.head_layers,
+                                                          config.width, config.head_dropout).to(ctx.device)
+        network.set_standardization(torch.as_tensor(features[split.train], device=ctx.device))
+        fit = fit_classifier(EmbeddingSource(network, features, ctx.device), ctx.codes, split.train,
+                             split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
+                             progress=progress)
+        genes = [str(g) for g in np.asarray(ctx.adata.var_names)[keep]]
+        annotator = NetworkExpressionAnnotator(cls.name, config, ctx.classes, genes, network,
+                                               {"n_layers": config.head_layers, "width": config.width})
+        return Fitted(annotator, fit, annotator.fitted_parameters)
