@@ -256,7 +256,7 @@ def _add_pipeline(subparsers) -> None:
     d = PipelineConfig()
     p = subparsers.add_parser("pipeline", help="the main job: demo backbone, tune every strategy, promote, summarise")
     add_data_arguments(p, default_data=d.data, with_split=False)
-    p.add_argument("--strategies", type=strategy_names, default=d.strategies, help="comma-separated (default: all eight)")
+    p.add_argument("--strategies", type=strategy_names, default=d.strategies, help="comma-separated (default: all)")
     _add_study_arguments(p, d, per="strategy")
     p.add_argument("--pretrain-data", type=names, default=d.pretrain_data, help=PRETRAIN_DATA_HELP)
     p.add_argument("--min-genes", type=integer, default=d.min_genes,
@@ -308,7 +308,7 @@ def _add_benchmark(subparsers) -> None:
     p.add_argument("--datasets", type=names, default=d.datasets,
                    help="comma-separated catalogued names or .h5ad paths (default: %(default)s)")
     add_options(p, DataOptions)
-    p.add_argument("--strategies", type=strategy_names, default=d.strategies, help="comma-separated (default: all eight)")
+    p.add_argument("--strategies", type=strategy_names, default=d.strategies, help="comma-separated (default: all)")
     p.add_argument("--regimes", type=names, default=d.regimes,
                    help="comma-separated from full, low, cross_study (default: all; cross_study where there are batches)")
     p.add_argument("--label-fractions", type=number_list, default=d.label_fractions)
@@ -319,6 +319,7 @@ def _add_benchmark(subparsers) -> None:
                         "per_fold: one study per split (default: %(default)s)")
     _add_study_arguments(p, d, per="study")
     flag(p, "no-promote", "do not register champions at the end")
+    flag(p, "force", "promote each dataset's best runner even if it ranks below the current champion")
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment of all its runs (default: %(default)s)")
     p.add_argument("--output-dir", default=d.output_dir, help="report, tables and figures (default: %(default)s)")
     p.add_argument("--name", default=d.name, help="shown in run names and the report (default: %(default)s)")
@@ -335,7 +336,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         datasets=args.datasets, strategies=args.strategies, regimes=args.regimes, label_fractions=args.label_fractions,
         n_folds=args.n_folds, folds=args.folds or None, tuning=args.tuning, n_trials=args.n_trials, epochs=args.epochs,
         checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs, pretrain_data=args.pretrain_data,
-        storage=args.storage, policy=args.policy, promote=not args.no_promote, experiment=args.experiment, output_dir=args.output_dir, name=args.name,
+        storage=args.storage, policy=args.policy, promote=not args.no_promote, force=args.force, experiment=args.experiment, output_dir=args.output_dir, name=args.name,
         seed=args.seed, device=args.device, data_options=options,
     ))
     ranking = result.tables.ranking

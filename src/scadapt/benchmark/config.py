@@ -48,6 +48,7 @@ class BenchmarkConfig:
     storage: str | None = None  # Optuna storage (default: sqlite:///optuna.db)
     policy: str | None = None  # ranking and promotion rule (default: registry/policy.yaml)
     promote: bool = True  # register each dataset's champion at the end
+    force: bool = False  # promote even when the new champion ranks below the current one
     experiment: str = "scadapt-benchmark"
     output_dir: str = "benchmark_results"
     name: str = "default"  # shown in run names and the report

@@ -9,6 +9,7 @@ benchmark's parent run, which ends up holding the tables, figures and report.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class BenchmarkResult:
     timing: pd.DataFrame  # this call's seconds per dataset and strategy that had work: wall, in studies,
     # and training the fits of the cells outside the studies
     figures: list[Path] = field(default_factory=list)
+    coverage: dict[str, GeneCoverage] = field(default_factory=dict)  # per dataset, when a strategy uses the backbone
+    warnings: list[str] = field(default_factory=list)  # low gene coverage, champions kept or not promoted
 
     @property
     def cells_run(self) -> int:
@@ -70,6 +73,8 @@ class BenchmarkResult:
 def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     """Run what is missing of the matrix, then aggregate, draw, report and promote."""
     started = time.perf_counter()
+    # under `mlflow run` the launcher's run becomes the parent run, and nothing before (pretraining) may take it
+    launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     writable_dir(cfg.output_dir, "the benchmark report", "--output-dir")
     pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data,
                                    cfg.data_options.get("layer"), cfg.data_options.get("gene_column"))
@@ -84,7 +89,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     checkpoint = cfg.checkpoint or (str(ensure_demo_backbone(pretraining)) if cfg.needs_backbone else None)
     fingerprint = cfg.fingerprint(checkpoint)
     parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, BENCHMARK_RUN_TAG: "true"},
-                              f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"})
+                              f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"}, launcher=launcher)
     client = MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
     ctx = _Context(cfg, checkpoint, fingerprint, parent_id, client.get_experiment(experiment_id).name)
@@ -106,7 +111,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
         client.set_terminated(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     log.info("Benchmark report: %s", output_dir / "report.md")
-    return BenchmarkResult(fingerprint, parent_id, tables, promotions, output_dir, timing, figures)
+    warnings = [c.warning() for c in coverage.values() if c.low] + ctx.warnings
+    return BenchmarkResult(fingerprint, parent_id, tables, promotions, output_dir, timing, figures, coverage, warnings)
 
 
 def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> pd.DataFrame:
@@ -150,12 +156,14 @@ def _promote_all(ctx: _Context, datasets) -> dict[str, PromotionResult]:
     promotions = {}
     for dataset in datasets:
         try:
-            promotions[dataset] = promote(dataset, ctx.cfg.policy)
+            promotions[dataset] = promote(dataset, ctx.cfg.policy, force=ctx.cfg.force)
         except DowngradeRefused as refused:
+            ctx.warnings.append(str(refused))
             log.warning("%s", refused)
             promotions[dataset] = refused.kept
-        except ScadaptError as error:
-            log.warning("No champion for %s: %s", dataset, error)
+        except ScadaptError as error:  # e.g. no runner passes the quality gates: the results stay
+            ctx.warnings.append(f"No champion for {dataset}: {error}")
+            log.warning(ctx.warnings[-1])
             ctx.no_champion[dataset] = str(error)
     return promotions
 
@@ -203,6 +211,7 @@ class _Context:
     experiment: str
     tuning_sec: float = 0.0  # spent in studies by this call
     no_champion: dict[str, str] = field(default_factory=dict)  # dataset -> why promotion failed
+    warnings: list[str] = field(default_factory=list)  # promotion messages, for the caller
 
     def job(self, cell: MatrixCell, job_class: type[TrainJob] = TrainJob, **fields) -> TrainJob:
         return job_class(data=cell.data, regime=cell.regime, split=cell.split, n_folds=self.cfg.n_folds,

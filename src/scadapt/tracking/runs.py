@@ -96,17 +96,17 @@ def log_params(params: Mapping[str, Any]) -> None:
 
 
 def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,
-               tags: Mapping[str, str] | None = None) -> tuple[str, bool]:
+               tags: Mapping[str, str] | None = None, launcher: str | None = None) -> tuple[str, bool]:
     """The run that several processes (or a resumed job) share, and whether this call created it:
     the oldest run of ``experiment`` carrying every ``identity`` tag, created with ``identity``
     and ``tags`` if there is none.
 
-    Under ``mlflow run`` the launcher's run (``MLFLOW_RUN_ID``, consumed here so nested runs do
-    not resume it) becomes the shared run if none exists yet; otherwise the launcher is tagged
-    ``scadapt.joined_run`` with the shared run's id and ended, and its experiment is used.
+    Under ``mlflow run`` the launcher's run (``launcher``, or ``MLFLOW_RUN_ID``, consumed here so
+    nested runs do not resume it) becomes the shared run if none exists yet; otherwise the launcher
+    is tagged ``scadapt.joined_run`` with the shared run's id and ended, and its experiment is used.
     """
     client = MlflowClient()
-    launcher = os.environ.pop("MLFLOW_RUN_ID", None)
+    launcher = launcher or os.environ.pop("MLFLOW_RUN_ID", None)
     if launcher:
         experiment_id = client.get_run(launcher).info.experiment_id
         mark_model_development(mlflow.set_experiment(experiment_id=experiment_id))
