@@ -313,3 +313,20 @@ def test_adalora_shrinks_its_rank_budget_and_keeps_its_factors_orthogonal(plante
                    progress=False, hooks=hooks, on_epoch=lambda _: ranks.append(sum(int((e != 0).sum()) for e in values)))
     assert ranks[0] > ranks[-1] == 2 * len(values)  # from 6 per target down to the budget of 2 per target
     assert hooks.extra_loss().item() < penalty.item()
+
+
+@pytest.mark.parametrize("strategy", ["head", "lora"])
+def test_evaluation_scores_the_contexts_own_tokens(strategy, planted):
+    """Cells longer than max_seq_len keep a gene subset seeded by their index in the dataset: the
+    training run scores exactly the tokens it validated on, not a re-tokenized subset."""
+    from scadapt.training.context import prepare
+    from scadapt.training.fit import evaluate, fit_strategy
+
+    _, path, backbone, _ = planted
+    job = _job(path, backbone, strategy, epochs=1)
+    job.max_seq_len = 16  # every planted cell has more genes: each keeps a subset
+    ctx = prepare(job)
+    outcome = fit_strategy(ctx, strategy, get_strategy(strategy).config_class.from_params({"epochs": 1}), progress=False)
+    _, embedding, _ = evaluate(ctx, outcome.annotator, "validation")
+    expected, _ = outcome.annotator.cell_outputs(ctx.cells, ctx.split.validation)
+    np.testing.assert_allclose(embedding, expected, rtol=0, atol=1e-5)

@@ -52,6 +52,10 @@ class BackboneStrategy(Strategy):
         """Change the frozen backbone in place (nothing, for the frozen families)."""
 
     @classmethod
+    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return annotator.cell_outputs(ctx.cells, indices)  # the context's tokens: each cell keeps its gene subset
+
+    @classmethod
     def _annotator(cls, ctx: TrainingContext, config: StrategyConfig, model: BackboneClassifier) -> BackboneAnnotator:
         return BackboneAnnotator(cls.name, config, ctx.classes, model, ctx.tokenizer, ctx.weights_hash,
                                  str(ctx.checkpoint))
