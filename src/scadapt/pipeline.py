@@ -11,6 +11,7 @@ it stopped.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from scadapt.benchmark.runner import BenchmarkResult, run_benchmark
 from scadapt.data import resolve_spec
 from scadapt.registry import PromotionResult
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params
-from scadapt.tracking.contract import WARNINGS_TAG
+from scadapt.tracking.contract import RESULTS_RUN_TAG, WARNINGS_TAG
+from scadapt.tracking.runs import mark_model_development
 from scadapt.training.config import PipelineConfig
 from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_pretraining
@@ -59,6 +61,9 @@ def pipeline_benchmark(cfg: PipelineConfig, output_dir: str) -> BenchmarkConfig:
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     """Check everything, pretrain the demo backbone if needed, tune every strategy, promote, summarise."""
     started = time.perf_counter()
+    # under `mlflow run` the launcher's run gets the summary, and the benchmark a parent run of its
+    # own in the dataset's experiment (the launcher's may be "Default")
+    launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     if not cfg.needs_backbone:
         log.info("No strategy of %s uses the backbone: none is loaded or pretrained.", ", ".join(cfg.strategies))
     with tempfile.TemporaryDirectory() as report:  # the report is logged on the run
@@ -68,13 +73,17 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     coverage = result.coverage.get(dataset)
     summary = _summary(result.tables.runs, promotion)
     checkpoint = mlflow.get_run(result.parent_run_id).data.params.get("checkpoint") or None
-    with mlflow.start_run(run_id=result.parent_run_id):
-        log_params({"data": cfg.data, "strategies": ",".join(cfg.strategies),
+    if launcher:
+        mark_model_development(mlflow.set_experiment(
+            experiment_id=mlflow.MlflowClient().get_run(launcher).info.experiment_id))
+    with mlflow.start_run(run_id=launcher or result.parent_run_id):
+        log_params({"data": cfg.data, "strategies": ",".join(cfg.strategies), "n_trials": cfg.n_trials,
+                    "epochs": cfg.epochs, "checkpoint": checkpoint, "seed": cfg.seed,
                     **{f"data.{k}": v for k, v in cfg.data_options().given().items()},
                     **_backbone_params(cfg, checkpoint)})
         champion = {"champion_model": promotion.model_name, "champion_version": promotion.version,
                     "champion_run_id": promotion.run_id} if promotion else {}
-        mlflow.set_tags({**champion, ENTRY_POINT_TAG: "main",
+        mlflow.set_tags({**champion, ENTRY_POINT_TAG: "main", RESULTS_RUN_TAG: result.parent_run_id,
                          **({WARNINGS_TAG: " | ".join(result.warnings)[:5000]} if result.warnings else {})})
         metrics = {"pipeline_sec": time.perf_counter() - started}
         if coverage is not None:

@@ -20,6 +20,7 @@ WORKER_TAG = "scadapt.worker"  # host:pid:start of the process doing a run (to c
 INTERRUPTED_TAG = "scadapt.interrupted"  # "true" on a run closed after its process died
 JOINED_RUN_TAG = "scadapt.joined_run"  # on a launcher's run: the existing run whose work it joined
 WARNINGS_TAG = "scadapt.warnings"  # what a pipeline warned about, " | "-separated
+RESULTS_RUN_TAG = "scadapt.results_run"  # on a pipeline's summary run: the parent run of its studies and report
 STUDY_TAG = "scadapt.study"  # the Optuna study name, on the study's parent run and its trials
 STUDY_RUN_TAG = "scadapt.study_run"  # "true" on a study's parent run
 TRIAL_TAG = "scadapt.trial"  # the trial number of a trial's run

@@ -3,15 +3,20 @@ gene scaling."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from scadapt.data.preprocess import log_normalized
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,12 @@ def fit_linear(features, codes: np.ndarray, n_classes: int, C: float, penalty: s
     model = LogisticRegression(C=C, l1_ratio=1.0 if penalty == "l1" else 0.0, solver="saga" if penalty == "l1" else "lbfgs",
                                class_weight="balanced" if class_weighted else None, max_iter=max_iter,
                                random_state=seed)
-    model.fit(features, codes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(features, codes)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        log.warning("The %s logistic regression (C=%g) stopped at max_iter=%d before converging; its coefficients are "
+                    "used as they are (raise max_iter for a closer fit).", penalty.upper(), C, max_iter)
     coef = np.zeros((n_classes, features.shape[1]))
     intercept = np.zeros(n_classes)
     if len(model.classes_) == 2:  # sklearn keeps one row for two classes: logit of the second
