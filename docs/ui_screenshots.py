@@ -25,8 +25,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
+
+from scadapt.tracking.contract import CANDIDATE_TAG
 
 WIDTH, HEIGHT = 1700, 1000
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -133,8 +136,11 @@ def main() -> None:
         _wait(base)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
-        runs = f"{base}/#/experiments/{experiment.experiment_id}/runs"
-        pages = {"runs": runs, "charts": f"{runs}?compareRunsMode=CHART", "champion": f"{base}/#/models/{model}"}
+        # the candidates (each strategy's result) side by side: nested under the pipeline's run, the
+        # runs table would show that run alone
+        candidates = quote(f"tags.`{CANDIDATE_TAG}` = 'true'")
+        runs = f"{base}/#/experiments/{experiment.experiment_id}/runs?searchFilter={candidates}"
+        pages = {"runs": runs, "charts": f"{runs}&compareRunsMode=CHART", "champion": f"{base}/#/models/{model}"}
         with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
             browser = DevTools(chromium, profile)
             try:
