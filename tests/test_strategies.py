@@ -231,6 +231,10 @@ def test_backbone_dropout_applies_to_the_base_only(strategy, hparams, expected, 
         ("pca_logreg", {"n_components": 0}, "n_components >= 1"),
         ("frozen_probe", {"C": "strong"}, "C='strong' is not a valid float"),
         ("full", {"depth": 3}, "Unknown hyperparameter\\(s\\) depth"),
+        ("logreg", {"penalty": "l3"}, "penalty in \\('l1', 'l2'\\)"),
+        ("mlp", {"width": 0}, "width >= 1"),
+        ("adalora", {"init_r": 4, "target_r": 8}, "1 <= target_r <= init_r"),
+        ("dora", {"targets": "mlp"}, "LoRA targets must be one of"),
     ],
 )
 def test_bad_hyperparameters_are_refused(strategy, hparams, message, planted):
