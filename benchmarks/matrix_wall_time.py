@@ -3,8 +3,8 @@
 Run:  python benchmarks/matrix_wall_time.py [--keep DIR]         (runs the default matrix in a fresh store)
       python benchmarks/matrix_wall_time.py --tables DIR/tables  (analyses a finished run's tables)
 
-The default matrix is ``scadapt benchmark`` with its defaults: both bundled datasets, all eight
-strategies, full / low (1, 5, 10 %) / cross-study splits, 3 of 5 folds, 3 Optuna trials per study
+The default matrix is ``scadapt benchmark`` with its defaults: both bundled datasets, every
+strategy, full / low (1, 5, 10 %) / cross-study splits, 3 of 5 folds, 3 Optuna trials per study
 (``reuse`` tuning), 10 epochs per fit, on the demo backbone (pretrained first if the cache has none;
 that time is not counted). It uses new MLflow and Optuna stores (in a temporary folder, or in
 ``--keep DIR`` with the report and figures), so nothing is reused.
