@@ -1,7 +1,7 @@
 """Latency and throughput of the served champion (``mlflow models serve``), against calling the
 same pyfunc model in-process (the reference: no HTTP, no JSON).
 
-Run:  python benchmarks/serving.py  [--part demo human] [--sizes 1 100 1000]
+Run:  python benchmarks/serving.py  [--part demo human workers] [--sizes 1 100 1000]
 
 Everything happens in a temporary MLflow store:
 
@@ -10,6 +10,11 @@ Everything happens in a temporary MLflow store:
 2. ``human``: ``head`` on the bundled pancreas cells with a random backbone at the whole-human
    scGPT shapes (``args.json``/``vocab.json``; 12 layers, width 512, up to 1,200 tokens per cell).
 
+3. ``workers``: the demo ``head`` champion served with ``mlflow models serve --workers N`` for each
+   ``--workers`` value, under a bounded load: ``--clients`` concurrent clients each send
+   ``--load-requests`` requests of ``--load-cells`` cells. Throughput is reported against one worker
+   measured in the same run.
+
 Requests are ``dataframe_split`` JSON with 1, 100 and 1000 cells (drawn with replacement from the
 data); each size is sent ``--repeats`` times after one warm-up request.
 """
@@ -17,6 +22,7 @@ data); each size is sent ``--repeats`` times after one warm-up request.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import platform
 import sys
@@ -100,6 +106,40 @@ def measure(model_uri: str, cells: pd.DataFrame, sizes: list[int], repeats: list
     return rows
 
 
+def load_test(model_uri: str, cells: pd.DataFrame, workers: list[int], clients: int, per_client: int,
+              size: int) -> list[dict]:
+    """Throughput of the served model with each number of server workers, under ``clients``
+    concurrent clients sending ``per_client`` requests of ``size`` cells each."""
+    from scadapt.serving.server import serving
+
+    payloads = [{"dataframe_split": batch.to_dict(orient="split")}
+                for _, batches in _requests(cells, [size], [clients * per_client - 1]) for batch in batches]
+    rows = []
+    for n in workers:
+        with serving(model_uri, workers=n, request_timeout=3600) as url:
+            for warm in payloads[:n]:  # each worker loads the model on its first request
+                requests.post(f"{url}/invocations", json=warm, timeout=3600).raise_for_status()
+
+            def client(k: int) -> list[float]:
+                seconds = []
+                for payload in payloads[k::clients]:
+                    started = time.perf_counter()
+                    requests.post(f"{url}/invocations", json=payload, timeout=3600).raise_for_status()
+                    seconds.append(time.perf_counter() - started)
+                return seconds
+
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                latencies = [s for part in pool.map(client, range(clients)) for s in part]
+            wall = time.perf_counter() - started
+        rows.append({"workers": n, "requests": len(latencies), "wall_s": wall, "cells_per_s": size * len(latencies) / wall,
+                     "p50_ms": 1000 * np.percentile(latencies, 50), "p95_ms": 1000 * np.percentile(latencies, 95)})
+        rows[-1]["vs_one_worker"] = rows[-1]["cells_per_s"] / rows[0]["cells_per_s"]
+        print(f"  {n} workers: {rows[-1]['cells_per_s']:.1f} cells/s ({rows[-1]['vs_one_worker']:.2f}x one worker), "
+              f"p50 {rows[-1]['p50_ms']:.0f} ms, p95 {rows[-1]['p95_ms']:.0f} ms", flush=True)
+    return rows
+
+
 def _table(adata) -> pd.DataFrame:
     matrix = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
     return pd.DataFrame(matrix.astype(np.float64), columns=[str(g) for g in adata.var_names])
@@ -107,7 +147,11 @@ def _table(adata) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", nargs="+", choices=["demo", "human"], default=["demo", "human"])
+    parser.add_argument("--part", nargs="+", choices=["demo", "human", "workers"], default=["demo", "human"])
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4], help="server workers (part workers)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (part workers)")
+    parser.add_argument("--load-requests", type=int, default=10, help="requests per client (part workers)")
+    parser.add_argument("--load-cells", type=int, default=100, help="cells per request (part workers)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1, 100, 1000])
     parser.add_argument("--repeats", nargs="+", type=int, default=[20, 5, 2], help="requests per size (demo)")
     parser.add_argument("--human-repeats", nargs="+", type=int, default=[10, 3, 1], help="requests per size (human)")
@@ -117,7 +161,7 @@ def main() -> None:
     from scadapt.data import load_expression
     from scadapt.training.pretrain import demo_backbone_dir
 
-    results = []
+    results, load = [], []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -133,6 +177,15 @@ def main() -> None:
                 assert champion.changed, "the champion must be this strategy's runner"
                 for row in measure(f"models:/{champion.model_name}/{champion.version}", cells, args.sizes, args.repeats):
                     results.append({"setting": f"demo backbone, {strategy}", **row})
+        if "workers" in args.part:
+            if not (demo_backbone_dir() / "args.json").is_file():
+                sys.exit("No demo backbone: run `scadapt pretrain` first.")
+            print(f"workers / head: {args.clients} clients x {args.load_requests} requests of {args.load_cells} cells",
+                  flush=True)
+            champion = _champion("pbmc68k_reduced", "head", None, {"epochs": 2}, policy)
+            load = load_test(f"models:/{champion.model_name}/{champion.version}",
+                             _table(load_expression("pbmc68k_reduced")), args.workers, args.clients,
+                             args.load_requests, args.load_cells)
         if "human" in args.part:
             ckpt = tmp / "human_ckpt"
             make_checkpoint(args.reference_dir, ckpt)
@@ -151,6 +204,12 @@ def main() -> None:
     for r in results:
         print(f"| {r['setting']} | {r['cells']} | {r['requests']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
               f"| {r['cells_per_s']:.1f} | {r['in_process_p50_ms']:.1f} | {r['served_vs_in_process']:.2f}x |")
+    if load:
+        print("\n| server workers | requests | wall (s) | cells/s | vs one worker | p50 (ms) | p95 (ms) |")
+        print("|---|---|---|---|---|---|---|")
+        for r in load:
+            print(f"| {r['workers']} | {r['requests']} | {r['wall_s']:.1f} | {r['cells_per_s']:.1f} | "
+                  f"{r['vs_one_worker']:.2f}x | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |")
 
 
 if __name__ == "__main__":

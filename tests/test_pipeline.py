@@ -66,11 +66,13 @@ def test_main_entry_point_on_a_user_h5ad_with_its_keys(pancreas, tmp_path, monke
 
 def test_low_gene_coverage_is_logged_and_warned_with_the_remedies(pancreas, tiny_checkpoint, tmp_path):
     data = _user_file(pancreas, tmp_path / "wide.h5ad", extra_genes=3000)
+    policy = tmp_path / "strict.yaml"  # gates no runner on a random backbone can pass
+    policy.write_text((REPO / "registry" / "policy.yaml").read_text().replace("val_macro_f1: 0.2", "val_macro_f1: 0.99"))
     result = run_pipeline(PipelineConfig(
         data=str(data), **KEYS, strategies=("head",), n_trials=1, epochs=1, checkpoint=str(tiny_checkpoint),
-        min_genes=50, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False,
+        min_genes=50, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False, policy=str(policy),
         tune_overrides={"max_seq_len": 64}))
-    assert result.promotion is None  # one epoch on a random backbone fails the quality gates: said, not a crash
+    assert result.promotion is None  # no runner passes the quality gates: said, not a crash
     assert "No champion for wide" in result.warnings[-1] and "quality gates" in result.warnings[-1]
     assert result.coverage.n_matched == 2000 and result.coverage.fraction == pytest.approx(0.4)
     assert len(result.warnings) == 2 and "Low gene coverage: only wide: 2000 of 5000 genes (40.0%)" in result.warnings[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import anndata
 import mlflow
@@ -275,11 +276,16 @@ def test_custom_aliases_and_a_missing_backbone_checkpoint(tiny_checkpoint, tmp_p
         "test_macro_f1: 0.2", "test_macro_f1: 0.0"))
     head = _train(tiny_checkpoint, "head", epochs=1)
     tiny_checkpoint.rename(tmp_path / "moved_away")  # the runner's backbone is no longer where it was trained
-    with pytest.raises(ScadaptError, match="backbone checkpoint .*tiny_ckpt is gone"):
+    published = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                   filter_string="tags.`scadapt.backbone_hash` != ''")[0]
+    stored = Path(published.info.artifact_uri.removeprefix("file://"))
+    stored.rename(tmp_path / "stored_away")  # ... and its copy in the artifact store is gone too
+    with pytest.raises(ScadaptError, match="Cannot download the backbone checkpoint runs:/"):
         promote("pancreas_small", policy)
-    (tmp_path / "moved_away").rename(tiny_checkpoint)
+    (tmp_path / "stored_away").rename(stored)  # the copy in the artifact store is enough
     first = promote("pancreas_small", policy)
     assert first.run_id == head.run_id and "@production" in first.note
+    (tmp_path / "moved_away").rename(tiny_checkpoint)
     pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)
     second = promote("pancreas_small", policy)
     client = mlflow.MlflowClient()

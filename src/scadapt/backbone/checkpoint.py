@@ -9,6 +9,7 @@ unexpected or of the wrong shape is an error, except keys known not to affect th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -278,3 +279,22 @@ def save_backbone(model: ScGPTBackbone, vocab: GeneVocab, model_dir: str | Path)
     atomic_write(model_dir / WEIGHTS_FILE, lambda f: torch.save(to_release_layout(state), f))
     return weights_hash(state)
 
+
+
+def checkpoint_weights_hash(model_dir: str | Path) -> str | None:
+    """The weights hash :func:`load_backbone` reports for a model directory (None if it holds no
+    loadable checkpoint); remembered per weights file while that file is unchanged."""
+    weights = Path(model_dir) / WEIGHTS_FILE
+    try:
+        stat = weights.stat()
+    except OSError:
+        return None
+    return _weights_hash_of(str(Path(model_dir).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_hash_of(model_dir: str, mtime_ns: int, size: int) -> str | None:
+    try:
+        return load_backbone(model_dir).weights_hash
+    except CheckpointError:
+        return None

@@ -4,6 +4,12 @@ Every cell's result is one finished MLflow run tagged ``scadapt.benchmark=<finge
 ``scadapt.cell=<dataset>/<split>/<strategy>``; a rerun with the same settings finds those runs
 and only does what is missing. All runs of a benchmark live in one experiment, nested under the
 benchmark's parent run, which ends up holding the tables, figures and report.
+
+Several workers (on one machine or many, sharing the tracking store and the study storage)
+started with the same settings split the matrix: each cell is claimed through a lock in the
+study storage before it runs (a dead worker's claim expires and the cell runs elsewhere), the
+workers of one strategy's study share its trials, and each worker waits for the others' cells,
+then writes the tables, figures and report (one worker at a time).
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from scadapt.benchmark.figures import draw_all
 from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
+from scadapt.coordination import Coordinator
 from scadapt.errors import ScadaptError
 from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, promote
 from scadapt.storage import writable_dir
 from scadapt.strategies import epoch_budget
 from scadapt.tracking import log_params, shared_run
+from scadapt.tracking.checkpoints import local_checkpoint
 from scadapt.tracking.contract import (
     BENCHMARK_RUN_TAG,
     BENCHMARK_TAG,
@@ -46,9 +54,11 @@ from scadapt.training.preflight import GeneCoverage, backbone_vocabulary, check_
 from scadapt.training.pretrain import demo_pretraining, ensure_demo_backbone
 from scadapt.training.train import train
 from scadapt.tuning import TuneJob, TuneResult, tune
+from scadapt.tuning.storage import coordinator
 
 log = logging.getLogger(__name__)
 
+CLAIM_POLL_SEC = 5.0  # how often a worker with nothing to claim looks again
 
 
 @dataclass
@@ -79,34 +89,38 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data,
                                    cfg.data_options.get("layer"), cfg.data_options.get("gene_column"))
     coverage: dict[str, GeneCoverage] = {}
+    given = str(local_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None  # a runs:/ URI is fetched once
     if cfg.needs_backbone:  # every dataset is checked against the backbone's genes before any work
-        vocabulary = backbone_vocabulary(cfg.checkpoint, pretraining)
+        vocabulary = backbone_vocabulary(given, pretraining)
         min_genes = int(cfg.job_options.get("min_genes", TrainJob.min_genes))
         cells = plan_matrix(cfg, inspect=lambda adata, name: coverage.setdefault(
             name, check_coverage(adata, name, vocabulary, min_genes)))
     else:
         cells = plan_matrix(cfg)
-    checkpoint = cfg.checkpoint or (str(ensure_demo_backbone(pretraining)) if cfg.needs_backbone else None)
+    board = coordinator(cfg.storage)
+    checkpoint = given or (str(ensure_demo_backbone(pretraining, lock=board.hold)) if cfg.needs_backbone else None)
     fingerprint = cfg.fingerprint(checkpoint)
-    parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, BENCHMARK_RUN_TAG: "true"},
-                              f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"}, launcher=launcher)
+    with board.hold(f"benchmark-run:{fingerprint}"):
+        parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, BENCHMARK_RUN_TAG: "true"},
+                                  f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"}, launcher=launcher)
     client = MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
-    ctx = _Context(cfg, checkpoint, fingerprint, parent_id, client.get_experiment(experiment_id).name)
+    ctx = _Context(cfg, checkpoint, fingerprint, parent_id, client.get_experiment(experiment_id).name, board)
     try:
         timing = _fill_matrix(ctx, cells, experiment_id)
-        done = finished_runs(experiment_id, fingerprint)
-        table = results_table((cell, done[cell.key]) for cell in cells)
-        promotions = _promote_all(ctx, dict.fromkeys(c.dataset for c in cells)) if cfg.promote else {}
-        tables = summarise(table, PromotionPolicy.load(cfg.policy))
-        tables.champions = _champions(tables, promotions)
-        tables.per_class = champion_per_class(tables)
-        output_dir = Path(cfg.output_dir)
-        figures = draw_all(tables, output_dir / "figures")
-        seconds = time.perf_counter() - started
-        write_report(output_dir, tables, figures, promotions, cfg, fingerprint, checkpoint, timing, seconds,
-                     ctx.no_champion, coverage)
-        _log_outputs(ctx, output_dir, tables, timing, seconds)
+        with board.hold(f"benchmark-report:{fingerprint}"):  # promotions and the parent's report, one worker at a time
+            done = finished_runs(experiment_id, fingerprint)
+            table = results_table((cell, done[cell.key]) for cell in cells)
+            promotions = _promote_all(ctx, dict.fromkeys(c.dataset for c in cells)) if cfg.promote else {}
+            tables = summarise(table, PromotionPolicy.load(cfg.policy))
+            tables.champions = _champions(tables, promotions)
+            tables.per_class = champion_per_class(tables)
+            output_dir = Path(cfg.output_dir)
+            figures = draw_all(tables, output_dir / "figures")
+            seconds = time.perf_counter() - started
+            write_report(output_dir, tables, figures, promotions, cfg, fingerprint, checkpoint, timing, seconds,
+                         ctx.no_champion, coverage)
+            _log_outputs(ctx, output_dir, tables, timing, seconds)
     except BaseException as error:
         client.set_terminated(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
@@ -116,31 +130,53 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
 
 
 def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> pd.DataFrame:
-    """Run the unfinished cells with a progress bar over the whole matrix; return this call's
-    wall time per dataset and strategy (one row per group that had work)."""
+    """Run the unfinished cells this worker can claim, with a progress bar over the whole matrix,
+    until every cell is finished (here or on another worker); return this worker's wall time
+    per dataset and strategy (one row per group it ran cells of)."""
     _close_interrupted(experiment_id, ctx.fingerprint)
     finished = set(finished_runs(experiment_id, ctx.fingerprint))
     already = len({c.key for c in cells} & finished)
     log.info("Benchmark %s (%s): %d cells, %d already finished (MLflow experiment %r, parent run %s).\n%s",
              ctx.cfg.name, ctx.fingerprint, len(cells), already, ctx.experiment, ctx.parent_id,
              progress_grid(cells, finished).to_string())
-    timing = []
+    timing: dict[tuple[str, str], dict] = {}
+    said_waiting = False
     with tqdm(total=len(cells), initial=already, desc="benchmark", unit="cell", disable=not ctx.cfg.progress) as bar:
-        for group in _by_dataset_and_strategy(cells):
-            todo = [c for c in group if c.key not in finished]
-            if not todo:
-                continue
-            started, tuning_before, fit_sec = time.perf_counter(), ctx.tuning_sec, 0.0
-            for cell, metrics, tuned in _run_group(ctx, group, todo):
-                finished.add(cell.key)
-                fit_sec += 0.0 if tuned else metrics["runtime_sec"]  # a study's fits count as tuning time
-                bar.update(1)
-                bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
-            timing.append({"dataset": group[0].dataset, "strategy": group[0].strategy, "cells_run": len(todo),
-                           "wall_sec": time.perf_counter() - started, "tuning_sec": ctx.tuning_sec - tuning_before,
-                           "cell_fit_sec": fit_sec})
+        while True:
+            ran_one = False
+            for group in _by_dataset_and_strategy(cells):
+                for cell in group:
+                    if cell.key in finished:
+                        continue
+                    with ctx.board.hold(f"cell:{ctx.fingerprint}/{cell.key}", wait=False) as claimed:
+                        # finished by another worker since the last look: skip it
+                        if not claimed or cell.key in finished_runs(experiment_id, ctx.fingerprint):
+                            continue
+                        ran_one = True
+                        started, tuning_before = time.perf_counter(), ctx.tuning_sec
+                        metrics, tuned = _run_cell(ctx, cell, group)
+                    row = timing.setdefault((cell.dataset, cell.strategy), {
+                        "dataset": cell.dataset, "strategy": cell.strategy, "cells_run": 0, "wall_sec": 0.0,
+                        "tuning_sec": 0.0, "cell_fit_sec": 0.0})
+                    row["cells_run"] += 1
+                    row["wall_sec"] += time.perf_counter() - started
+                    row["tuning_sec"] += ctx.tuning_sec - tuning_before
+                    row["cell_fit_sec"] += 0.0 if tuned else metrics["runtime_sec"]  # a study's fits count as tuning
+                    bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
+            now = set(finished_runs(experiment_id, ctx.fingerprint))
+            bar.update(len({c.key for c in cells} & (now - finished)))
+            finished = now
+            left = [c for c in cells if c.key not in finished]
+            if not left:
+                break
+            if not ran_one:  # the rest are claimed by other workers: wait for them (or for a dead one's claim to expire)
+                if not said_waiting:
+                    log.info("%d cells run on other workers; waiting for them.", len(left))
+                    said_waiting = True
+                time.sleep(CLAIM_POLL_SEC)
     log.info("Matrix complete.\n%s", progress_grid(cells, finished).to_string())
-    return pd.DataFrame(timing, columns=["dataset", "strategy", "cells_run", "wall_sec", "tuning_sec", "cell_fit_sec"])
+    return pd.DataFrame(list(timing.values()),
+                        columns=["dataset", "strategy", "cells_run", "wall_sec", "tuning_sec", "cell_fit_sec"])
 
 
 def finished_runs(experiment_id: str, fingerprint: str) -> dict[str, Run]:
@@ -209,7 +245,9 @@ class _Context:
     fingerprint: str
     parent_id: str
     experiment: str
+    board: Coordinator  # the workers' locks
     tuning_sec: float = 0.0  # spent in studies by this call
+    studies: dict[str, TuneResult] = field(default_factory=dict)  # by the key of the cell tuned on
     no_champion: dict[str, str] = field(default_factory=dict)  # dataset -> why promotion failed
     warnings: list[str] = field(default_factory=list)  # promotion messages, for the caller
 
@@ -234,6 +272,12 @@ class _Context:
         finally:
             self.tuning_sec += time.perf_counter() - started
 
+    def study_of(self, cell: MatrixCell) -> TuneResult:
+        """The finished study of ``cell`` (run, joined or found finished once per process)."""
+        if cell.key not in self.studies:
+            self.studies[cell.key] = self.tune(cell)
+        return self.studies[cell.key]
+
     def adopt(self, cell: MatrixCell, result: TuneResult) -> dict[str, float]:
         """Make a study's best trial the result of ``cell`` (it was tuned on the cell's own split)."""
         for key, value in self.cell_tags(cell).items():
@@ -242,22 +286,17 @@ class _Context:
         return result.metrics
 
 
-def _run_group(ctx: _Context, group: list[MatrixCell], todo: list[MatrixCell]):
-    """Run the unfinished cells of one dataset and strategy; yield each with its metrics and
-    whether its result is a study's best trial."""
+def _run_cell(ctx: _Context, cell: MatrixCell, group: list[MatrixCell]) -> tuple[dict[str, float], bool]:
+    """Run one cell; return its metrics and whether its result is a study's best trial."""
     if ctx.cfg.tuning == "per_fold":
-        for cell in todo:
-            yield cell, ctx.adopt(cell, ctx.tune(cell)), True
-        return
+        return ctx.adopt(cell, ctx.tune(cell)), True
     tuned_on = group[0]  # full_fold0 when the full regime is in the matrix
-    study = ctx.tune(tuned_on)
+    study = ctx.study_of(tuned_on)  # joins the study if another worker is running it
+    if cell == tuned_on:
+        return ctx.adopt(cell, study), True
     settings = {**epoch_budget(tuned_on.strategy, ctx.cfg.epochs), **study.best_params}
-    for cell in todo:
-        if cell == tuned_on:
-            yield cell, ctx.adopt(cell, study), True
-            continue
-        tags = {**ctx.cell_tags(cell), TUNED_BY_TAG: study.parent_run_id}
-        yield cell, train(ctx.job(cell, hparams=settings, run_tags=tags)).metrics, False
+    tags = {**ctx.cell_tags(cell), TUNED_BY_TAG: study.parent_run_id}
+    return train(ctx.job(cell, hparams=settings, run_tags=tags)).metrics, False
 
 
 def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:

@@ -168,9 +168,30 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 
 def recorded_checkpoint(directory: str | Path) -> Path | None:
-    """The base checkpoint folder a saved annotator was trained on (None for one without a backbone)."""
+    """The base checkpoint folder a saved annotator was trained on, on this machine (fetched
+    from the artifact store if needed; None for an annotator without a backbone)."""
     manifest = read_manifest(directory)
-    return Path(manifest["backbone"]["source"]) if "backbone" in manifest else None
+    return base_checkpoint(manifest["backbone"]) if "backbone" in manifest else None
+
+
+def base_checkpoint(recorded: dict[str, str]) -> Path:
+    """A local folder with the base checkpoint an annotator recorded (``weights_hash``,
+    ``source`` folder, artifact ``uri``): the folder where it still holds that checkpoint, else
+    the copy in the artifact store, downloaded once into the cache."""
+    from scadapt.backbone.checkpoint import checkpoint_weights_hash
+
+    source, uri = Path(recorded["source"]), recorded.get("uri", "")
+    if source.is_dir() and (not uri or checkpoint_weights_hash(source) == recorded["weights_hash"]):
+        return source  # (a wrong checkpoint here, without a URI to fall back on, is refused when loaded)
+    if uri:
+        from scadapt.tracking.checkpoints import fetch_checkpoint
+
+        return fetch_checkpoint(uri, recorded["weights_hash"])
+    raise CheckpointError(
+        f"The backbone checkpoint this annotator was trained on ({source}, weights hash "
+        f"{recorded['weights_hash'][:16]}) is not on this machine, and the annotator recorded no copy in the "
+        "artifact store. Copy the checkpoint folder here, or pass its folder (or runs:/ URI) as the checkpoint."
+    )
 
 
 class BackboneAnnotator(Annotator):
@@ -180,13 +201,15 @@ class BackboneAnnotator(Annotator):
 
     def __init__(
         self, strategy: str, config: StrategyConfig, classes: list[str], model: BackboneClassifier,
-        tokenizer: GeneTokenizer, backbone_hash: str, backbone_source: str, batch_size: int = 64,
+        tokenizer: GeneTokenizer, backbone_hash: str, backbone_source: str, backbone_uri: str = "",
+        batch_size: int = 64,
     ):
         super().__init__(strategy, config, classes)
         self.model = model
         self.tokenizer = tokenizer
         self.backbone_hash = backbone_hash
         self.backbone_source = backbone_source
+        self.backbone_uri = backbone_uri  # the checkpoint in the artifact store, for machines without the folder
         self.batch_size = batch_size
 
     @property
@@ -231,7 +254,8 @@ class BackboneAnnotator(Annotator):
         t = self.tokenizer
         return {
             **super()._manifest(),
-            "backbone": {"weights_hash": self.backbone_hash, "source": self.backbone_source},
+            "backbone": {"weights_hash": self.backbone_hash, "source": self.backbone_source,
+                         "uri": self.backbone_uri},
             "tokenizer": {"n_bins": t.n_bins, "max_seq_len": t.max_seq_len, "pad_value": t.pad_value,
                           "min_genes": t.min_genes, "seed": t.seed},
         }
@@ -239,7 +263,7 @@ class BackboneAnnotator(Annotator):
     @classmethod
     def from_saved(cls, manifest, config, weights, checkpoint, device) -> BackboneAnnotator:
         recorded = manifest["backbone"]
-        source = checkpoint or recorded["source"]
+        source = checkpoint or base_checkpoint(recorded)
         loaded = load_backbone(source, with_decoders=False, device=device)
         if loaded.weights_hash != recorded["weights_hash"]:
             raise CheckpointError(
@@ -256,7 +280,7 @@ class BackboneAnnotator(Annotator):
         model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
         tokenizer = GeneTokenizer(loaded.vocab, **manifest["tokenizer"])
         return cls(manifest["strategy"], config, manifest["classes"], model, tokenizer,
-                   recorded["weights_hash"], str(source))
+                   recorded["weights_hash"], str(source), recorded.get("uri", ""))
 
 
 class ExpressionAnnotator(Annotator):

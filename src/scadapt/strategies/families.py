@@ -58,7 +58,7 @@ class BackboneStrategy(Strategy):
     @classmethod
     def _annotator(cls, ctx: TrainingContext, config: StrategyConfig, model: BackboneClassifier) -> BackboneAnnotator:
         return BackboneAnnotator(cls.name, config, ctx.classes, model, ctx.tokenizer, ctx.weights_hash,
-                                 str(ctx.checkpoint))
+                                 str(ctx.checkpoint), ctx.checkpoint_uri)
 
 
 class FrozenStrategy(BackboneStrategy):

@@ -84,15 +84,20 @@ def mark_model_development(experiment: mlflow.entities.Experiment) -> None:
         MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
-def log_params(params: Mapping[str, Any]) -> None:
-    """Log parameters on the active run; None becomes "" so every run has every column.
+def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
+    """Log parameters on the active run (or run ``run_id``); None becomes "" so every run has every column.
 
     Under ``mlflow run`` the launcher has already logged the entry point's parameters as the user
     typed them, and MLflow forbids changing a logged value, so those keys keep the launcher's value.
     """
-    run = mlflow.active_run()
-    already = mlflow.get_run(run.info.run_id).data.params if run is not None else {}
-    mlflow.log_params({k: "" if v is None else v for k, v in params.items() if k not in already})
+    if run_id is None and (run := mlflow.active_run()) is not None:
+        run_id = run.info.run_id
+    already = mlflow.get_run(run_id).data.params if run_id is not None else {}
+    new = {k: "" if v is None else v for k, v in params.items() if k not in already}
+    if run_id is None:
+        mlflow.log_params(new)
+    elif new:
+        MlflowClient().log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in new.items()])
 
 
 def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,

@@ -17,10 +17,12 @@ import torch
 from anndata import AnnData
 
 from scadapt.backbone import embed_cells, load_backbone
+from scadapt.coordination import Coordinator
 from scadapt.data import DatasetInfo, Split, load_and_split
 from scadapt.devices import resolve_device
 from scadapt.errors import CheckpointError, ScadaptError
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
+from scadapt.tracking.checkpoints import local_checkpoint, publish_checkpoint
 from scadapt.training.config import TrainJob
 from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_backbone_dir
@@ -38,8 +40,9 @@ class TrainingContext:
     classes: list[str]  # the classes of the training cells, in model output order
     codes: np.ndarray  # [n_cells] class index, -1 for a class absent from training
     device: torch.device
-    checkpoint: Path | None
+    checkpoint: Path | None  # the backbone's folder on this machine
     weights_hash: str | None = None
+    checkpoint_uri: str = ""  # the same checkpoint in the artifact store (runs:/...), for other machines
     backbone: torch.nn.Module | None = field(default=None, repr=False)  # pristine, on ``device``; never trained
     tokenizer: GeneTokenizer | None = None
     cells: TokenizedCells | None = None
@@ -74,8 +77,12 @@ class TrainingContext:
         return self._embeddings if indices is None else self._embeddings[wanted]
 
 
-def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
-    """Load and validate the data, make the job's split, tokenize for the backbone."""
+def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | None = None) -> TrainingContext:
+    """Load and validate the data, make the job's split, tokenize for the backbone.
+
+    The backbone is also logged to the artifact store (once per weights hash; ``board``'s lock
+    keeps workers that start together from logging it twice), so other machines can use what
+    this one trains."""
     adata, splits = load_and_split(job.data, job.data_options(), job.split_options())
     by_name = {s.name: s for s in splits}
     if job.split is not None and job.split not in by_name:
@@ -88,7 +95,7 @@ def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
     codes = np.array([position.get(label, -1) for label in labels], dtype=np.int64)
     ctx = TrainingContext(adata, info, split, classes, codes, resolve_device(job.device), None)
     if needs_backbone:
-        ctx.checkpoint = Path(job.checkpoint) if job.checkpoint else demo_backbone_dir()
+        ctx.checkpoint = local_checkpoint(job.checkpoint) if job.checkpoint else demo_backbone_dir()
         if not (ctx.checkpoint / "args.json").is_file() and not job.checkpoint:
             raise CheckpointError(
                 f"No backbone checkpoint at {ctx.checkpoint}. Create the demo backbone with `scadapt pretrain` "
@@ -98,6 +105,7 @@ def prepare(job: TrainJob, needs_backbone: bool = True) -> TrainingContext:
         ctx.backbone = loaded.model
         cfg = loaded.config
         ctx.weights_hash = loaded.weights_hash
+        ctx.checkpoint_uri = publish_checkpoint(ctx.checkpoint, loaded.weights_hash, board.hold if board else None)
         ctx.tokenizer = GeneTokenizer(loaded.vocab, n_bins=cfg.n_bins, max_seq_len=job.max_seq_len or cfg.max_seq_len,
                                       pad_value=cfg.pad_value, min_genes=job.min_genes, seed=job.seed,
                                       cache=TokenCache())

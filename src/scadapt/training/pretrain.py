@@ -9,9 +9,13 @@ teaches the ``<cls>`` embedding to summarise the cell.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
+from scadapt.backbone.checkpoint import ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE
 from scadapt.data import load_expression
 from scadapt.devices import autocast, resolve_device
 from scadapt.errors import ScadaptError, TrainingDiverged
@@ -29,7 +34,13 @@ from scadapt.storage import atomic_write, default_cache_dir, writable_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
 from scadapt.tokenization.batching import length_grouped_batches
 from scadapt.tracking import log_params, tracked_run
-from scadapt.tracking.contract import ENTRY_POINT_TAG, WORKER_TAG
+from scadapt.tracking.contract import (
+    BACKBONE_ARTIFACT,
+    BACKBONE_HASH_TAG,
+    ENTRY_POINT_TAG,
+    PRETRAIN_FINGERPRINT_TAG,
+    WORKER_TAG,
+)
 from scadapt.tracking.runs import close_orphaned_runs
 from scadapt.tracking.workers import worker_id
 from scadapt.training.config import PretrainConfig
@@ -240,7 +251,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     fingerprint = cfg.fingerprint()
     start_epoch, history = _resume(state_path, fingerprint, model, updater, device)
 
-    with tracked_run(cfg.experiment, run_name="pretrain", tags={ENTRY_POINT_TAG: "pretrain", WORKER_TAG: worker_id()}) as run:
+    tags = {ENTRY_POINT_TAG: "pretrain", WORKER_TAG: worker_id(), PRETRAIN_FINGERPRINT_TAG: fingerprint}
+    with tracked_run(cfg.experiment, run_name="pretrain", tags=tags) as run:
         for orphan in close_orphaned_runs(run.info.experiment_id, f"tags.`{ENTRY_POINT_TAG}` = 'pretrain'"):
             log.warning("Closed pretraining run %s, whose process was killed (marked FAILED).", orphan.info.run_id)
         params = dict(asdict(model.config))
@@ -278,9 +290,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         figure = output_dir / "loss_curve.png"
         _loss_figure(history, figure)
         mlflow.log_metrics({"runtime_sec": runtime, "final_val_loss": history["val_loss"][-1]})
-        mlflow.set_tag("weights_hash", final_hash)
-        for name in ("args.json", "vocab.json", "best_model.pt"):
-            mlflow.log_artifact(str(output_dir / name), artifact_path="backbone")
+        for name in (ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE):
+            mlflow.log_artifact(str(output_dir / name), artifact_path=BACKBONE_ARTIFACT)
+        mlflow.set_tags({"weights_hash": final_hash, BACKBONE_HASH_TAG: final_hash})  # published: see tracking.checkpoints
         mlflow.log_artifact(str(figure), artifact_path="figures")
         return PretrainResult(output_dir, final_hash, run.info.run_id, history["val_loss"][-1], history["train_loss"])
 
@@ -298,14 +310,41 @@ def demo_pretraining(epochs: int = 10, seed: int = 0, device: str = "auto", data
     return cfg
 
 
-def ensure_demo_backbone(cfg: PretrainConfig | None = None) -> Path:
+def ensure_demo_backbone(cfg: PretrainConfig | None = None,
+                         lock: Callable[[str], AbstractContextManager] | None = None) -> Path:
     """The demo backbone's folder, pretrained first (``cfg``: see :func:`demo_pretraining`) if it
-    does not exist yet."""
+    does not exist yet, or downloaded if another machine already pretrained it with the same
+    settings into the tracking store. ``lock(name)``, shared by all workers, lets one of several
+    workers that start together pretrain while the others wait for its checkpoint."""
+    from scadapt.tracking.checkpoints import fetch_checkpoint
+
     cfg = cfg or demo_pretraining()
     directory = Path(cfg.output_dir) if cfg.output_dir else demo_backbone_dir()
-    if (directory / "args.json").is_file():
+    if (directory / ARGS_FILE).is_file():
         log.info("Reusing the demo backbone in %s.", directory)
-    else:
+        return directory
+    with (lock(f"pretrain:{cfg.fingerprint()}") if lock else contextlib.nullcontext()):
+        if (directory / ARGS_FILE).is_file():
+            return directory
+        if uri := _pretrained_elsewhere(cfg):
+            fetched = fetch_checkpoint(uri)
+            directory.mkdir(parents=True, exist_ok=True)
+            for name in (VOCAB_FILE, WEIGHTS_FILE, ARGS_FILE):  # args.json last: it marks the folder complete
+                shutil.copyfile(fetched / name, directory / name)
+            log.info("Using the demo backbone pretrained by another worker (%s), in %s.", uri, directory)
+            return directory
         log.info("No demo backbone yet: pretraining one on %s (%d epochs).", ", ".join(cfg.data), cfg.epochs)
         pretrain(cfg)
     return directory
+
+
+def _pretrained_elsewhere(cfg: PretrainConfig) -> str | None:
+    """The ``runs:/`` URI of a finished pretraining run of these settings in the tracking store."""
+    from scadapt.tracking.runs import search_all_runs
+
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        return None
+    runs = search_all_runs([experiment.experiment_id], f"tags.`{PRETRAIN_FINGERPRINT_TAG}` = '{cfg.fingerprint()}' and "
+                                                       "attributes.status = 'FINISHED'")
+    return f"runs:/{runs[0].info.run_id}/{BACKBONE_ARTIFACT}" if runs else None

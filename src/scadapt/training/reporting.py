@@ -55,6 +55,7 @@ def run_params(job: TrainJob, ctx: TrainingContext, config: StrategyConfig) -> d
         "data.n_classes": len(ctx.classes),
         **ctx.split.params(), "split.n_folds": job.n_folds, "split.validation_fraction": job.validation_fraction,
         "backbone.checkpoint": str(ctx.checkpoint or ""), "backbone.weights_hash": ctx.weights_hash,
+        "backbone.uri": ctx.checkpoint_uri,
         "backbone.max_seq_len": ctx.tokenizer.max_seq_len if ctx.tokenizer else None,
         "backbone.gene_overlap": ctx.gene_overlap, "compute_device": str(ctx.device),
     }

@@ -9,8 +9,12 @@ One ``storage`` string chooses the backend:
 
 Optuna leaves the trial of a killed worker RUNNING forever. Every trial records its worker
 (host, process id, process start time); :func:`recover_interrupted` marks the trials of dead
-workers on this host FAILED. Database storages also run Optuna's heartbeat, which does the same
-for workers on other hosts after a grace period.
+workers on this host FAILED. Database storages also run Optuna's heartbeat: a trial whose worker
+has not beaten for the grace period (``SCADAPT_HEARTBEAT_SEC``, default 60 s, times five) is
+failed by any other worker, on any host.
+
+The same database (or a SQLite file beside a journal) keeps the workers' locks
+(:func:`coordinator`).
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from scadapt.coordination import Coordinator, coordinator_for
 from scadapt.errors import ScadaptError
 from scadapt.storage import writable_file
 from scadapt.tracking.workers import is_dead_local_worker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-HEARTBEAT_SEC, GRACE_SEC = 60, 300
+HEARTBEAT_ENV, DEFAULT_HEARTBEAT_SEC, GRACE_BEATS = "SCADAPT_HEARTBEAT_SEC", 60, 5
 WORKER_ATTR = "scadapt_worker"
 _CREATE_ATTEMPTS = 5
 
@@ -55,7 +60,8 @@ def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
-                return RDBStorage(url, heartbeat_interval=HEARTBEAT_SEC, grace_period=GRACE_SEC,
+                beat = heartbeat_seconds()
+                return RDBStorage(url, heartbeat_interval=beat, grace_period=beat * GRACE_BEATS,
                                   heartbeat_stale_trial_callback=on_stale)
         except ImportError as error:
             raise ScadaptError(f"The study storage {describe_storage(url)} needs a database driver: {error}.") from None
@@ -70,6 +76,25 @@ def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial]
                 ) from None
             time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def heartbeat_seconds() -> int:
+    """Seconds between a running trial's heartbeats (``SCADAPT_HEARTBEAT_SEC``)."""
+    text = os.environ.get(HEARTBEAT_ENV, "")
+    try:
+        beat = int(text) if text else DEFAULT_HEARTBEAT_SEC
+    except ValueError:
+        beat = 0
+    if beat < 1:
+        raise ScadaptError(f"{HEARTBEAT_ENV} must be a whole number of seconds of at least 1, got {text!r}.")
+    return beat
+
+
+def coordinator(url: str | None) -> Coordinator:
+    """The workers' locks of the study storage ``url`` (see :mod:`scadapt.coordination`)."""
+    url = url or DEFAULT_STORAGE
+    journal = _journal_path(url)
+    return coordinator_for(url, os.path.abspath(journal) if journal is not None else None)
 
 
 def _first_line(error: BaseException) -> str:

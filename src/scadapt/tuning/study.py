@@ -11,21 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
+import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import mlflow
 import optuna
 import torch
 from mlflow import MlflowClient
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from scadapt.coordination import Coordinator
 from scadapt.errors import ScadaptError, TrainingDiverged
 from scadapt.strategies import get_strategy
 from scadapt.tracking import CANDIDATE_TAG, log_params, shared_run, tracked_run
 from scadapt.tracking.contract import (
     BEST_RUN_TAG,
     BEST_TRIAL_TAG,
+    CLOSED_BY_TAG,
     ENTRY_POINT_TAG,
     INTERRUPTED_TAG,
     PRUNED_AFTER_EPOCH_TAG,
@@ -40,7 +48,14 @@ from scadapt.training.config import TuneJob
 from scadapt.training.context import TrainingContext, prepare
 from scadapt.training.fit import fit_strategy
 from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
-from scadapt.tuning.storage import WORKER_ATTR, describe_storage, open_storage, recover_interrupted
+from scadapt.tuning.storage import (
+    WORKER_ATTR,
+    coordinator,
+    describe_storage,
+    heartbeat_seconds,
+    open_storage,
+    recover_interrupted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,50 +74,172 @@ class TuneResult:
 
 
 def tune(job: TuneJob) -> TuneResult:
-    """Run (or join, or resume) the study; return the best trial with its test metrics."""
+    """Run (or join, or resume) the study; return the best trial with its test metrics.
+
+    Any number of workers may run the same job at once (on one host with a journal or SQLite,
+    on several with a database): together they finish exactly ``n_trials`` trials, under one
+    parent run with one promotion candidate.
+    """
     strategy = get_strategy(job.strategy)
     strategy.config_class.from_params({"seed": job.seed, **job.hparams})  # refuse bad fixed settings now
-    ctx = prepare(job, needs_backbone=strategy.needs_backbone)
+    board = coordinator(job.storage)
+    ctx = prepare(job, needs_backbone=strategy.needs_backbone, board=board)
     name = job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}"
     storage = open_storage(job.storage, on_stale=_close_trial_run)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                pruner=job.pruner())
-    # the job's seed makes a new study reproducible; a worker that joins or resumes one draws its own
-    # suggestions (with the same seed it would repeat the first worker's)
-    joined = len(study.get_trials(deepcopy=False)) > 0
-    study.sampler = optuna.samplers.TPESampler(seed=_worker_seed(job.seed) if joined else job.seed, constant_liar=True)
-    for trial in recover_interrupted(study, storage):
-        log.warning("Trial %d of study %s was interrupted (its worker is gone); marked failed.", trial.number, name)
-        _close_trial_run(study, trial)
+                                pruner=job.pruner(), sampler=WorkerSeededSampler(job.seed, name))
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
-    # a worker that joins an existing study logs its trials under that study's parent run
-    parent_id, created = shared_run(job.experiment or f"scadapt-{ctx.info.name}",
-                                    {STUDY_TAG: name, STUDY_RUN_TAG: "true"},
-                                    f"{job.strategy} study {ctx.info.name}/{ctx.split.name}",
-                                    job_run_tags(job))
-    with tracked_run("", run_id=parent_id, tags=tags) as parent:
+    with board.hold(f"study-run:{name}"):  # one parent run, however many workers start together
+        parent_id, created = shared_run(job.experiment or f"scadapt-{ctx.info.name}",
+                                        {STUDY_TAG: name, STUDY_RUN_TAG: "true"},
+                                        f"{job.strategy} study {ctx.info.name}/{ctx.split.name}", job_run_tags(job))
         log_params({**_fixed_params(job, ctx), "study_name": name, "storage": describe_storage(job.storage),
-                    "n_trials": job.n_trials, "sampler": f"TPE(seed={job.seed})", "pruning": job.pruning})
+                    "n_trials": job.n_trials, "sampler": f"TPE(seed={job.seed}, per worker)",
+                    "pruning": job.pruning}, run_id=parent_id)
+    with tracked_run("", run_id=parent_id, tags=tags) as parent:
         if created:
             log_dataset_input(ctx)
-        done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        if done < job.n_trials:
-            log.info("Study %s: %d of %d trials finished; running the rest.", name, done, job.n_trials)
-            study.optimize(
-                _objective(job, ctx, tags), n_trials=job.n_trials, timeout=job.timeout,
-                callbacks=[optuna.study.MaxTrialsCallback(job.n_trials, states=FINISHED)],
-                catch=(torch.OutOfMemoryError, TrainingDiverged),
-            )
-        else:
-            log.info("Study %s already has %d finished trials (n_trials=%d).", name, done, job.n_trials)
-        return _record_best(study, ctx, job, parent.info.run_id)
+        _run_trials(study, storage, board, job, _objective(job, ctx, tags))
+        with board.hold(f"study-best:{name}"):  # one candidate
+            return _record_best(study, ctx, job, parent.info.run_id)
+
+
+class WorkerSeededSampler(optuna.samplers.BaseSampler):
+    """TPE seeded from the job seed, the study and the number of this worker's first trial.
+
+    Trial numbers are unique in a study, so workers that start together draw different
+    suggestions, and a study run by one worker is reproducible from the job seed.
+    """
+
+    def __init__(self, seed: int, study_name: str):
+        self.seed, self.study_name = seed, study_name
+        self._tpe: optuna.samplers.TPESampler | None = None
+
+    def _sampler(self, first_trial: int) -> optuna.samplers.TPESampler:
+        if self._tpe is None:
+            key = f"{self.seed}/{self.study_name}/{first_trial}".encode()
+            seed = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "little")
+            self._tpe = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        return self._tpe
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._sampler(trial.number).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler(trial.number).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._sampler(trial.number).after_trial(study, trial, state, values)
+
+
+def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, job: TuneJob, objective) -> None:
+    """Run trials until the study has ``n_trials`` finished ones.
+
+    A trial starts only while finished plus running trials leave room in the budget (checked and
+    created under the study's lock); when the rest are running on other workers, this worker
+    waits for them, and fails those whose worker died (heartbeat, or a dead local process).
+    Like ``study.optimize(n_trials=...)``, one worker starts at most ``n_trials`` trials, so
+    failing trials (out of memory, diverged) end the job instead of looping.
+    """
+    deadline = time.monotonic() + job.timeout if job.timeout else None
+    said_waiting, started = False, 0
+    while deadline is None or time.monotonic() < deadline:
+        if started >= job.n_trials:
+            log.info("Study %s: this worker has started its %d trials.", study.study_name, started)
+            return
+        with board.hold(f"study-slots:{study.study_name}"):
+            _fail_dead_workers(study)
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(t.state in FINISHED for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if finished >= job.n_trials:
+                log.info("Study %s has %d finished trials (n_trials=%d).", study.study_name, finished, job.n_trials)
+                return
+            trial = None
+            if finished + running < job.n_trials:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "heartbeat is supposed to be used with optimize"
+                    trial = study.ask()
+                trial.set_user_attr(WORKER_ATTR, worker_id())
+        if trial is None:
+            if not said_waiting:
+                log.info("Study %s: the last %d trials run on other workers; waiting for them.", study.study_name,
+                         running)
+                said_waiting = True
+            time.sleep(min(5.0, heartbeat_seconds()))
+            continue
+        said_waiting = False
+        started += 1
+        _run_trial(study, storage, trial, objective)
+    log.info("Study %s: this worker's timeout has passed; it starts no new trial.", study.study_name)
+
+
+def _fail_dead_workers(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # other hosts: the heartbeat (database storages)
+    for trial in recover_interrupted(study, study._storage):  # this host: the process is gone
+        _close_trial_run(study, trial, "its process on this host is gone")
+
+
+def _run_trial(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial, objective) -> None:
+    """Run one trial with a heartbeat (``storage``: the study's storage as opened, not Optuna's
+    cache around it) and tell the study how it ended."""
+    with _heartbeat(storage, trial._trial_id):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned as pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("Trial %d pruned: %s", trial.number, pruned)
+            return
+        except (torch.OutOfMemoryError, TrainingDiverged) as error:
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("Trial %d failed: %s", trial.number, str(error).splitlines()[0][:300])
+            return
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    study.tell(trial, value)
+    log.info("Trial %d finished: validation macro-F1 %.4f with %s.", trial.number, value, trial.params)
+
+
+@contextmanager
+def _heartbeat(storage, trial_id: int) -> Iterator[None]:
+    """Beat for the trial while it runs (database storages), so that other workers can tell
+    when this one died."""
+    if not (isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval()):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as error:  # a blip of the database; the next beat may work
+                log.warning("Heartbeat of trial %d failed: %s", trial_id, str(error).splitlines()[0][:200])
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"scadapt-heartbeat-{trial_id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str]):
     config_class = get_strategy(job.strategy).config_class
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, worker_id())
         suggested = config_class.search_space(trial)
         config = config_class.from_params({"seed": job.seed, **suggested, **job.hparams})
         with tracked_run("", f"{job.strategy} trial {trial.number}", {**tags, TRIAL_TAG: str(trial.number)},
@@ -122,10 +259,6 @@ def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str]):
             return log_fit(ctx, outcome)["val_macro_f1"]
 
     return objective
-
-
-def _worker_seed(seed: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}/{worker_id()}".encode(), digest_size=4).digest(), "little")
 
 
 def _fixed_params(job: TuneJob, ctx: TrainingContext) -> dict[str, object]:
@@ -150,14 +283,17 @@ class _SearchedNames:
         return choices[0]
 
 
-def _close_trial_run(study: optuna.Study, trial: FrozenTrial) -> None:
-    """End the child run of a trial that will never finish."""
+def _close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str = "its heartbeat stopped") -> None:
+    """End the child run of a trial that will never finish (Optuna's stale-trial callback)."""
     run_id = trial.user_attrs.get(RUN_ATTR)
     if run_id:
         client = MlflowClient()
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, INTERRUPTED_TAG, "true")
+            client.set_tag(run_id, CLOSED_BY_TAG, f"{worker_id()}: {reason}")
             client.set_terminated(run_id, "FAILED")
+    log.warning("Trial %d of study %s failed: %s (worker %s).", trial.number, study.study_name, reason,
+                trial.user_attrs.get(WORKER_ATTR, "unknown"))
 
 
 def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent_id: str) -> TuneResult:
