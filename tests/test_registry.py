@@ -16,10 +16,12 @@ import requests
 from conftest import REPO
 from mlflow.exceptions import MlflowException
 
+from scadapt.backbone import load_backbone
 from scadapt.errors import ScadaptError
 from scadapt.registry import DowngradeRefused, PromotionPolicy, promote
 from scadapt.registry.policy import DEFAULT_POLICY
 from scadapt.serving.server import serving
+from scadapt.tracking.checkpoints import local_checkpoint
 from scadapt.training.config import TrainJob
 from scadapt.training.train import train
 
@@ -286,6 +288,9 @@ def test_custom_aliases_and_a_missing_backbone_checkpoint(tiny_checkpoint, tmp_p
     first = promote("pancreas_small", policy)
     assert first.run_id == head.run_id and "@production" in first.note
     (tmp_path / "moved_away").rename(tiny_checkpoint)
+    # a registered model is also a checkpoint URI: its backbone, fetched once into the cache by its hash
+    fetched = local_checkpoint("models:/scadapt-pancreas_small@production")
+    assert fetched.parent.name == "by-hash" and fetched.name == load_backbone(tiny_checkpoint).weights_hash
     pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)
     second = promote("pancreas_small", policy)
     client = mlflow.MlflowClient()

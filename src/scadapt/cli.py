@@ -388,6 +388,22 @@ def _run_pretrain(args: argparse.Namespace) -> None:
     print(f"  weights hash {result.weights_hash[:16]}, validation loss {result.val_loss:.4f}, MLflow run {result.run_id}")
 
 
+def _add_publish_backbone(subparsers) -> None:
+    p = subparsers.add_parser("publish-backbone",
+                              help="log a checkpoint folder to the tracking store once; print its runs:/ URI for workers")
+    p.add_argument("checkpoint", help="scGPT model folder (args.json, vocab.json, best_model.pt)")
+    p.set_defaults(handler=_run_publish_backbone)
+
+
+def _run_publish_backbone(args: argparse.Namespace) -> None:
+    from scadapt.backbone import load_backbone
+    from scadapt.tracking.checkpoints import publish_checkpoint
+
+    folder = Path(args.checkpoint)
+    uri = publish_checkpoint(folder, load_backbone(folder).weights_hash)
+    print(uri)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scadapt", description="Adapt scGPT to cell-type annotation.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -400,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(subparsers)
     _add_datasets(subparsers)
     _add_splits(subparsers)
+    _add_publish_backbone(subparsers)
     return parser
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import sqlalchemy
 from sqlalchemy import Column, Float, MetaData, String, Table
 
-from scadapt.errors import ScadaptError
 from scadapt.tracking.workers import worker_id
 
 log = logging.getLogger(__name__)
@@ -132,9 +131,5 @@ def coordinator_for(storage_url: str, journal_path: str | None = None) -> Coordi
     """The coordinator next to a study storage: in its database, or beside its journal file."""
     url = f"sqlite:///{Path(journal_path).resolve()}.locks.db" if journal_path else storage_url
     if url not in _COORDINATORS:
-        try:
-            _COORDINATORS[url] = Coordinator(url)
-        except sqlalchemy.exc.SQLAlchemyError as error:
-            raise ScadaptError(f"Cannot keep worker locks in the study storage: {str(error).splitlines()[0][:300]}.") \
-                from None
+        _COORDINATORS[url] = Coordinator(url)
     return _COORDINATORS[url]

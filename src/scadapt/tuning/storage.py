@@ -93,8 +93,15 @@ def heartbeat_seconds() -> int:
 def coordinator(url: str | None) -> Coordinator:
     """The workers' locks of the study storage ``url`` (see :mod:`scadapt.coordination`)."""
     url = url or DEFAULT_STORAGE
+    open_storage(url)  # a bad URL, path or database is refused with open_storage's message
     journal = _journal_path(url)
-    return coordinator_for(url, os.path.abspath(journal) if journal is not None else None)
+    try:
+        return coordinator_for(url, os.path.abspath(journal) if journal is not None else None)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+        raise ScadaptError(
+            f"Cannot keep the workers' locks in the study storage {describe_storage(url)}: {_first_line(error)}. "
+            "Check the URL, that the database is reachable and writable, and that the file is an Optuna database."
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:

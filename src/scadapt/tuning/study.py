@@ -82,10 +82,10 @@ def tune(job: TuneJob) -> TuneResult:
     """
     strategy = get_strategy(job.strategy)
     strategy.config_class.from_params({"seed": job.seed, **job.hparams})  # refuse bad fixed settings now
+    storage = open_storage(job.storage, on_stale=_close_trial_run)  # a bad URL is refused before any work
     board = coordinator(job.storage)
     ctx = prepare(job, needs_backbone=strategy.needs_backbone, board=board)
     name = job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}"
-    storage = open_storage(job.storage, on_stale=_close_trial_run)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 pruner=job.pruner(), sampler=WorkerSeededSampler(job.seed, name))
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
