@@ -198,9 +198,10 @@ def main() -> None:
 
     print(f"\ncpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, {date.today()}")
-    print("| setting | cells per request | requests | p50 (ms) | p95 (ms) | cells/s | in-process p50 (ms) "
-          "| served vs in-process |")
-    print("|---|---|---|---|---|---|---|---|")
+    if results:
+        print("| setting | cells per request | requests | p50 (ms) | p95 (ms) | cells/s | in-process p50 (ms) "
+              "| served vs in-process |")
+        print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['setting']} | {r['cells']} | {r['requests']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
               f"| {r['cells_per_s']:.1f} | {r['in_process_p50_ms']:.1f} | {r['served_vs_in_process']:.2f}x |")

@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import requests
-
 from scadapt.tracking.contract import CANDIDATE_TAG
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from servers import wait_until_up  # noqa: E402  (tests/servers.py)
 
 WIDTH, HEIGHT = 1700, 1000
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -133,7 +134,10 @@ def main() -> None:
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(base)
+        try:
+            wait_until_up(base, server)
+        except RuntimeError as error:
+            sys.exit(f"mlflow ui did not start at {base}: {error}")
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
         # the candidates (each strategy's result) side by side: nested under the pipeline's run, the
@@ -156,18 +160,6 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _wait(base: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    sys.exit(f"mlflow ui did not start at {base}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,11 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from scadapt.serving.server import free_port
 
 
 def postgres_bin() -> Path | None:
@@ -93,7 +88,7 @@ def mlflow_server(backend_store: str, artifacts: Path, workers: int = 1) -> Iter
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(url, process, artifacts.parent / f"mlflow-server-{port}.log")
+        wait_until_up(url, process, artifacts.parent / f"mlflow-server-{port}.log")
         yield url
     finally:
         process.terminate()
@@ -105,17 +100,18 @@ def mlflow_server(backend_store: str, artifacts: Path, workers: int = 1) -> Iter
         log.close()
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+def wait_until_up(url: str, process: subprocess.Popen, log: Path | None = None, timeout: float = 180.0) -> None:
+    """Return once the MLflow server at ``url`` answers ``/health``; raise if it exits or never does."""
     import requests
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"mlflow server exited ({process.returncode}):\n{log.read_text()[-3000:] if log else ''}")
         try:
             if requests.get(f"{url}/health", timeout=2).ok:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"mlflow server did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"mlflow server did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:] if log else ''}")

@@ -39,7 +39,9 @@ def serving(model_uri: str, port: int | None = None, workers: int = 1, start_tim
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
              "--host", "127.0.0.1", "-p", str(chosen), "-w", str(workers)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout)},
+            # MLflow starts `uvicorn` by name: this environment's scripts first, activated or not
+            env={**os.environ, "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(request_timeout),
+                 "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])},
         )
         url = f"http://127.0.0.1:{chosen}"
         if _ready(server, url, deadline):
