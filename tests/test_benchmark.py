@@ -286,3 +286,18 @@ def test_classes_a_split_never_trained_on_are_marked_in_the_report_and_figure(tm
     report = (result.output_dir / "report.md").read_text()
     assert "Classes absent from the training cells of some splits" in report and "`c` (held out with z)" in report
     assert (result.output_dir / "figures" / "champion_per_class_f1.png").stat().st_size > 2000
+
+
+def test_a_claimed_cell_ends_the_runs_a_dead_worker_left_running():
+    """A worker on another host died inside a cell; once its claim expired, the worker that claims
+    the cell ends that run (FAILED, with who closed it) and runs the cell again."""
+    client = MlflowClient()
+    experiment_id = client.create_experiment("bench-leftovers")
+    tags = {"scadapt.benchmark": "abc", "scadapt.cell": "d/full_fold0/head", "scadapt.worker": "gpu-node-7:12:1.000"}
+    left = client.create_run(experiment_id, tags=tags).info.run_id
+    other = client.create_run(experiment_id, tags={**tags, "scadapt.cell": "d/full_fold1/head"}).info.run_id
+    closed = benchmark_runner.close_leftover_runs(experiment_id, "abc", "d/full_fold0/head")
+    assert [r.info.run_id for r in closed] == [left]
+    run = client.get_run(left)
+    assert run.info.status == "FAILED" and "claim" in run.data.tags["scadapt.closed_by"]
+    assert client.get_run(other).info.status == "RUNNING"  # another cell's run is not touched

@@ -43,7 +43,9 @@ from scadapt.tracking.contract import (
     BENCHMARK_RUN_TAG,
     BENCHMARK_TAG,
     CELL_TAG,
+    CLOSED_BY_TAG,
     ENTRY_POINT_TAG,
+    INTERRUPTED_TAG,
     TUNED_BY_TAG,
     WORKER_TAG,
 )
@@ -152,6 +154,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                         # finished by another worker since the last look: skip it
                         if not claimed or cell.key in finished_runs(experiment_id, ctx.fingerprint):
                             continue
+                        close_leftover_runs(experiment_id, ctx.fingerprint, cell.key)
                         ran_one = True
                         started, tuning_before = time.perf_counter(), ctx.tuning_sec
                         metrics, tuned = _run_cell(ctx, cell, group)
@@ -304,6 +307,21 @@ def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
     for cell in cells:
         groups.setdefault((cell.dataset, cell.strategy), []).append(cell)
     return list(groups.values())
+
+
+def close_leftover_runs(experiment_id: str, fingerprint: str, cell_key: str) -> list[Run]:
+    """End the RUNNING runs of a cell this worker has just claimed: their worker died (on any
+    host) and its claim expired, so they will never finish."""
+    client = MlflowClient()
+    leftovers = search_all_runs([experiment_id], f"tags.`{BENCHMARK_TAG}` = '{fingerprint}' and "
+                                                 f"tags.`{CELL_TAG}` = '{cell_key}' and attributes.status = 'RUNNING'")
+    for run in leftovers:
+        client.set_tag(run.info.run_id, INTERRUPTED_TAG, "true")
+        client.set_tag(run.info.run_id, CLOSED_BY_TAG, f"{worker_id()}: the claim of its worker on the cell expired")
+        client.set_terminated(run.info.run_id, "FAILED")
+        log.warning("Cell %s: run %s of worker %s never finished (its claim expired); it runs again here.", cell_key,
+                    run.info.run_id, run.data.tags.get(WORKER_TAG, "unknown"))
+    return leftovers
 
 
 def _close_interrupted(experiment_id: str, fingerprint: str) -> None:
