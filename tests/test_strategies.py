@@ -334,3 +334,33 @@ def test_evaluation_scores_the_contexts_own_tokens(strategy, planted):
     _, embedding, _ = evaluate(ctx, outcome.annotator, "validation")
     expected, _ = outcome.annotator.cell_outputs(ctx.cells, ctx.split.validation)
     np.testing.assert_allclose(embedding, expected, rtol=0, atol=1e-5)
+
+
+def test_frozen_embeddings_are_computed_once_for_every_job_on_the_same_data(planted, monkeypatch):
+    """A second job on the same data and backbone (another matrix cell, trial or process) reads the
+    embeddings the first computed; other tokens per cell are another entry; a damaged entry is rebuilt."""
+    from scadapt.backbone.embedding_cache import EmbeddingCache
+    from scadapt.training import context
+
+    _, path, backbone, _ = planted
+    first = context.prepare(_job(path, backbone, "head"))
+    computed = first.embeddings(first.split.train, progress=False)
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone ran again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(context, "embed_cells", no_backbone)
+        second = context.prepare(_job(path, backbone, "frozen_probe"))
+        np.testing.assert_array_equal(second.embeddings(first.split.train, progress=False), computed)
+        assert second.embedding_sec == 0.0
+        shorter = _job(path, backbone, "head")
+        shorter.max_seq_len = 16
+        with pytest.raises(AssertionError, match="ran again"):
+            context.prepare(shorter).embeddings(first.split.train, progress=False)
+    entries = list(EmbeddingCache().root.glob("*.npz"))
+    assert len(entries) == 1
+    entries[0].write_bytes(b"not an archive")
+    third = context.prepare(_job(path, backbone, "head"))
+    np.testing.assert_allclose(third.embeddings(first.split.train, progress=False), computed, rtol=0, atol=1e-6)
+    assert third.embedding_sec > 0  # rebuilt, not trusted

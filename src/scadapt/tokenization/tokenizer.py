@@ -55,6 +55,7 @@ class TokenizedCells:
     gene_ids: np.ndarray  # [nnz] int64 vocabulary ids
     bins: np.ndarray  # [nnz] float32, 1..n_bins-1
     overlap: GeneOverlap
+    key: str = ""  # content hash of the input and binning (see GeneTokenizer.tokenize); "" if unknown
 
     @property
     def n_cells(self) -> int:
@@ -170,9 +171,9 @@ class GeneTokenizer:
         gene_ids = ids[ids >= 0][matrix.indices]
         key = self._cache_key(matrix, gene_ids)
         if self.cache is not None and (hit := self.cache.load(key)) is not None:
-            return TokenizedCells(hit["indptr"], hit["gene_ids"], hit["bins"], overlap)
+            return TokenizedCells(hit["indptr"], hit["gene_ids"], hit["bins"], overlap, key)
         bins = bin_cells(matrix.indptr, matrix.data, self.n_bins, self.seed)
-        cells = TokenizedCells(matrix.indptr.astype(np.int64), gene_ids, bins, overlap)
+        cells = TokenizedCells(matrix.indptr.astype(np.int64), gene_ids, bins, overlap, key)
         if self.cache is not None:
             self.cache.save(key, indptr=cells.indptr, gene_ids=cells.gene_ids, bins=cells.bins)
         return cells

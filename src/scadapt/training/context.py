@@ -17,6 +17,7 @@ import torch
 from anndata import AnnData
 
 from scadapt.backbone import embed_cells, load_backbone
+from scadapt.backbone.embedding_cache import EmbeddingCache, embedding_key
 from scadapt.coordination import Coordinator
 from scadapt.data import DatasetInfo, Split, load_and_split
 from scadapt.devices import resolve_device
@@ -61,11 +62,14 @@ class TrainingContext:
 
     def embeddings(self, indices: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
         """Frozen CLS embeddings of cells ``indices`` ``[len(indices), d]`` (default: of every cell,
-        ``[n_cells, d]``). Each cell passes through the backbone once per context."""
-        n_cells = self.cells.n_cells
+        ``[n_cells, d]``). Each cell passes through the backbone once for all jobs on the same
+        data and backbone: embeddings are kept in the on-disk :class:`EmbeddingCache`."""
+        n_cells, width = self.cells.n_cells, self.backbone.config.d_model
+        key = self._embedding_key()
         if self._embeddings is None:
-            self._embeddings = np.zeros((n_cells, self.backbone.config.d_model), dtype=np.float32)
-            self._embedded = np.zeros(n_cells, dtype=bool)
+            stored = EmbeddingCache().load(key, n_cells, width) if key else None
+            self._embeddings, self._embedded = stored if stored is not None else (
+                np.zeros((n_cells, width), dtype=np.float32), np.zeros(n_cells, dtype=bool))
         wanted = np.arange(n_cells) if indices is None else np.asarray(indices)
         missing = wanted[~self._embedded[wanted]]
         if len(missing):
@@ -73,8 +77,16 @@ class TrainingContext:
             self._embeddings[missing] = embed_cells(self.backbone, self.tokenizer, self.cells, progress=progress,
                                                     indices=missing)
             self._embedded[missing] = True
+            if key:
+                EmbeddingCache().save(key, self._embeddings, self._embedded)
             self.embedding_sec += time.perf_counter() - started
         return self._embeddings if indices is None else self._embeddings[wanted]
+
+    def _embedding_key(self) -> str:
+        if not (self.cells.key and self.weights_hash):
+            return ""
+        t = self.tokenizer
+        return embedding_key(self.weights_hash, self.cells.key, t.max_seq_len, t.pad_value, t.seed, self.device.type)
 
 
 def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | None = None) -> TrainingContext:
