@@ -16,6 +16,9 @@ TINY_PRETRAIN = ["pretrain", "--data", "pancreas_small", "--d-model", "16", "--n
 
 
 def _start(*args: str) -> subprocess.Popen:
+    # create the test's tracking store first: this process polls it while the worker starts, and
+    # two processes creating a new SQLite MLflow store at the same moment race in its migrations
+    mlflow.search_experiments()
     return subprocess.Popen([sys.executable, "-m", "scadapt.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

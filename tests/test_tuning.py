@@ -108,6 +108,8 @@ def test_two_workers_on_one_journal_finish_one_study(tiny_checkpoint, tmp_path):
 
 def test_a_killed_study_resumes_with_the_interrupted_trial_failed(tiny_checkpoint, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.storages.RDBStorage(storage)  # both stores exist before this process polls them while the worker runs
+    mlflow.search_experiments()
     worker = subprocess.Popen(_tune_command(tiny_checkpoint, storage, n_trials=2, epochs=400),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     name = "pancreas_small/head/full_fold0"
