@@ -19,6 +19,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from results_table import print_table  # benchmarks/results_table.py (scripts here run with their folder on sys.path)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,11 +61,10 @@ def main() -> None:
 
     print(f"\ncpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, {date.today()}; data {args.data}, the demo backbone")
-    print("| job | strategy | wall of train() (s) | embedding (s) | fit (s) | test macro-F1 | wall vs first job |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['job']} | {r['strategy']} | {r['wall_s']:.2f} | {r['embedding_s']:.2f} | {r['fit_s']:.2f} | "
-              f"{r['test_macro_f1']:.3f} | {r['wall_s'] / rows[0]['wall_s']:.2f}x |")
+    print_table(["job", "strategy", "wall of train() (s)", "embedding (s)", "fit (s)", "test macro-F1",
+                 "wall vs first job"],
+                [[r["job"], r["strategy"], f"{r['wall_s']:.2f}", f"{r['embedding_s']:.2f}", f"{r['fit_s']:.2f}",
+                  f"{r['test_macro_f1']:.3f}", f"{r['wall_s'] / rows[0]['wall_s']:.2f}x"] for r in rows])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from results_table import print_table  # noqa: E402  (benchmarks/results_table.py)
 from servers import create_database, mlflow_server, postgres_cluster  # noqa: E402  (tests/servers.py)
 
 SCADAPT = [sys.executable, "-m", "scadapt.cli"]
@@ -120,10 +121,8 @@ def main() -> None:
     print(f"\ncpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{date.today()}")
     print(f"One {args.strategy} study, {args.n_trials} trials of {args.epochs} epochs, PostgreSQL + mlflow server")
-    print("| workers | wall (s) | speed-up vs 1 worker |")
-    print("|---|---|---|")
-    for r in rows:
-        print(f"| {r['workers']} | {r['wall_s']:.1f} | {rows[0]['wall_s'] / r['wall_s']:.2f}x |")
+    print_table(["workers", "wall (s)", "speed-up vs 1 worker"],
+                [[r["workers"], f"{r['wall_s']:.1f}", f"{rows[0]['wall_s'] / r['wall_s']:.2f}x"] for r in rows])
     print(f"\nOne `scadapt train` ({args.strategy}): tracking server {overhead['server']:.1f} s, local SQLite "
           f"{overhead['sqlite']:.1f} s, server / SQLite {overhead['server'] / overhead['sqlite']:.2f}x")
 

@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from backbone import make_checkpoint  # noqa: E402  (benchmarks/backbone.py)
+from results_table import print_table  # noqa: E402  (benchmarks/results_table.py)
 
 LENIENT = "gates:\n  val_macro_f1: 0.0\n  test_macro_f1: 0.0\n"
 
@@ -199,18 +200,16 @@ def main() -> None:
     print(f"\ncpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, {date.today()}")
     if results:
-        print("| setting | cells per request | requests | p50 (ms) | p95 (ms) | cells/s | in-process p50 (ms) "
-              "| served vs in-process |")
-        print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['setting']} | {r['cells']} | {r['requests']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-              f"| {r['cells_per_s']:.1f} | {r['in_process_p50_ms']:.1f} | {r['served_vs_in_process']:.2f}x |")
+        print_table(["setting", "cells per request", "requests", "p50 (ms)", "p95 (ms)", "cells/s",
+                     "in-process p50 (ms)", "served vs in-process"],
+                    [[r["setting"], r["cells"], r["requests"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+                      f"{r['cells_per_s']:.1f}", f"{r['in_process_p50_ms']:.1f}", f"{r['served_vs_in_process']:.2f}x"]
+                     for r in results])
     if load:
-        print("\n| server workers | requests | wall (s) | cells/s | vs one worker | p50 (ms) | p95 (ms) |")
-        print("|---|---|---|---|---|---|---|")
-        for r in load:
-            print(f"| {r['workers']} | {r['requests']} | {r['wall_s']:.1f} | {r['cells_per_s']:.1f} | "
-                  f"{r['vs_one_worker']:.2f}x | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |")
+        print()
+        print_table(["server workers", "requests", "wall (s)", "cells/s", "vs one worker", "p50 (ms)", "p95 (ms)"],
+                    [[r["workers"], r["requests"], f"{r['wall_s']:.1f}", f"{r['cells_per_s']:.1f}",
+                      f"{r['vs_one_worker']:.2f}x", f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}"] for r in load])
 
 
 if __name__ == "__main__":
