@@ -1,7 +1,7 @@
 """Latency and throughput of the served champion (``mlflow models serve``), against calling the
 same pyfunc model in-process (the reference: no HTTP, no JSON).
 
-Run:  python benchmarks/serving.py  [--part demo human workers] [--sizes 1 100 1000]
+Run:  python benchmarks/serving.py  [--part demo human profile workers] [--sizes 1 100 1000]
 
 Everything happens in a temporary MLflow store:
 
@@ -9,20 +9,26 @@ Everything happens in a temporary MLflow store:
    backbone (``scadapt pretrain`` makes it), each promoted in turn and served.
 2. ``human``: ``head`` on the bundled pancreas cells with a random backbone at the whole-human
    scGPT shapes (``args.json``/``vocab.json``; 12 layers, width 512, up to 1,200 tokens per cell).
+3. ``profile``: where the in-process time of a request to the demo champions goes (the pyfunc
+   call against its stages: request table to matrix, to tokens, forward with the head, output
+   table), median of 50 requests of each ``--profile-sizes``; and what MLflow's scoring server
+   spends decoding the request's JSON into a table before the model is called.
 
-3. ``workers``: the demo ``head`` champion served with ``mlflow models serve --workers N`` for each
+4. ``workers``: the demo ``head`` champion served with ``mlflow models serve --workers N`` for each
    ``--workers`` value, under a bounded load: ``--clients`` concurrent clients each send
    ``--load-requests`` requests of ``--load-cells`` cells. Throughput is reported against one worker
    measured in the same run.
 
 Requests are ``dataframe_split`` JSON with 1, 100 and 1000 cells (drawn with replacement from the
-data); each size is sent ``--repeats`` times after one warm-up request.
+data); each size is sent ``--repeats`` times after one warm-up request. A request's time runs
+from sending its (already encoded) body to receiving the answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import platform
 import sys
@@ -63,7 +69,7 @@ def _champion(data: str, strategy: str, checkpoint: str | None, hparams: dict, p
     experiment = f"bench-{data}-{strategy}"  # one candidate per experiment: each strategy becomes the champion
     train(TrainJob(data=data, strategy=strategy, checkpoint=checkpoint, hparams=hparams, progress=False, umap=False,
                    max_seq_len=max_seq_len, min_genes=50, experiment=experiment))
-    return promote(data, policy, experiment=experiment)
+    return promote(data, policy, experiment=experiment, force=True)  # each strategy in turn, better or not
 
 
 def _requests(cells: pd.DataFrame, sizes: list[int], repeats: list[int], seed: int = 0):
@@ -88,9 +94,11 @@ def measure(model_uri: str, cells: pd.DataFrame, sizes: list[int], repeats: list
         for size, batches in _requests(cells, sizes, repeats):
             served, local = [], []
             for i, batch in enumerate(batches):
-                payload = {"dataframe_split": batch.to_dict(orient="split")}
+                # encoded before the clock starts: a client's own JSON encoding is not the served path
+                body = json.dumps({"dataframe_split": batch.to_dict(orient="split")})
                 started = time.perf_counter()
-                response = requests.post(f"{url}/invocations", json=payload, timeout=3600)
+                response = requests.post(f"{url}/invocations", data=body, timeout=3600,
+                                         headers={"Content-Type": "application/json"})
                 elapsed = time.perf_counter() - started
                 response.raise_for_status()
                 started = time.perf_counter()
@@ -141,6 +149,51 @@ def load_test(model_uri: str, cells: pd.DataFrame, workers: list[int], clients: 
     return rows
 
 
+def profile(model_uri: str, cells: pd.DataFrame, sizes: list[int], repeats: int = 50) -> list[dict]:
+    """Where the in-process time of a request goes: the pyfunc call against its stages (request
+    table to matrix, matrix to tokens, the forward pass with the head, the output table), median
+    milliseconds over ``repeats`` requests after a warm-up, per request size."""
+    import mlflow
+    from mlflow.utils.proto_json_utils import dataframe_from_parsed_json
+
+    from scadapt.backbone.inference import cell_outputs
+    from scadapt.models.annotator import BackboneAnnotator
+    from scadapt.serving.request import matrix_from_table
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    served = model.unwrap_python_model()
+    annotator, genes = served.annotator, served.genes
+    rows = []
+    for size, batches in _requests(cells, sizes, [repeats] * len(sizes)):
+        stages: dict[str, list[float]] = {}
+
+        def timed(name, call, *args, stages=stages):
+            started = time.perf_counter()
+            value = call(*args)
+            stages.setdefault(name, []).append(time.perf_counter() - started)
+            return value
+
+        for i, batch in enumerate(batches):
+            body = json.dumps({"dataframe_split": batch.to_dict(orient="split")})
+            timed("request JSON -> table (MLflow's scoring server, before the model)",
+                  lambda text: dataframe_from_parsed_json(json.loads(text)["dataframe_split"], "split"), body)
+            timed("pyfunc predict (whole call)", model.predict, batch)
+            matrix = timed("table -> matrix", matrix_from_table, batch, genes)
+            if isinstance(annotator, BackboneAnnotator):
+                tokens = timed("matrix -> tokens", annotator.tokenizer.tokenize_matrix, matrix, np.asarray(genes))
+                proba = timed("forward + head", lambda t: cell_outputs(
+                    annotator.model.backbone, annotator.tokenizer, t, head=annotator._head_proba,
+                    batch_size=annotator.batch_size)[1], tokens)
+            else:
+                proba = timed("matrix -> features -> classes", lambda m: annotator.matrix_outputs(m, genes)[1], matrix)
+            timed("output table", lambda m, p: annotator.table(range(len(p)), p, annotator.matrix_expressed(m, genes)),
+                  matrix, proba)
+            if i == 0:  # warm-up
+                stages.clear()
+        rows += [{"cells": size, "stage": name, "p50_ms": 1000 * float(np.median(sec))} for name, sec in stages.items()]
+    return rows
+
+
 def _table(adata) -> pd.DataFrame:
     matrix = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
     return pd.DataFrame(matrix.astype(np.float64), columns=[str(g) for g in adata.var_names])
@@ -148,7 +201,9 @@ def _table(adata) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", nargs="+", choices=["demo", "human", "workers"], default=["demo", "human"])
+    parser.add_argument("--part", nargs="+", choices=["demo", "human", "workers", "profile"],
+                        default=["demo", "human"])
+    parser.add_argument("--profile-sizes", nargs="+", type=int, default=[1, 100], help="cells per request (profile)")
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4], help="server workers (part workers)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (part workers)")
     parser.add_argument("--load-requests", type=int, default=10, help="requests per client (part workers)")
@@ -162,7 +217,7 @@ def main() -> None:
     from scadapt.data import load_expression
     from scadapt.training.pretrain import demo_backbone_dir
 
-    results, load = [], []
+    results, load, stages = [], [], []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -178,6 +233,13 @@ def main() -> None:
                 assert champion.changed, "the champion must be this strategy's runner"
                 for row in measure(f"models:/{champion.model_name}/{champion.version}", cells, args.sizes, args.repeats):
                     results.append({"setting": f"demo backbone, {strategy}", **row})
+        if "profile" in args.part:
+            cells = _table(load_expression("pbmc68k_reduced"))
+            for strategy, hparams in (("pca_logreg", {}), ("head", {"epochs": 2})):
+                print(f"profile / {strategy}", flush=True)
+                champion = _champion("pbmc68k_reduced", strategy, None, hparams, policy)
+                stages += [{"setting": f"demo backbone, {strategy}", **row} for row in
+                           profile(f"models:/{champion.model_name}/{champion.version}", cells, args.profile_sizes)]
         if "workers" in args.part:
             if not (demo_backbone_dir() / "args.json").is_file():
                 sys.exit("No demo backbone: run `scadapt pretrain` first.")
@@ -205,6 +267,10 @@ def main() -> None:
                     [[r["setting"], r["cells"], r["requests"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
                       f"{r['cells_per_s']:.1f}", f"{r['in_process_p50_ms']:.1f}", f"{r['served_vs_in_process']:.2f}x"]
                      for r in results])
+    if stages:
+        print()
+        print_table(["setting", "cells per request", "stage", "p50 (ms)"],
+                    [[r["setting"], r["cells"], r["stage"], f"{r['p50_ms']:.2f}"] for r in stages])
     if load:
         print()
         print_table(["server workers", "requests", "wall (s)", "cells/s", "vs one worker", "p50 (ms)", "p95 (ms)"],

@@ -1,6 +1,6 @@
 """Speed and memory of every strategy, with ``full`` fine-tuning as the reference.
 
-Run:  python benchmarks/strategies.py  [--part pbmc human] [--epochs 3] [--seq-len 512]
+Run:  python benchmarks/strategies.py  [--part pbmc human epochs] [--epochs 3] [--seq-len 512]
 
 Each measurement runs in a fresh subprocess, so one strategy's memory never counts towards
 another's peak.
@@ -15,12 +15,16 @@ another's peak.
    embeds the batch once and then trains the head only; a strategy's training hooks (``adalora``'s
    orthogonality term and rank reallocation) run in every step. (The expression baselines and
    ``frozen_probe`` do not train through the backbone and are left out here.)
+3. ``epochs``: whole epochs of the shared training loop at the same shapes, ``--cells`` cells of
+   ``--seq-len`` tokens, for ``full`` and every injected strategy with the top ``--layers`` layers
+   adapted (the frozen layers below run once per cell).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -139,11 +143,53 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
     }
 
 
-def run_worker(args: argparse.Namespace, part: str, strategy: str, tmp: Path, ckpt: Path | None) -> dict:
-    out = tmp / f"{part}-{strategy}.json"
+def epochs_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespace) -> dict:
+    """``--epochs`` epochs of the shared training loop on ``--cells`` synthetic cells of ``--seq-len``
+    tokens (a fifth of them for validation), as ``fit`` runs them: frozen layers below the adapted
+    ones run once per cell (:mod:`scadapt.training.frozen_layers`)."""
+    from scadapt.backbone import load_backbone
+    from scadapt.devices import resolve_device
+    from scadapt.strategies import get_strategy
+    from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells
+    from scadapt.tokenization.tokenizer import GeneOverlap
+    from scadapt.tracking.resources import PeakRSS
+    from scadapt.training.classifier import TokenSource, fit_classifier
+    from scadapt.training.frozen_layers import FrozenLayerCache
+
+    dev = resolve_device(args.device)
+    vocab = GeneVocab.from_file(ckpt / "vocab.json")
+    rng = np.random.default_rng(0)
+    ids, _ = _full_length_cells(rng, vocab, args.cells, args.seq_len)
+    n_genes = args.seq_len - 1
+    cells = TokenizedCells(np.arange(args.cells + 1) * n_genes, ids[:, 1:].ravel().astype(np.int64),
+                           rng.integers(1, 51, args.cells * n_genes).astype(np.float32),
+                           GeneOverlap(n_genes, n_genes, []))
+    tokenizer = GeneTokenizer(vocab, max_seq_len=args.seq_len)
+    codes = np.arange(args.cells) % N_CLASSES
+    train, validation = np.arange(args.cells - args.cells // 5), np.arange(args.cells - args.cells // 5, args.cells)
+    cls = get_strategy(strategy)
+    params = {"seed": 0, "epochs": args.epochs, "patience": args.epochs, "batch_size": args.batch_size}
+    if layers >= 0:
+        params["layers"] = layers
+    config = cls.config_class.from_params(params)
+    model = cls.build_model(config, load_backbone(ckpt, with_decoders=False, device=dev).model, N_CLASSES).to(dev)
+    with PeakRSS() as peak:
+        frozen = FrozenLayerCache.for_model(model.backbone, tokenizer, cells, dev)
+        fit = fit_classifier(TokenSource(model, tokenizer, cells, dev, frozen), codes, train, validation, N_CLASSES,
+                             config, dev, progress=False, hooks=cls.hooks(model, config, -(-len(train) // args.batch_size) * args.epochs))
+    epoch_sec = [row["epoch_sec"] for row in fit.history]
+    return {"epoch_sec": epoch_sec, "frozen_depth": frozen.depth if frozen else 0,
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "added_rss_bytes": peak.added_bytes, "kept_bytes": frozen.kept_bytes if frozen else 0}
+
+
+def run_worker(args: argparse.Namespace, part: str, strategy: str, tmp: Path, ckpt: Path | None,
+               layers: int = -1) -> dict:
+    out = tmp / f"{part}-{strategy}-{layers}.json"
     cmd = [sys.executable, __file__, "--worker", part, strategy, str(out), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps),
-           "--device", args.device, "--checkpoint", str(ckpt or "")]
+           "--device", args.device, "--checkpoint", str(ckpt or ""), "--cells", str(args.cells),
+           "--layers", str(layers)]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
 
@@ -185,9 +231,29 @@ def report_human(rows: dict[str, dict], args: argparse.Namespace) -> None:
               f"| {_mb(r['added_rss_bytes'])} | {_mb(r['peak_cuda_bytes'])} |")
 
 
+def report_epochs(rows: dict[tuple[str, int], dict], args: argparse.Namespace) -> None:
+    ref = statistics.mean(rows["full", -1]["epoch_sec"])
+    n_val = args.cells // 5
+    print(f"\n### Epochs at whole-human shapes ({args.cells - n_val} training + {n_val} validation cells x "
+          f"{args.seq_len} tokens, batch {args.batch_size}, {args.epochs} epochs)\n")
+    print("Ratios are mean seconds per epoch against `full` in the same run. The first epoch runs the frozen "
+          "layers and keeps their outputs; later epochs start from them.\n")
+    print("| strategy | adapted layers | trainable params | first epoch (s) | later epochs, median (s) "
+          "| mean epoch (s) | mean epoch vs full | later epochs vs full | kept outputs (MB) | added RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ref_later = statistics.median(rows["full", -1]["epoch_sec"][1:])
+    for (name, layers), r in rows.items():
+        sec = r["epoch_sec"]
+        later, mean = statistics.median(sec[1:]), statistics.mean(sec)
+        adapted = "all" if layers <= 0 else f"top {layers}"
+        print(f"| {name} | {adapted} | {r['trainable']:,} | {sec[0]:.2f} | {later:.2f} | {mean:.2f} "
+              f"| {_ratio(mean, ref)} | {_ratio(later, ref_later)} | {_mb(r['kept_bytes'])} "
+              f"| {_mb(r['added_rss_bytes'])} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", nargs="+", choices=["pbmc", "human"], default=["pbmc", "human"])
+    parser.add_argument("--part", nargs="+", choices=["pbmc", "human", "epochs"], default=["pbmc", "human", "epochs"])
     parser.add_argument("--epochs", type=int, default=3, help="pbmc: epochs per strategy")
     parser.add_argument("--reference-dir", type=Path, default=HERE.parent / "tests/data/scgpt_human")
     parser.add_argument("--batch-size", type=int, default=4, help="human: cells per step")
@@ -195,12 +261,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="human: timed steps after one warm-up step")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint", default="")
+    parser.add_argument("--cells", type=int, default=40, help="epochs: cells (a fifth for validation)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[2, 4],
+                        help="epochs: top layers adapted by the injected strategies (0: all)")
     parser.add_argument("--worker", nargs=3, metavar=("PART", "STRATEGY", "OUT"))
     args = parser.parse_args()
     if args.worker:
         part, strategy, out = args.worker
         if part == "pbmc":
             result = pbmc_worker(strategy, args.epochs, args.device)
+        elif part == "epochs":
+            result = epochs_worker(strategy, args.layers[0], Path(args.checkpoint), args)
         else:
             result = human_worker(strategy, Path(args.checkpoint), args.batch_size, args.seq_len, args.steps, args.device)
         Path(out).write_text(json.dumps(result))
@@ -210,15 +281,25 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")  # never the repo's store
         results: dict[str, dict[str, dict]] = {}
         if "pbmc" in args.part:
             results["pbmc"] = {}
             for strategy in ["full", *[s for s in STRATEGY_NAMES if s != "full"]]:
                 print(f"pbmc / {strategy} ...", flush=True)
                 results["pbmc"][strategy] = run_worker(args, "pbmc", strategy, tmp, None)
-        if "human" in args.part:
-            ckpt = tmp / "ckpt"
+        ckpt = tmp / "ckpt"
+        if {"human", "epochs"} & set(args.part):
             make_checkpoint(args.reference_dir, ckpt)
+        if "epochs" in args.part:
+            results["epochs"] = {("full", -1): run_worker(args, "epochs", "full", tmp, ckpt)}
+            for strategy in human_strategies():
+                if strategy in ("full", "head"):
+                    continue
+                for layers in args.layers:
+                    print(f"epochs / {strategy} / layers {layers} ...", flush=True)
+                    results["epochs"][strategy, layers] = run_worker(args, "epochs", strategy, tmp, ckpt, layers)
+        if "human" in args.part:
             results["human"] = {}
             for strategy in ["full", *[s for s in human_strategies() if s != "full"]]:
                 print(f"human / {strategy} ...", flush=True)
@@ -231,6 +312,8 @@ def main() -> None:
         report_pbmc(results["pbmc"])
     if "human" in results:
         report_human(results["human"], args)
+    if "epochs" in results:
+        report_epochs(results["epochs"], args)
 
 
 if __name__ == "__main__":

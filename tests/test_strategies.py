@@ -86,7 +86,12 @@ HEAD3 = 2 * (D * D + D + 2 * D) + D * K + K
         # AdaLoRA: A [r, in], B [out, r] and the singular values E [r, 1] per target (ranknum is fixed)
         ("adalora", {"init_r": 6, "target_r": 4}, LAYERS * 6 * (4 * (2 * D + 1) + (D + H + 1) + (H + D + 1)) + HEAD3),
         ("adapter", {"ratio": 0.25}, LAYERS * 2 * (2 * D * 8 + 8 + D) + HEAD3),
-        ("adapter", {"ratio": 0.25, "layers": "first_half"}, 1 * 2 * (2 * D * 8 + 8 + D) + HEAD3),
+        ("adapter", {"ratio": 0.25, "layers": 1}, 1 * 2 * (2 * D * 8 + 8 + D) + HEAD3),
+        # the top k layers only; more than exist is every layer
+        ("lora", {"r": 4, "layers": 1}, 1 * 4 * (4 * 2 * D + (D + H) + (H + D)) + HEAD3),
+        ("adalora", {"init_r": 6, "target_r": 4, "layers": 1}, 6 * (4 * (2 * D + 1) + (D + H + 1) + (H + D + 1)) + HEAD3),
+        ("prefix", {"n_prefix": 5, "layers": 1}, 1 * 2 * 5 * D + HEAD3),
+        ("ia3", {"layers": 5}, LAYERS * (D + D + H) + HEAD3),
         ("prefix", {"n_prefix": 5}, LAYERS * 2 * 5 * D + HEAD3),
         ("ia3", {}, LAYERS * (D + D + H) + HEAD3),
     ],
@@ -189,6 +194,9 @@ def test_saved_annotator_reproduces_predictions_and_base_stays_untouched(strateg
     result.annotator.save(tmp_path / "annotator")
     again = Annotator.load(tmp_path / "annotator")
     np.testing.assert_array_equal(again.predict_proba(adata), result.annotator.predict_proba(adata))
+    # the served path (the request's matrix in the model's gene order, no AnnData) gives the same outputs
+    for mine, served in zip(again.outputs(adata), again.matrix_outputs(adata.X, list(adata.var_names)), strict=True):
+        np.testing.assert_array_equal(served, mine)
     annotated = again.annotate(adata.copy(), progress=False)
     assert set(annotated.obs["scadapt_label"].cat.categories) == {"alpha", "beta", "gamma"}
     assert annotated.obsm["X_scadapt"].shape[0] == adata.n_obs
@@ -227,7 +235,9 @@ def test_backbone_dropout_applies_to_the_base_only(strategy, hparams, expected, 
         ("head", {"epochs": 0}, "epochs must be at least 1"),
         ("lora", {"lr": -1, "batch_size": 0}, "lr must be positive.*batch_size must be at least 1"),
         ("lora", {"targets": "everything"}, "LoRA targets must be one of"),
-        ("adapter", {"layers": "last"}, "adapter layers must be 'all' or 'first_half'"),
+        ("adapter", {"layers": "first_half"}, "layers='first_half' is not a valid int"),
+        ("lora", {"layers": -1}, "layers must be 0 \\(every layer\\) or the number of top layers"),
+        ("ia3", {"layers": "top"}, "layers='top' is not a valid int"),
         ("pca_logreg", {"n_components": 0}, "n_components >= 1"),
         ("frozen_probe", {"C": "strong"}, "C='strong' is not a valid float"),
         ("full", {"depth": 3}, "Unknown hyperparameter\\(s\\) depth"),
@@ -364,3 +374,63 @@ def test_frozen_embeddings_are_computed_once_for_every_job_on_the_same_data(plan
     third = context.prepare(_job(path, backbone, "head"))
     np.testing.assert_allclose(third.embeddings(first.split.train, progress=False), computed, rtol=0, atol=1e-6)
     assert third.embedding_sec > 0  # rebuilt, not trusted
+
+
+@pytest.mark.parametrize("strategy", INJECTED)
+def test_frozen_bottom_layers_run_once_per_fit_with_the_same_results(strategy, planted, monkeypatch):
+    """With the top layer adapted, the frozen layer below runs once per cell instead of once per
+    epoch (a cell whose tokens change every epoch excepted), and training gives the same results
+    with the cache off, holding every cell, or holding only some."""
+    from scadapt.training.context import prepare
+    from scadapt.training.fit import fit_strategy
+    from scadapt.training.frozen_layers import BUDGET_ENV
+
+    _, path, backbone, _ = planted
+    job = _job(path, backbone, strategy)
+    job.max_seq_len = 66  # some planted cells have more genes: they get new tokens every epoch
+    ctx = prepare(job)
+    seen = ctx.split.part("train"), ctx.split.validation
+    long = [ctx.tokenizer.varies_by_epoch(ctx.cells, part) for part in seen]
+    assert 0 < long[0].sum() < len(long[0])
+    epochs = 3
+    pristine = ctx.backbone.transformer_encoder.layers[0]
+    rows: list[int] = []
+    hook = pristine.register_forward_pre_hook(  # copied with the backbone into each fit
+        lambda module, args: rows.append(args[0].shape[0]) if module is not pristine else None)
+    results = {}
+    try:
+        for resample in (True, False):
+            config = get_strategy(strategy).config_class.from_params(
+                {"epochs": epochs, "patience": epochs, "layers": 1, "batch_size": 16, "resample_genes": resample})
+            for budget in ("0", "4096", "0.02"):  # off, every cell kept, a few cells kept
+                monkeypatch.setenv(BUDGET_ENV, budget)
+                rows.clear()
+                outcome = fit_strategy(ctx, strategy, config, progress=False)
+                results[resample, budget] = (sum(rows), [r["train_loss"] for r in outcome.fit.history],
+                                             outcome.annotator.cell_outputs(ctx.cells, ctx.split.validation)[1])
+    finally:
+        hook.remove()
+    for resample in (True, False):
+        (off_rows, off_loss, off_proba), (on_rows, _, _), (some_rows, _, _) = (
+            results[resample, budget] for budget in ("0", "4096", "0.02"))
+        # without the cache every epoch runs every cell; with it, only cells with new tokens run again
+        rerun = (~long[0]).sum() + len(seen[1]) if resample else len(seen[0]) + len(seen[1])
+        assert off_rows - on_rows == (epochs - 1) * rerun
+        assert off_rows > some_rows > on_rows
+        for budget in ("4096", "0.02"):
+            np.testing.assert_allclose(results[resample, budget][1], off_loss, rtol=1e-4)
+            np.testing.assert_allclose(results[resample, budget][2], off_proba, rtol=0, atol=1e-4)
+
+
+def test_annotators_saved_before_top_layer_adaptation_load_as_they_were_trained():
+    """Recorded settings without ``layers`` adapted every layer; adapters once said "all" or
+    "first_half" (no longer built: a message says to retrain)."""
+    from scadapt.errors import ScadaptError
+
+    assert get_strategy("lora").config_class.from_saved({"r": 4}).layers == 0
+    assert get_strategy("lora").config_class.from_params({"r": 4}).layers == 2  # today's default
+    assert get_strategy("lora").config_class.from_saved({"layers": 1}).layers == 1
+    assert get_strategy("adapter").config_class.from_saved({"layers": "all"}).layers == 0
+    with pytest.raises(ScadaptError, match="no longer builds.*Retrain it"):
+        get_strategy("adapter").config_class.from_saved({"layers": "first_half"})
+    assert get_strategy("full").config_class.from_saved({"lr": 1e-4}).lr == 1e-4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -21,13 +22,39 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+PRECISION_ENV = "SCADAPT_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def precision() -> str:
+    """The arithmetic asked for with ``SCADAPT_PRECISION``: ``auto`` (the default: mixed precision
+    on CUDA, float32 on the CPU), ``fp32`` (float32 everywhere) or ``bf16`` (bfloat16 autocast on
+    the CPU too; fast on CPUs with AVX512-BF16 or AMX). It applies to embedding, training and
+    serving alike."""
+    mode = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if mode not in PRECISIONS:
+        raise ScadaptError(f"{PRECISION_ENV}={mode!r} is not one of {', '.join(PRECISIONS)}.")
+    return mode
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype matrix products run in on ``device`` under :func:`autocast`."""
+    mode = precision()
+    if mode == "fp32":
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if mode == "bf16" or torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float32
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA GPUs that support it, fp16 on older ones; nothing on CPU."""
-    if device.type != "cuda":
+    """Mixed precision as :func:`precision` asks: by default bf16 on CUDA GPUs that support it, fp16
+    on older ones, nothing on the CPU."""
+    dtype = compute_dtype(device)
+    if dtype == torch.float32:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def needs_grad_scaler(device: torch.device) -> bool:
-    return device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return compute_dtype(device) == torch.float16

@@ -4,7 +4,7 @@ cell once: the cells of a benchmark matrix, the trials of a study and the steps 
 
 An entry is keyed by everything an embedding depends on: the backbone's weights hash, the
 tokenized cells (the tokenizer's content key: input matrix, bins, seed), the tokens per cell, the
-padding value and the device type (CUDA runs in reduced precision). It holds the embeddings of
+padding value and the device type with its compute dtype (``SCADAPT_PRECISION``). It holds the embeddings of
 the cells computed so far and which cells those are; a job that embeds more cells adds them.
 """
 
@@ -22,8 +22,9 @@ FORMAT = "v1"
 
 
 def embedding_key(weights_hash: str, cells_key: str, max_seq_len: int, pad_value: float, seed: int,
-                  device_type: str) -> str:
-    text = f"{FORMAT}|{weights_hash}|{cells_key}|{max_seq_len}|{pad_value}|{seed}|{device_type}"
+                  arithmetic: str) -> str:
+    """``arithmetic``: the device type and compute dtype, e.g. ``cpu-torch.float32``."""
+    text = f"{FORMAT}|{weights_hash}|{cells_key}|{max_seq_len}|{pad_value}|{seed}|{arithmetic}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

@@ -161,12 +161,24 @@ class ScGPTBackbone(nn.Module):
         x, _ = self.embed_tokens(gene_ids, values)
         return self._run_layers(x, padding_mask, cls_only)
 
-    def _run_layers(self, x: Tensor, padding_mask: Tensor | None, cls_only: bool) -> Tensor:
+    def hidden_below(self, gene_ids: Tensor, values: Tensor, padding_mask: Tensor | None, depth: int) -> Tensor:
+        """Hidden states ``[B, L, d]`` after the first ``depth`` layers (the input embeddings for 0)."""
+        x, _ = self.embed_tokens(gene_ids, values)
+        return self._run_layers(x, padding_mask, cls_only=False, stop=depth)
+
+    def encode_from(self, hidden: Tensor, padding_mask: Tensor | None, depth: int) -> Tensor:
+        """CLS embeddings ``[B, d]`` from :meth:`hidden_below`'s output at ``depth``: the rest of
+        :meth:`forward`, so that training can keep frozen bottom layers' outputs and run the rest."""
+        return self._run_layers(hidden, padding_mask, cls_only=True, start=depth)
+
+    def _run_layers(self, x: Tensor, padding_mask: Tensor | None, cls_only: bool, start: int = 0,
+                    stop: int | None = None) -> Tensor:
         layers = self.transformer_encoder.layers
+        stop = len(layers) if stop is None else stop
         attend_mask = self._attend_mask(padding_mask)
-        for index, layer in enumerate(layers):
+        for index in range(start, stop):
             last = index == len(layers) - 1
-            x = layer(x, attend_mask, first_only=cls_only and last)
+            x = layers[index](x, attend_mask, first_only=cls_only and last)
         return x[:, 0] if cls_only else x
 
     def forward(self, gene_ids: Tensor, values: Tensor, padding_mask: Tensor | None) -> Tensor:

@@ -108,5 +108,7 @@ class BenchmarkConfig:
             "seed": self.seed, **{name: {k: str(v) for k, v in sorted(getattr(self, name).items())}
                                   for name in ("data_options", "job_options")},
             "backbone": checkpoint_digest(checkpoint) if checkpoint else None,
+            # the strategies' default settings: a release that changes one never reuses old cells
+            "defaults": {name: get_strategy(name).config_class().to_params() for name in sorted(self.strategies)},
         }
         return hashlib.blake2b(json.dumps(keep, sort_keys=True).encode(), digest_size=8).hexdigest()

@@ -61,9 +61,15 @@ class Annotator(ABC):
         self.classes = [str(c) for c in classes]
 
     # -- prediction --------------------------------------------------------------------------
-    @abstractmethod
     def outputs(self, adata: AnnData, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings ``[n_cells, d]`` and class probabilities ``[n_cells, n_classes]``."""
+        return self.matrix_outputs(adata.X, adata.var_names.astype(str), progress)
+
+    @abstractmethod
+    def matrix_outputs(self, matrix, genes, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`outputs` of an expression matrix ``[n_cells, len(genes)]`` (counts or log-normalised,
+        dense or sparse) whose columns are the gene symbols ``genes``: the served model's path,
+        without building an AnnData."""
 
     def predict_proba(self, adata: AnnData) -> np.ndarray:
         return self.outputs(adata)[1]
@@ -88,8 +94,13 @@ class Annotator(ABC):
 
     def expressed(self, adata: AnnData) -> np.ndarray:
         """Whether each cell expresses at least one gene this model reads (bool ``[n_cells]``)."""
-        columns = np.flatnonzero([gene in self.genes_read for gene in adata.var_names.astype(str)])
-        matrix = adata.X[:, columns]
+        return self.matrix_expressed(adata.X, adata.var_names.astype(str))
+
+    def matrix_expressed(self, matrix, genes) -> np.ndarray:
+        """:meth:`expressed` of a matrix ``[n_cells, len(genes)]`` with the gene symbols ``genes``."""
+        read = self.genes_read
+        columns = np.flatnonzero([gene in read for gene in genes])
+        matrix = matrix[:, columns]
         counts = (matrix != 0).sum(axis=1) if sp.issparse(matrix) else np.count_nonzero(matrix, axis=1)
         return np.asarray(counts).ravel() > 0
 
@@ -148,7 +159,7 @@ class Annotator(ABC):
             raise CheckpointError(f"{directory / WEIGHTS_FILE} cannot be read ({error}); save the annotator again.") from None
         from scadapt.strategies import get_strategy  # the strategies sit above the models they build
 
-        config = get_strategy(manifest["strategy"]).config_class.from_params(manifest["config"])
+        config = get_strategy(manifest["strategy"]).config_class.from_saved(manifest["config"])
         kinds = {k.kind: k for k in (BackboneAnnotator, LinearExpressionAnnotator, NetworkExpressionAnnotator)}
         if manifest.get("kind") not in kinds:
             raise CheckpointError(f"{directory}: unknown annotator kind {manifest.get('kind')!r}.")
@@ -224,6 +235,10 @@ class BackboneAnnotator(Annotator):
         cells = self.tokenizer.tokenize(adata)
         return self.cell_outputs(cells, np.arange(cells.n_cells), progress)
 
+    def matrix_outputs(self, matrix, genes, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        cells = self.tokenizer.tokenize_matrix(matrix, np.asarray(genes, dtype=str))
+        return self.cell_outputs(cells, np.arange(cells.n_cells), progress)
+
     def cell_outputs(self, cells, indices: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and probabilities for tokenized ``cells[indices]``, in that order."""
         self.model.eval()
@@ -291,31 +306,34 @@ class ExpressionAnnotator(Annotator):
     def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str]):
         super().__init__(strategy, config, classes)
         self.genes = [str(g) for g in genes]
+        self._gene_set = frozenset(self.genes)  # asked once per gene of every request
 
     @property
     def genes_read(self) -> Container[str]:
-        return set(self.genes)
+        return self._gene_set
 
-    def features(self, adata: AnnData) -> np.ndarray:
-        """Log-normalised expression of the model's genes, ``[n_cells, n_genes]`` (absent genes = 0)."""
-        check_values(adata.X)
-        position = pd.Index(adata.var_names.astype(str)).get_indexer(self.genes)
+    def features(self, matrix, genes) -> np.ndarray:
+        """Log-normalised expression of the model's genes, ``[n_cells, n_genes]`` (absent genes = 0),
+        from a matrix ``[n_cells, len(genes)]`` with the gene symbols ``genes``."""
+        check_values(matrix)
+        position = np.arange(len(genes)) if list(genes) == self.genes else \
+            pd.Index(np.asarray(genes, dtype=str)).get_indexer(self.genes)
         found = position >= 0
         if found.mean() < 0.5:
             raise InputDataError(
                 f"Only {found.sum()} of the {len(self.genes)} genes this model uses are in the data "
                 f"(e.g. missing: {', '.join(np.asarray(self.genes)[~found][:5])}). Use gene symbols as var_names."
             )
-        matrix = log_normalized(adata.X)
-        dense = np.zeros((adata.n_obs, len(self.genes)), dtype=np.float64)
-        dense[:, found] = matrix[:, position[found]].toarray()
+        normalized = log_normalized(matrix)
+        dense = np.zeros((matrix.shape[0], len(self.genes)), dtype=np.float64)
+        dense[:, found] = normalized[:, position[found]].toarray()
         return dense
 
-    def outputs(self, adata: AnnData, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def matrix_outputs(self, matrix, genes, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Computed :data:`CHUNK` cells at a time: a model on every gene would need a dense
         ``[n_cells, n_genes]`` matrix otherwise."""
-        parts = [self.feature_outputs(self.features(adata[i: i + self.CHUNK]))
-                 for i in range(0, adata.n_obs, self.CHUNK)] or [self.feature_outputs(self.features(adata))]
+        parts = [self.feature_outputs(self.features(matrix[i: i + self.CHUNK], genes))
+                 for i in range(0, matrix.shape[0], self.CHUNK)] or [self.feature_outputs(self.features(matrix, genes))]
         return np.concatenate([e for e, _ in parts]), np.concatenate([p for _, p in parts])
 
     @abstractmethod

@@ -22,7 +22,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from scadapt.devices import resolve_device
 from scadapt.errors import ScadaptError
 from scadapt.models.annotator import Annotator
-from scadapt.serving.request import OUTPUTS, cells_from_table
+from scadapt.serving.request import OUTPUTS, matrix_from_table
 from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, SERVING_ARTIFACT
 
 
@@ -39,11 +39,12 @@ class ServedAnnotator(mlflow.pyfunc.PythonModel):
         try:
             if output not in OUTPUTS:
                 raise ScadaptError(f"Unknown output {output!r}; choose one of {', '.join(OUTPUTS)}.")
-            cells = cells_from_table(model_input, self.genes)
-            embedding, proba = self.annotator.outputs(cells)
+            matrix = matrix_from_table(model_input, self.genes)  # no AnnData: the lean path of one request
+            embedding, proba = self.annotator.matrix_outputs(matrix, self.genes)
         except ScadaptError as error:  # a bad request: HTTP 400 with the message, the server keeps serving
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-        table = self.annotator.table(range(len(proba)), proba, self.annotator.expressed(cells)).reset_index(drop=True)
+        expressed = self.annotator.matrix_expressed(matrix, self.genes)
+        table = self.annotator.table(range(len(proba)), proba, expressed).reset_index(drop=True)
         if output == "probabilities":
             table = table.join(pd.DataFrame(proba, columns=[f"p_{c}" for c in self.annotator.classes]))
         elif output == "embedding":

@@ -20,7 +20,7 @@ from peft.tuners.adalora.layer import RankAllocator
 from torch import Tensor, nn
 
 from scadapt.errors import ScadaptError
-from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
 from scadapt.strategies.lora import target_pattern
 from scadapt.training.classifier import TrainingHooks
@@ -29,7 +29,7 @@ ADAPTER = "default"  # peft's adapter name
 
 
 @dataclass
-class AdaLoRAConfig(TorchConfig):
+class AdaLoRAConfig(InjectedConfig):
     init_r: int = 12  # rank per target at the start
     target_r: int = 8  # average rank per target at the end
     alpha: float = 16.0
@@ -66,22 +66,22 @@ class AdaLoRA(AdaptedStrategy):
     description = "AdaLoRA: SVD-form LoRA with its rank budget reallocated while training (peft)"
 
     @classmethod
-    def peft_config(cls, config: AdaLoRAConfig, total_steps: int) -> PeftAdaLoraConfig:
+    def peft_config(cls, config: AdaLoRAConfig, total_steps: int, layers: range) -> PeftAdaLoraConfig:
         tinit = int(config.tinit * total_steps)
         tfinal = min(int(config.tfinal * total_steps), total_steps - tinit - 1)
         return PeftAdaLoraConfig(init_r=config.init_r, target_r=config.target_r, lora_alpha=config.alpha,
-                                 lora_dropout=config.lora_dropout, target_modules=target_pattern(config.targets),
+                                 lora_dropout=config.lora_dropout, target_modules=target_pattern(config.targets, layers),
                                  orth_reg_weight=config.orth_reg_weight, tinit=tinit, tfinal=max(0, tfinal),
                                  deltaT=config.delta_t, total_step=max(1, total_steps))
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: AdaLoRAConfig) -> None:
         # the schedule is set per fit (hooks); the injected modules depend only on ranks and targets
-        inject_adapter_in_model(cls.peft_config(config, total_steps=1000), backbone)
+        inject_adapter_in_model(cls.peft_config(config, 1000, adapted_layers(backbone, config)), backbone)
 
     @classmethod
     def hooks(cls, model: nn.Module, config: AdaLoRAConfig, total_steps: int) -> TrainingHooks:
-        peft_config = cls.peft_config(config, total_steps)
+        peft_config = cls.peft_config(config, total_steps, adapted_layers(model.backbone, config))
         allocator = RankAllocator(model, peft_config, ADAPTER)
         factors = [(p, "lora_A" in name) for name, p in model.named_parameters()
                    if p.requires_grad and ("lora_A" in name or "lora_B" in name)]

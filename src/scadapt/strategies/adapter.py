@@ -1,16 +1,17 @@
 """``adapter``: bottleneck adapters (Houlsby et al.) after the attention output and the FFN of
-each chosen layer: ``y + up(relu(down(y)))``. The up-projection starts at zero, so training
+each adapted layer: ``y + up(relu(down(y)))``. The up-projection starts at zero, so training
 starts from exactly the pretrained function."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
 from scadapt.errors import ScadaptError
-from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
 
 
@@ -31,17 +32,23 @@ class Bottleneck(nn.Module):
 
 
 @dataclass
-class AdapterConfig(TorchConfig):
+class AdapterConfig(InjectedConfig):
     ratio: float = 0.25  # bottleneck width as a fraction of d_model (scPEFT: 0.25)
-    layers: str = "all"  # "all" or "first_half" (scPEFT)
 
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
-        return {
-            **super().search_space(trial),
-            "ratio": trial.suggest_categorical("ratio", [0.0625, 0.125, 0.25]),
-            "layers": trial.suggest_categorical("layers", ["all", "first_half"]),
-        }
+        return {**super().search_space(trial), "ratio": trial.suggest_categorical("ratio", [0.0625, 0.125, 0.25])}
+
+    @classmethod
+    def from_saved(cls, params: Mapping[str, Any]) -> AdapterConfig:
+        """Also reads annotators saved when ``layers`` was ``"all"`` or ``"first_half"``."""
+        legacy = str(params.get("layers", "")).strip()
+        if legacy == "first_half":
+            raise ScadaptError(
+                "This adapter annotator puts its adapters in the bottom half of the layers (layers='first_half'), "
+                "which scadapt no longer builds: adapters now sit in the top `layers` layers, so that the frozen "
+                "layers below run once per fit. Retrain it with `scadapt train --strategy adapter` (or tune).")
+        return super().from_saved({**params, "layers": 0} if legacy == "all" else params)
 
 
 @register
@@ -52,11 +59,9 @@ class Adapter(AdaptedStrategy):
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: AdapterConfig) -> None:
-        if config.layers not in ("all", "first_half"):
-            raise ScadaptError(f"adapter layers must be 'all' or 'first_half', got {config.layers!r}.")
         layers = backbone.transformer_encoder.layers
-        chosen = layers if config.layers == "all" else layers[: max(1, len(layers) // 2)]
         width = max(1, round(backbone.config.d_model * config.ratio))
-        for layer in chosen:
+        for index in adapted_layers(backbone, config):
+            layer = layers[index]
             layer.self_attn.out = Bottleneck(layer.self_attn.out, width)
             layer.linear2 = Bottleneck(layer.linear2, width)

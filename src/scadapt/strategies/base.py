@@ -33,9 +33,6 @@ if TYPE_CHECKING:
     from scadapt.training.classifier import FitResult
     from scadapt.training.context import TrainingContext
 
-LAYER_PATTERN = r"transformer_encoder\.layers\.\d+\."  # peft target prefix: every encoder layer
-
-
 @dataclass
 class StrategyConfig:
     """Base of every strategy's hyperparameters. Fields must be int, float, bool or str."""
@@ -56,6 +53,14 @@ class StrategyConfig:
                 f"known: {', '.join(sorted(known))}."
             )
         return cls(**{key: _coerce(key, value, hints[key]) for key, value in params.items()})
+
+    @classmethod
+    def from_saved(cls, params: Mapping[str, Any]) -> StrategyConfig:
+        """The settings recorded with a saved annotator: a setting the recording lacks takes the
+        value it had before it existed (:attr:`saved_defaults`), not today's default."""
+        return cls.from_params({**cls.saved_defaults, **params})
+
+    saved_defaults: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
@@ -81,6 +86,10 @@ class TorchConfig(StrategyConfig):
     # frozen layers it only adds noise that hides the between-cell differences of the CLS
     # embedding; on the demo backbone, LoRA/IA3 with the checkpoint's 0.1 stayed near chance.
     backbone_dropout: float = 0.0
+    # A cell with more genes than fit in max_seq_len draws a new subset every epoch (augmentation).
+    # False keeps its first draw, as scGPT's annotation tutorial does; then the frozen layers'
+    # output of every cell can be reused (scadapt.training.frozen_layers).
+    resample_genes: bool = True
 
     def __post_init__(self) -> None:
         problems = [text for bad, text in (
@@ -109,6 +118,40 @@ class TorchConfig(StrategyConfig):
             "weight_decay": trial.suggest_float("weight_decay", 1e-4, 0.1, log=True),
             "head_dropout": trial.suggest_float("head_dropout", 0.0, 0.3),
         }
+
+
+@dataclass
+class InjectedConfig(TorchConfig):
+    """Hyperparameters of strategies that inject trainable modules into the backbone's layers."""
+
+    # Adapt the top ``layers`` layers only (0: every layer). The frozen layers below run once per
+    # fit (scadapt.training.frozen_layers), so an epoch costs about layers / nlayers of a full pass.
+    # 2 by default: on the bundled data, test macro-F1 with the top 1-2 of the demo backbone's 4
+    # layers was as good as with all of them (benchmarks/top_layers.py in benchmarks/RESULTS.md).
+    layers: int = 2
+    saved_defaults: ClassVar[dict[str, Any]] = {"layers": 0}  # annotators saved before ``layers`` adapted every layer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layers < 0:
+            raise ScadaptError(f"layers must be 0 (every layer) or the number of top layers to adapt (got {self.layers}).")
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        # the top 1, 2 or 4 layers (the cheap end of the 2-4 of 12 that scGPT-sized models need); 0 stays possible
+        return {**super().search_space(trial), "layers": trial.suggest_categorical("layers", [1, 2, 4])}
+
+
+def adapted_layers(backbone: nn.Module, config: InjectedConfig) -> range:
+    """Indices of the encoder layers a strategy adapts: the top ``config.layers`` (all if 0 or more than exist)."""
+    n_layers = len(backbone.transformer_encoder.layers)
+    top = config.layers if 0 < config.layers < n_layers else n_layers
+    return range(n_layers - top, n_layers)
+
+
+def layer_prefix(indices: range) -> str:
+    """The ``peft`` target-module prefix that matches the encoder layers ``indices``."""
+    return rf"transformer_encoder\.layers\.({'|'.join(map(str, indices))})\."
 
 
 @dataclass

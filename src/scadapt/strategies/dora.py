@@ -26,5 +26,5 @@ class DoRA(LoRA):
     description = "DoRA: LoRA with a trained magnitude per output (peft)"
 
     @classmethod
-    def peft_config(cls, config: DoRAConfig) -> LoraConfig:
-        return dataclasses.replace(super().peft_config(config), use_dora=True)
+    def peft_config(cls, config: DoRAConfig, layers: range) -> LoraConfig:
+        return dataclasses.replace(super().peft_config(config, layers), use_dora=True)

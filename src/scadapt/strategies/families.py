@@ -17,6 +17,7 @@ from scadapt.models.annotator import BackboneAnnotator
 from scadapt.models.head import BackboneClassifier, ClassifierHead
 from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze
 from scadapt.training.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
+from scadapt.training.frozen_layers import FrozenLayerCache
 from scadapt.training.linear import fit_logistic, load_into_head
 
 if TYPE_CHECKING:
@@ -138,7 +139,10 @@ class AdaptedStrategy(BackboneStrategy):
         # the frozen backbone's embeddings of the training cells set the head's input statistics
         model.head.set_standardization(torch.as_tensor(ctx.embeddings(split.train, progress), device=ctx.device))
         total_steps = -(-len(split.train) // config.batch_size) * config.epochs
-        fit = fit_classifier(TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device), ctx.codes, split.train,
+        frozen = FrozenLayerCache.for_model(model.backbone, ctx.tokenizer, ctx.cells, ctx.device,
+                                            split.train if config.resample_genes else None)
+        source = TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device, frozen, config.resample_genes)
+        fit = fit_classifier(source, ctx.codes, split.train,
                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
                              progress=progress, hooks=cls.hooks(model, config, total_steps))
         return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()))

@@ -9,13 +9,12 @@ from peft import IA3Config as PeftIA3Config
 from peft import inject_adapter_in_model
 from torch import nn
 
-from scadapt.strategies.base import LAYER_PATTERN as LAYER
-from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.base import InjectedConfig, adapted_layers, layer_prefix, register
 from scadapt.strategies.families import AdaptedStrategy
 
 
 @dataclass
-class IA3Config(TorchConfig):
+class IA3Config(InjectedConfig):
     lr: float = 3e-3
 
 
@@ -27,7 +26,8 @@ class IA3(AdaptedStrategy):
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: IA3Config) -> None:
+        prefix = layer_prefix(adapted_layers(backbone, config))
         peft_config = PeftIA3Config(
-            target_modules=LAYER + r"(self_attn\.(k|v)|linear2)", feedforward_modules=LAYER + r"linear2"
+            target_modules=prefix + r"(self_attn\.(k|v)|linear2)", feedforward_modules=prefix + r"linear2"
         )
         inject_adapter_in_model(peft_config, backbone)

@@ -9,19 +9,18 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from scadapt.errors import ScadaptError
-from scadapt.strategies.base import LAYER_PATTERN as LAYER
-from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.base import InjectedConfig, adapted_layers, layer_prefix, register
 from scadapt.strategies.families import AdaptedStrategy
 
-TARGETS = {
-    "qv": LAYER + r"self_attn\.(q|v)",
-    "attention": LAYER + r"self_attn\.(q|k|v|out)",
-    "attention_ffn": LAYER + r"(self_attn\.(q|k|v|out)|linear1|linear2)",
+TARGETS = {  # modules within each adapted layer
+    "qv": r"self_attn\.(q|v)",
+    "attention": r"self_attn\.(q|k|v|out)",
+    "attention_ffn": r"(self_attn\.(q|k|v|out)|linear1|linear2)",
 }
 
 
 @dataclass
-class LoRAConfig(TorchConfig):
+class LoRAConfig(InjectedConfig):
     r: int = 8
     alpha: float = 16.0
     # 0 by default: on CPU, dropout on the input of every target made a PBMC epoch 1.5x slower
@@ -46,17 +45,17 @@ class LoRA(AdaptedStrategy):
     description = "LoRA on attention q/k/v/out and FFN linears (peft)"
 
     @classmethod
-    def peft_config(cls, config: LoRAConfig) -> LoraConfig:
+    def peft_config(cls, config: LoRAConfig, layers: range) -> LoraConfig:
         return LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.lora_dropout,
-                          target_modules=target_pattern(config.targets))
+                          target_modules=target_pattern(config.targets, layers))
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: LoRAConfig) -> None:
-        inject_adapter_in_model(cls.peft_config(config), backbone)
+        inject_adapter_in_model(cls.peft_config(config, adapted_layers(backbone, config)), backbone)
 
 
-def target_pattern(targets: str) -> str:
-    """The peft ``target_modules`` regex of a ``targets`` name."""
+def target_pattern(targets: str, layers: range) -> str:
+    """The peft ``target_modules`` regex of a ``targets`` name in the encoder layers ``layers``."""
     if targets not in TARGETS:
         raise ScadaptError(f"LoRA targets must be one of {', '.join(TARGETS)}, got {targets!r}.")
-    return TARGETS[targets]
+    return layer_prefix(layers) + TARGETS[targets]

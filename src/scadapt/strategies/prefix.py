@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from scadapt.backbone.attention import SelfAttention
-from scadapt.strategies.base import TorchConfig, register
+from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
 
 
@@ -34,7 +34,7 @@ class PrefixAttention(nn.Module):
 
 
 @dataclass
-class PrefixConfig(TorchConfig):
+class PrefixConfig(InjectedConfig):
     lr: float = 5e-3
     n_prefix: int = 8  # scPEFT: 8; scDLKit: 20
 
@@ -47,9 +47,10 @@ class PrefixConfig(TorchConfig):
 class Prefix(AdaptedStrategy):
     name = "prefix"
     config_class = PrefixConfig
-    description = "learned key/value prefixes in every layer (ours)"
+    description = "learned key/value prefixes in every adapted layer (ours)"
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: PrefixConfig) -> None:
-        for layer in backbone.transformer_encoder.layers:
-            layer.self_attn = PrefixAttention(layer.self_attn, config.n_prefix)
+        layers = backbone.transformer_encoder.layers
+        for index in adapted_layers(backbone, config):
+            layers[index].self_attn = PrefixAttention(layers[index].self_attn, config.n_prefix)

@@ -166,7 +166,19 @@ class GeneTokenizer:
         """Match genes, validate values and bin every cell (cached when a cache is set)."""
         ids, overlap = self.match_genes(self.gene_symbols(adata, gene_column))
         log.info("Tokenizing %d cells: %s.", adata.n_obs, overlap.describe())
-        matrix = self.expression_matrix(adata, layer)[:, np.flatnonzero(ids >= 0)]
+        return self._tokenize(self.expression_matrix(adata, layer), ids, overlap)
+
+    def tokenize_matrix(self, matrix, symbols: np.ndarray) -> TokenizedCells:
+        """:meth:`tokenize` of an expression matrix ``[n_cells, len(symbols)]`` (dense or sparse)
+        whose columns are the gene ``symbols``: the served model's path, without an AnnData."""
+        ids, overlap = self.match_genes(symbols)
+        check_values(matrix)
+        matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        matrix.eliminate_zeros()
+        return self._tokenize(matrix, ids, overlap)
+
+    def _tokenize(self, matrix: sp.csr_matrix, ids: np.ndarray, overlap: GeneOverlap) -> TokenizedCells:
+        matrix = matrix[:, np.flatnonzero(ids >= 0)]
         matrix.sort_indices()
         gene_ids = ids[ids >= 0][matrix.indices]
         key = self._cache_key(matrix, gene_ids)
@@ -184,6 +196,11 @@ class GeneTokenizer:
         for array in (matrix.indptr.astype(np.int64), gene_ids, matrix.data):
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
+
+    def varies_by_epoch(self, cells: TokenizedCells, indices: np.ndarray) -> np.ndarray:
+        """Whether each cell's tokens differ between epochs (bool ``[len(indices)]``): cells with
+        more genes than fit in ``max_seq_len`` get a new random subset in every epoch."""
+        return cells.lengths[np.asarray(indices)] > self.max_seq_len - 1
 
     def batch(
         self, cells: TokenizedCells, indices: np.ndarray, epoch: int = 0
@@ -208,7 +225,7 @@ class GeneTokenizer:
         for row, cell in enumerate(indices):
             start, stop = cells.indptr[cell], cells.indptr[cell + 1]
             keep = np.arange(start, stop)
-            if stop - start > self.max_seq_len - 1:
+            if stop - start > self.max_seq_len - 1:  # as in varies_by_epoch
                 rng = np.random.default_rng((self.seed, epoch, int(cell)))
                 keep = start + np.sort(rng.choice(stop - start, self.max_seq_len - 1, replace=False))
             gene_ids[row, 1 : len(keep) + 1] = cells.gene_ids[keep]

@@ -28,6 +28,7 @@ from scadapt.errors import TrainingDiverged
 from scadapt.models.head import BackboneClassifier, trainable_state
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import length_grouped_batches
+from scadapt.training.frozen_layers import FrozenLayerCache
 from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
 
 if TYPE_CHECKING:
@@ -35,10 +36,16 @@ if TYPE_CHECKING:
 
 
 class TokenSource:
-    """Cells as token batches through backbone and head (strategies trained through the backbone)."""
+    """Cells as token batches through backbone and head (strategies trained through the backbone).
 
-    def __init__(self, model: BackboneClassifier, tokenizer: GeneTokenizer, cells: TokenizedCells, device: torch.device):
+    With ``frozen``, the backbone's frozen bottom layers are not run again for a cell they have
+    already seen: training and validation start from their kept output (same results). Without
+    ``resample_genes``, a cell with more genes than fit keeps its epoch-0 subset in every epoch."""
+
+    def __init__(self, model: BackboneClassifier, tokenizer: GeneTokenizer, cells: TokenizedCells,
+                 device: torch.device, frozen: FrozenLayerCache | None = None, resample_genes: bool = True):
         self.model, self.tokenizer, self.cells, self.device = model, tokenizer, cells, device
+        self.frozen, self.resample_genes = frozen, resample_genes
 
     @property
     def module(self) -> nn.Module:
@@ -49,13 +56,26 @@ class TokenSource:
         return [indices[rows] for rows in order]
 
     def logits(self, indices: np.ndarray, epoch: int) -> Tensor:
+        epoch = epoch if self.resample_genes else 0
         batch = self.tokenizer.batch(self.cells, indices, epoch)
-        return self.model(*(batch[k].to(self.device) for k in ("gene_ids", "values", "padding_mask")))
+        if self.frozen is None:
+            return self.model(*(batch[k].to(self.device) for k in ("gene_ids", "values", "padding_mask")))
+        hidden = self.frozen.hidden(indices, batch, epoch)
+        padding = batch["padding_mask"].to(self.device)
+        return self.model.head(self.model.backbone.encode_from(hidden, padding, self.frozen.depth))
 
     def predict(self, indices: np.ndarray, batch_size: int) -> np.ndarray:
-        """Logits ``[len(indices), n_classes]`` by the path that serves the model."""
-        return cell_outputs(self.model.backbone, self.tokenizer, self.cells, indices, head=self.model.head,
-                            batch_size=batch_size)[1]
+        """Logits ``[len(indices), n_classes]``: by the path that serves the model, or from the
+        frozen layers' kept outputs (the same function, computed from the middle)."""
+        if self.frozen is None:
+            return cell_outputs(self.model.backbone, self.tokenizer, self.cells, indices, head=self.model.head,
+                                batch_size=batch_size)[1]
+        self.model.eval()
+        logits = np.empty((len(indices), len(self.model.head.out.bias)), dtype=np.float32)
+        with torch.no_grad(), autocast(self.device):  # not inference_mode: kept outputs train later
+            for rows in length_grouped_batches(self.cells.lengths[indices], batch_size, rng=None):
+                logits[rows] = self.logits(indices[rows], 0).float().cpu().numpy()
+        return logits
 
 
 class EmbeddingSource:

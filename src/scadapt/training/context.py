@@ -20,7 +20,7 @@ from scadapt.backbone import embed_cells, load_backbone
 from scadapt.backbone.embedding_cache import EmbeddingCache, embedding_key
 from scadapt.coordination import Coordinator
 from scadapt.data import DatasetInfo, Split, load_and_split
-from scadapt.devices import resolve_device
+from scadapt.devices import compute_dtype, resolve_device
 from scadapt.errors import CheckpointError, ScadaptError
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
 from scadapt.tracking.checkpoints import local_checkpoint, publish_checkpoint
@@ -86,7 +86,8 @@ class TrainingContext:
         if not (self.cells.key and self.weights_hash):
             return ""
         t = self.tokenizer
-        return embedding_key(self.weights_hash, self.cells.key, t.max_seq_len, t.pad_value, t.seed, self.device.type)
+        return embedding_key(self.weights_hash, self.cells.key, t.max_seq_len, t.pad_value, t.seed,
+                             f"{self.device.type}-{compute_dtype(self.device)}")
 
 
 def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | None = None) -> TrainingContext:

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from scadapt.data import save_splits
+from scadapt.devices import compute_dtype
 from scadapt.evaluation.figures import confusion_figure, curves_figure, umap_figure
 from scadapt.evaluation.metrics import ClassificationReport
 from scadapt.models.annotator import Annotator
@@ -58,6 +59,7 @@ def run_params(job: TrainJob, ctx: TrainingContext, config: StrategyConfig) -> d
         "backbone.uri": ctx.checkpoint_uri,
         "backbone.max_seq_len": ctx.tokenizer.max_seq_len if ctx.tokenizer else None,
         "backbone.gene_overlap": ctx.gene_overlap, "compute_device": str(ctx.device),
+        "compute_dtype": str(compute_dtype(ctx.device)).removeprefix("torch."),
     }
 
 
