@@ -434,3 +434,37 @@ def test_annotators_saved_before_top_layer_adaptation_load_as_they_were_trained(
     with pytest.raises(ScadaptError, match="no longer builds.*Retrain it"):
         get_strategy("adapter").config_class.from_saved({"layers": "first_half"})
     assert get_strategy("full").config_class.from_saved({"lr": 1e-4}).lr == 1e-4
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("SCADAPT_PRECISION", "fp8", "SCADAPT_PRECISION='fp8' is not one of auto, fp32, bf16"),
+    ("SCADAPT_FROZEN_CACHE_MB", "lots", "SCADAPT_FROZEN_CACHE_MB='lots' is not a number of megabytes"),
+    ("SCADAPT_FROZEN_CACHE_MB", "-5", "is not a number of megabytes \\(>= 0; 0 turns the cache off\\)"),
+])
+def test_bad_precision_and_cache_settings_are_refused(variable, value, message, monkeypatch):
+    from scadapt.devices import autocast
+    from scadapt.errors import ScadaptError
+    from scadapt.training.frozen_layers import budget_bytes
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ScadaptError, match=message):
+        autocast(torch.device("cpu")) if variable == "SCADAPT_PRECISION" else budget_bytes()
+
+
+def test_bf16_precision_autocasts_on_the_cpu(planted, monkeypatch):
+    """``SCADAPT_PRECISION=bf16`` runs the backbone's matrix products in bfloat16 on the CPU; the
+    default keeps float32 there."""
+    from scadapt.devices import autocast, compute_dtype
+
+    batch = _token_batch(planted, 4)
+    model = random_backbone(planted[3]).eval()
+    cpu = torch.device("cpu")
+    assert compute_dtype(cpu) == torch.float32
+    with torch.no_grad(), autocast(cpu):
+        exact = model(**batch)
+    monkeypatch.setenv("SCADAPT_PRECISION", "bf16")
+    assert compute_dtype(cpu) == torch.bfloat16
+    with torch.no_grad(), autocast(cpu):
+        low = model(**batch)
+    assert exact.dtype == torch.float32 and not torch.equal(low.float(), exact)
+    torch.testing.assert_close(low.float(), exact, rtol=0, atol=0.1)
