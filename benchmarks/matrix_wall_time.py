@@ -10,9 +10,11 @@ that time is not counted). It uses new MLflow and Optuna stores and a new cache 
 demo backbone (in a temporary folder, or in ``--keep DIR`` with the report and figures), so nothing
 is reused: tokenizing and embedding are counted.
 
-For each strategy it prints the wall time (studies plus the other cells), its share and its ratio
-to ``full``, and where the time goes: the Optuna study, the training of the cells' own fits, and
-the rest of each cell (loading and tokenizing, embedding, scoring the test cells, logging).
+The matrix runs as ``scadapt benchmark`` runs it by default: on a CPU one worker process per core
+(up to 4), each with its share of the torch threads. For each strategy it prints the time its cells
+took (studies plus the other cells; seconds summed over the worker processes), its share and its
+ratio to ``full``, and where the time goes: the Optuna study, the training of the cells' own fits,
+and the rest of each cell (loading and tokenizing, embedding, scoring the test cells, logging).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def main() -> None:
           f"python {sys.version.split()[0]}")
     if seconds is not None:
         print(f"whole default matrix: {seconds / 60:.1f} min")
-    print(f"strategies' wall time: {table['wall_sec'].sum() / 60:.1f} min over {int(table['cells_run'].sum())} cells")
+    print(f"the cells' time, summed over the worker processes: {table['wall_sec'].sum() / 60:.1f} min over "
+          f"{int(table['cells_run'].sum())} cells")
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
 
 

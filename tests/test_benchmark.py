@@ -9,6 +9,7 @@ import sys
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from conftest import REPO
@@ -29,7 +30,7 @@ def _config(checkpoint, tmp_path, **overrides) -> BenchmarkConfig:
     settings = dict(datasets=("pancreas_small",), strategies=("pca_logreg", "head"), regimes=("full", "low"),
                     label_fractions=(0.1,), n_folds=2, folds=2, n_trials=1, epochs=1, checkpoint=str(checkpoint) if checkpoint else None,
                     storage=f"sqlite:///{tmp_path / 'optuna.db'}", output_dir=str(tmp_path / "out"), progress=False,
-                    job_options={"max_seq_len": 64, "min_genes": 50})
+                    job_options={"max_seq_len": 64, "min_genes": 50}, workers=1)
     settings.update(overrides)
     return BenchmarkConfig(**settings)
 
@@ -142,6 +143,46 @@ def test_per_fold_tuning_gives_every_cell_its_own_study(tiny_checkpoint, tmp_pat
     assert len(runs) == 2 and all("scadapt.trial" in r.data.tags for r in runs)
     studies = {mlflow.get_run(r.data.tags["mlflow.parentRunId"]).data.tags["scadapt.study"] for r in runs}
     assert len(studies) == 2 and all(s.endswith(("full_fold0/pca_logreg", "full_fold1/pca_logreg")) for s in studies)
+
+
+def test_helper_workers_share_the_matrix_and_give_the_results_of_one_worker(tiny_checkpoint, tmp_path):
+    """Two processes on this machine split the cells; each study is run by one of them, so the
+    chosen settings and the scores are those of a one-worker run."""
+    settings = dict(strategies=("lora", "head", "pca_logreg"), n_folds=3, folds=3, n_trials=2, epochs=4, promote=False)
+    two = run_benchmark(_config(tiny_checkpoint, tmp_path / "two", workers=2, experiment="two", **settings))
+    one = run_benchmark(_config(tiny_checkpoint, tmp_path / "one", workers=1, experiment="one", **settings))
+
+    assert two.cells_run == one.cells_run == 18  # every cell once, the helper's counted in the timing
+    cells = mlflow.search_runs(experiment_names=["two"], output_format="list",
+                               filter_string=f"tags.`scadapt.benchmark` = '{two.fingerprint}' and tags.`scadapt.cell` != ''")
+    trials = [t for s in optuna.get_all_study_names(f"sqlite:///{tmp_path / 'two' / 'optuna.db'}")
+              for t in optuna.load_study(study_name=s, storage=f"sqlite:///{tmp_path / 'two' / 'optuna.db'}").trials]
+    workers = {r.data.tags["scadapt.worker"] for r in cells if "scadapt.worker" in r.data.tags}  # cells outside studies
+    assert len(workers | {t.user_attrs["scadapt_worker"] for t in trials}) == 2  # both processes ran some
+    columns = ["dataset", "strategy", "setting", "replicate", "test_macro_f1", "val_macro_f1", "test_accuracy"]
+    tables = [r.tables.runs[columns].sort_values(columns[:4]).reset_index(drop=True) for r in (two, one)]
+    pd.testing.assert_frame_equal(*tables, atol=1e-6, rtol=0)
+    report = (tmp_path / "two" / "out" / "report.md").read_text()
+    assert "2 worker processes on this machine shared the cells" in report
+
+
+def test_workers_are_planned_from_the_cores_the_device_and_the_work(monkeypatch):
+    from scadapt.benchmark import local_workers
+
+    monkeypatch.setattr(local_workers, "usable_cores", lambda: 8)
+    monkeypatch.setattr(local_workers, "available_memory", lambda: 64 * 2**30)
+    assert local_workers.plan_workers(0, "cpu", None, n_cells=100) == (4, 2)  # one per core, at most 4
+    assert local_workers.plan_workers(0, "cpu", None, n_cells=3) == (3, 2)  # no more than there are cells
+    assert local_workers.plan_workers(0, "cuda", None, n_cells=100) == (1, 8)  # they would share one GPU
+    assert local_workers.plan_workers(6, "cuda:1", None, n_cells=100) == (6, 1)  # asked for
+    assert local_workers.plan_workers(0, "cpu", "sqlite:///:memory:", n_cells=100) == (1, 8)  # cannot be shared
+    assert local_workers.plan_workers(0, "cpu", None, n_cells=1) == (1, 8)
+    monkeypatch.setattr(local_workers, "available_memory", lambda: 9 * 2**30)
+    assert local_workers.plan_workers(0, "cpu", None, n_cells=100) == (2, 4)  # what the memory holds
+    monkeypatch.setenv("SCADAPT_FROZEN_CACHE_MB", "3000")  # the frozen-layer cache's budget is shared out
+    assert local_workers.share_env(3, 2)["SCADAPT_FROZEN_CACHE_MB"] == "1000"
+    with pytest.raises(ScadaptError, match="workers must be 0"):
+        BenchmarkConfig(workers=-1)
 
 
 def test_cross_study_cells_come_only_from_datasets_with_technologies(tmp_path):

@@ -98,3 +98,37 @@ def test_ctrl_c_inside_a_store_transaction_waits_until_it_is_over():
         except KeyboardInterrupt:
             interrupted = True
     assert finished == "committed" and interrupted
+
+
+def test_ctrl_c_on_a_benchmark_stops_its_helper_workers_and_leaves_no_run_open(tiny_checkpoint, tmp_path):
+    import psutil
+    import sqlalchemy
+
+    studies = f"sqlite:///{tmp_path / 'optuna.db'}"
+    process = _start("benchmark", "--datasets", "pancreas_small", "--strategies", "lora,full,dora,head", "--regimes",
+                     "full", "--n-folds", "3", "--folds", "3", "--n-trials", "1", "--epochs", "200", "--checkpoint",
+                     str(tiny_checkpoint), "--storage", studies, "--output-dir", str(tmp_path / "out"), "--workers", "2",
+                     "--no-promote")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # the helper holds a cell of the matrix
+        assert process.poll() is None, process.communicate()
+        helpers = psutil.Process(process.pid).children()
+        owners = []
+        if helpers and (tmp_path / "optuna.db").is_file():
+            with sqlalchemy.create_engine(studies).connect() as db:
+                if sqlalchemy.inspect(db).has_table("scadapt_locks"):
+                    owners = [row[0] for row in db.execute(sqlalchemy.text(
+                        "select owner from scadapt_locks where name like 'cell:%'"))]
+        if any(f":{h.pid}:" in owner for h in helpers for owner in owners):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the helper worker never claimed a cell")
+    process.send_signal(signal.SIGINT)  # to the command only, as a scheduler would
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "scadapt: interrupted" in err
+    assert not any(h.is_running() and h.status() != psutil.STATUS_ZOMBIE for h in helpers)
+    left = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="attributes.status = 'RUNNING'")
+    assert not left, [r.info.run_name for r in left]

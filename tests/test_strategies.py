@@ -346,6 +346,26 @@ def test_evaluation_scores_the_contexts_own_tokens(strategy, planted):
     np.testing.assert_allclose(embedding, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["full", "lora", "mlp"])
+def test_the_validation_report_is_that_of_the_restored_weights(strategy, planted):
+    """The validation report reuses the best epoch's validation logits: they are the outputs of the
+    weights the fit restored, by the path that serves the model (here through the frozen-layer
+    cache for lora), so running the validation cells again would give the same report."""
+    from scadapt.training.context import prepare
+    from scadapt.training.fit import evaluate, fit_strategy, validation_report
+
+    _, path, backbone, _ = planted
+    ctx = prepare(_job(path, backbone, strategy))
+    config = get_strategy(strategy).config_class.from_params({"epochs": 4, "patience": 4, "batch_size": 16})
+    outcome = fit_strategy(ctx, strategy, config, progress=False)
+    logits = outcome.fit.best_val_logits
+    _, proba = get_strategy(strategy).outputs(ctx, outcome.annotator, ctx.split.validation)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), proba, rtol=0, atol=1e-5)
+    reused, computed = validation_report(ctx, outcome), evaluate(ctx, outcome.annotator, "validation")[0]
+    assert reused.prefixed("val") == computed.prefixed("val")
+    assert reused.prefixed("val")["val_macro_f1"] == pytest.approx(outcome.fit.best_val_macro_f1)
+
+
 def test_frozen_embeddings_are_computed_once_for_every_job_on_the_same_data(planted, monkeypatch):
     """A second job on the same data and backbone (another matrix cell, trial or process) reads the
     embeddings the first computed; other tokens per cell are another entry; a damaged entry is rebuilt."""

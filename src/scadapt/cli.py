@@ -278,6 +278,9 @@ def _add_study_arguments(p: argparse.ArgumentParser, d, per: str) -> None:
                    help="ranking and promotion rule (default: registry/policy.yaml)")
     p.add_argument("--seed", type=integer, default=d.seed)
     p.add_argument("--device", default=d.device, help=DEVICE_HELP)
+    p.add_argument("--workers", type=integer, default=d.workers,
+                   help="processes on this machine sharing the work (0: one per CPU core, up to 4 and 4 GB of "
+                        "memory each; 1 on a GPU; default: %(default)s)")
 
 
 def _run_pipeline(args: argparse.Namespace) -> None:
@@ -288,7 +291,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
         data=args.data, **vars(from_args(DataOptions, args)), strategies=args.strategies, n_trials=args.n_trials,
         epochs=args.epochs, checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs,
         pretrain_data=args.pretrain_data, min_genes=args.min_genes, storage=args.storage, policy=args.policy,
-        force=args.force, seed=args.seed, device=args.device,
+        force=args.force, seed=args.seed, device=args.device, workers=args.workers,
     ))
     print(result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     promotion = result.promotion
@@ -337,7 +340,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         n_folds=args.n_folds, folds=args.folds or None, tuning=args.tuning, n_trials=args.n_trials, epochs=args.epochs,
         checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs, pretrain_data=args.pretrain_data,
         storage=args.storage, policy=args.policy, promote=not args.no_promote, force=args.force, experiment=args.experiment, output_dir=args.output_dir, name=args.name,
-        seed=args.seed, device=args.device, data_options=options,
+        seed=args.seed, device=args.device, workers=args.workers, data_options=options,
     ))
     ranking = result.tables.ranking
     shown = ranking[ranking["regime"] == "full"] if (ranking["regime"] == "full").any() else ranking

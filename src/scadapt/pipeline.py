@@ -53,7 +53,7 @@ def pipeline_benchmark(cfg: PipelineConfig, output_dir: str) -> BenchmarkConfig:
         n_trials=cfg.n_trials, epochs=cfg.epochs, checkpoint=cfg.checkpoint, pretrain_epochs=cfg.pretrain_epochs,
         pretrain_data=cfg.pretrain_data, storage=cfg.storage, policy=cfg.policy, force=cfg.force,
         experiment=experiment_name(resolve_spec(cfg.data).name), output_dir=output_dir, name="pipeline",
-        seed=cfg.seed, device=cfg.device, progress=cfg.progress, data_options=cfg.data_options().given(),
+        seed=cfg.seed, device=cfg.device, workers=cfg.workers, progress=cfg.progress, data_options=cfg.data_options().given(),
         job_options={"min_genes": cfg.min_genes, **cfg.tune_overrides},
     )
 

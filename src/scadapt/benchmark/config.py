@@ -54,6 +54,7 @@ class BenchmarkConfig:
     name: str = "default"  # shown in run names and the report
     seed: int = 0
     device: str = "auto"
+    workers: int = 0  # processes on this machine sharing the matrix; 0: one per CPU core (up to 4 and 4 GB each), 1 on a GPU
     progress: bool = True
     data_options: dict[str, object] = field(default_factory=dict)  # label_key, batch_key, ... for every dataset
     job_options: dict[str, object] = field(default_factory=dict)  # more TrainJob fields (max_seq_len, min_genes, ...)
@@ -72,6 +73,7 @@ class BenchmarkConfig:
             (not self.regimes, "at least one regime is needed"),
             (self.tuning not in TUNING_MODES, f"tuning must be one of {', '.join(TUNING_MODES)} (got {self.tuning!r})"),
             (self.n_trials < 1 or self.epochs < 1, "n_trials and epochs must be at least 1"),
+            (self.workers < 0, f"workers must be 0 (automatic) or more (got {self.workers})"),
             (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),
             (self.folds is not None and self.folds < 1, f"folds must be at least 1 (got {self.folds})"),
             ("'" in self.name, "the benchmark name cannot contain a quote"),

@@ -30,7 +30,7 @@ def write_tables(tables: BenchmarkTables, folder: Path) -> list[Path]:
 def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path], promotions: dict[str, PromotionResult],
                  cfg: BenchmarkConfig, fingerprint: str, checkpoint: str | None, timing: pd.DataFrame,
                  seconds: float, no_champion: dict[str, str] | None = None,
-                 coverage: dict[str, GeneCoverage] | None = None) -> Path:
+                 coverage: dict[str, GeneCoverage] | None = None, workers: int = 1) -> Path:
     """``report.md`` (numbers, verdicts and figures per dataset, where this call's time went) and
     ``tables/*.csv``."""
     write_tables(tables, output_dir / "tables")
@@ -67,7 +67,10 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
         if dataset in (no_champion or {}):
             lines += ["", f"**No champion**: {no_champion[dataset]}"]
     if not timing.empty:
-        lines += ["", "## Where this call's time went", "", _timing_table(timing)]
+        lines += ["", "## Where this call's time went", ""]
+        if workers > 1:
+            lines += [f"{workers} worker processes on this machine shared the cells; seconds are summed over them.", ""]
+        lines += [_timing_table(timing)]
     if figures:
         lines += ["", "## Figures", ""]
         for path in (p for p in figures if p.suffix == ".png"):

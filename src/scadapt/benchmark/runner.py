@@ -7,9 +7,10 @@ benchmark's parent run, which ends up holding the tables, figures and report.
 
 Several workers (on one machine or many, sharing the tracking store and the study storage)
 started with the same settings split the matrix: each cell is claimed through a lock in the
-study storage before it runs (a dead worker's claim expires and the cell runs elsewhere), the
-workers of one strategy's study share its trials, and each worker waits for the others' cells,
-then writes the tables, figures and report (one worker at a time).
+study storage before it runs (a dead worker's claim expires and the cell runs elsewhere), a
+study is run by the worker that claimed its cell while the others take other cells, and each
+worker waits for the others' cells, then writes the tables, figures and report (one worker at a
+time). On one machine, ``workers`` starts such helper processes itself (:mod:`.local_workers`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.figures import draw_all
+from scadapt.benchmark.local_workers import LocalWorkers, merge_timing, plan_workers, worker_share
 from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
@@ -85,6 +88,54 @@ class BenchmarkResult:
 def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     """Run what is missing of the matrix, then aggregate, draw, report and promote."""
     started = time.perf_counter()
+    ctx, cells, coverage = _start(cfg)
+    client = MlflowClient()
+    experiment_id = client.get_run(ctx.parent_id).info.experiment_id
+    todo = len({c.key for c in cells} - set(finished_runs(experiment_id, ctx.fingerprint)))
+    n_workers, threads = plan_workers(cfg.workers, cfg.device, cfg.storage, todo)
+    helpers = LocalWorkers(cfg, ctx.parent_id, n_workers - 1, threads) if n_workers > 1 else None
+    try:
+        with worker_share(n_workers, threads) if helpers else nullcontext():
+            timing = _fill_matrix(ctx, cells, experiment_id)
+        if helpers:
+            timing = merge_timing(timing, helpers.finish())
+            helpers = None
+        with ctx.board.hold(f"benchmark-report:{ctx.fingerprint}"):  # promotions and the report, one worker at a time
+            done = finished_runs(experiment_id, ctx.fingerprint)
+            table = results_table((cell, done[cell.key]) for cell in cells)
+            promotions = _promote_all(ctx, dict.fromkeys(c.dataset for c in cells)) if cfg.promote else {}
+            tables = summarise(table, PromotionPolicy.load(cfg.policy))
+            tables.champions = _champions(tables, promotions)
+            tables.per_class = champion_per_class(tables)
+            output_dir = Path(cfg.output_dir)
+            figures = draw_all(tables, output_dir / "figures")
+            seconds = time.perf_counter() - started
+            write_report(output_dir, tables, figures, promotions, cfg, ctx.fingerprint, ctx.checkpoint, timing,
+                         seconds, ctx.no_champion, coverage, workers=n_workers)
+            _log_outputs(ctx, output_dir, tables, timing, seconds)
+    except BaseException as error:
+        if helpers:
+            helpers.stop()
+        client.set_terminated(ctx.parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    log.info("Benchmark report: %s", output_dir / "report.md")
+    warnings = [c.warning() for c in coverage.values() if c.low] + ctx.warnings
+    return BenchmarkResult(ctx.fingerprint, ctx.parent_id, tables, promotions, output_dir, timing, figures, coverage,
+                           warnings)
+
+
+def run_cells(cfg: BenchmarkConfig, parent_run_id: str) -> pd.DataFrame:
+    """A helper worker's part: run the cells it can claim, under the benchmark's parent run
+    ``parent_run_id``, until the matrix is complete; no report. Returns its timing (as
+    :attr:`BenchmarkResult.timing`)."""
+    ctx, cells, _ = _start(cfg, parent_run_id)
+    return _fill_matrix(ctx, cells, MlflowClient().get_run(ctx.parent_id).info.experiment_id)
+
+
+def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
+           ) -> tuple[_Context, list[MatrixCell], dict[str, GeneCoverage]]:
+    """Check the data against the backbone, plan the matrix, find or create the parent run (a
+    helper is given it: under ``mlflow run`` it is the launcher's, in the launcher's experiment)."""
     # under `mlflow run` the launcher's run becomes the parent run, and nothing before (pretraining) may take it
     launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     writable_dir(cfg.output_dir, "the benchmark report", "--output-dir")
@@ -102,33 +153,15 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     board = coordinator(cfg.storage)
     checkpoint = given or (str(ensure_demo_backbone(pretraining, lock=board.hold)) if cfg.needs_backbone else None)
     fingerprint = cfg.fingerprint(checkpoint)
-    with board.hold(f"benchmark-run:{fingerprint}"):
-        parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, BENCHMARK_RUN_TAG: "true"},
-                                  f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"}, launcher=launcher)
+    if parent_run_id is not None:
+        parent_id = parent_run_id
+    else:
+        with board.hold(f"benchmark-run:{fingerprint}"):
+            parent_id, _ = shared_run(cfg.experiment, {BENCHMARK_TAG: fingerprint, BENCHMARK_RUN_TAG: "true"},
+                                      f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"}, launcher=launcher)
     client = MlflowClient()
-    experiment_id = client.get_run(parent_id).info.experiment_id
-    ctx = _Context(cfg, checkpoint, fingerprint, parent_id, client.get_experiment(experiment_id).name, board)
-    try:
-        timing = _fill_matrix(ctx, cells, experiment_id)
-        with board.hold(f"benchmark-report:{fingerprint}"):  # promotions and the parent's report, one worker at a time
-            done = finished_runs(experiment_id, fingerprint)
-            table = results_table((cell, done[cell.key]) for cell in cells)
-            promotions = _promote_all(ctx, dict.fromkeys(c.dataset for c in cells)) if cfg.promote else {}
-            tables = summarise(table, PromotionPolicy.load(cfg.policy))
-            tables.champions = _champions(tables, promotions)
-            tables.per_class = champion_per_class(tables)
-            output_dir = Path(cfg.output_dir)
-            figures = draw_all(tables, output_dir / "figures")
-            seconds = time.perf_counter() - started
-            write_report(output_dir, tables, figures, promotions, cfg, fingerprint, checkpoint, timing, seconds,
-                         ctx.no_champion, coverage)
-            _log_outputs(ctx, output_dir, tables, timing, seconds)
-    except BaseException as error:
-        client.set_terminated(parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        raise
-    log.info("Benchmark report: %s", output_dir / "report.md")
-    warnings = [c.warning() for c in coverage.values() if c.low] + ctx.warnings
-    return BenchmarkResult(fingerprint, parent_id, tables, promotions, output_dir, timing, figures, coverage, warnings)
+    experiment = client.get_experiment(client.get_run(parent_id).info.experiment_id).name
+    return _Context(cfg, checkpoint, fingerprint, parent_id, experiment, board), cells, coverage
 
 
 def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> pd.DataFrame:
@@ -148,16 +181,21 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
             ran_one = False
             for group in _by_dataset_and_strategy(cells):
                 for cell in group:
-                    if cell.key in finished:
+                    if cell.key in finished or not _settings_ready(ctx, cell, group, finished):
                         continue
                     with ctx.board.hold(f"cell:{ctx.fingerprint}/{cell.key}", wait=False) as claimed:
-                        # finished by another worker since the last look: skip it
-                        if not claimed or cell.key in finished_runs(experiment_id, ctx.fingerprint):
+                        if not claimed:
+                            continue
+                        if cell_finished(experiment_id, ctx.fingerprint, cell.key):  # by another worker since the last look
+                            finished.add(cell.key)
+                            bar.update(1)
                             continue
                         close_leftover_runs(experiment_id, ctx.fingerprint, cell.key)
                         ran_one = True
                         started, tuning_before = time.perf_counter(), ctx.tuning_sec
                         metrics, tuned = _run_cell(ctx, cell, group)
+                    finished.add(cell.key)
+                    bar.update(1)
                     row = timing.setdefault((cell.dataset, cell.strategy), {
                         "dataset": cell.dataset, "strategy": cell.strategy, "cells_run": 0, "wall_sec": 0.0,
                         "tuning_sec": 0.0, "cell_fit_sec": 0.0})
@@ -166,20 +204,30 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                     row["tuning_sec"] += ctx.tuning_sec - tuning_before
                     row["cell_fit_sec"] += 0.0 if tuned else metrics["runtime_sec"]  # a study's fits count as tuning
                     bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
-            now = set(finished_runs(experiment_id, ctx.fingerprint))
+            if ran_one:  # look again at once; what other workers finished is found when claiming it
+                continue
+            # nothing was left to claim here: see what the other workers finished (one search of the whole
+            # experiment, which grows with the matrix, so not after every cell)
+            now = set(finished_runs(experiment_id, ctx.fingerprint)) | finished
             bar.update(len({c.key for c in cells} & (now - finished)))
             finished = now
             left = [c for c in cells if c.key not in finished]
             if not left:
                 break
-            if not ran_one:  # the rest are claimed by other workers: wait for them (or for a dead one's claim to expire)
-                if not said_waiting:
-                    log.info("%d cells run on other workers; waiting for them.", len(left))
-                    said_waiting = True
-                time.sleep(CLAIM_POLL_SEC)
+            # the rest are claimed by other workers: wait for them (or for a dead one's claim to expire)
+            if not said_waiting:
+                log.info("%d cells run on other workers; waiting for them.", len(left))
+                said_waiting = True
+            time.sleep(CLAIM_POLL_SEC)
     log.info("Matrix complete.\n%s", progress_grid(cells, finished).to_string())
     return pd.DataFrame(list(timing.values()),
                         columns=["dataset", "strategy", "cells_run", "wall_sec", "tuning_sec", "cell_fit_sec"])
+
+
+def cell_finished(experiment_id: str, fingerprint: str, cell_key: str) -> bool:
+    """Whether one cell has a finished run (a search that stays fast however big the matrix)."""
+    return bool(search_all_runs([experiment_id], f"tags.`{BENCHMARK_TAG}` = '{fingerprint}' and "
+                                                 f"tags.`{CELL_TAG}` = '{cell_key}' and attributes.status = 'FINISHED'"))
 
 
 def finished_runs(experiment_id: str, fingerprint: str) -> dict[str, Run]:
@@ -287,6 +335,15 @@ class _Context:
             if key != WORKER_TAG:
                 MlflowClient().set_tag(result.best_run_id, key, value)
         return result.metrics
+
+
+def _settings_ready(ctx: _Context, cell: MatrixCell, group: list[MatrixCell], finished: set[str]) -> bool:
+    """Whether ``cell`` can run now. With ``reuse`` tuning its settings come from the study on its
+    group's first cell; a study is run by the one worker that claimed that cell (so its trials follow
+    from the seed, however many workers there are), and the group's other cells wait for it."""
+    tuned_on = group[0]
+    return (ctx.cfg.tuning == "per_fold" or cell == tuned_on or tuned_on.key in finished
+            or tuned_on.key in ctx.studies)
 
 
 def _run_cell(ctx: _Context, cell: MatrixCell, group: list[MatrixCell]) -> tuple[dict[str, float], bool]:

@@ -73,7 +73,7 @@ def curves_figure(history: pd.DataFrame, path: Path, title: str) -> Path:
     right.set_xlabel("epoch")
     right.set_ylabel("validation macro-F1")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.88, wspace=0.3)  # fixed labels: no layout pass
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

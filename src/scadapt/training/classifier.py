@@ -118,6 +118,9 @@ class FitResult:
     best_epoch: int = 0
     best_val_macro_f1: float = float("-inf")
     stopped_early: bool = False
+    # [n_validation_cells, n_classes]: the best epoch's validation logits, i.e. the outputs of the weights
+    # the fit restores (reported as they are instead of running the validation cells again)
+    best_val_logits: np.ndarray | None = field(default=None, repr=False)
 
 
 def class_weights(codes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -190,9 +193,9 @@ def fit_classifier(
             if hooks.after_update is not None:
                 hooks.after_update(updater.steps_done)
             losses.append(value)
+        scores, val_logits = _validate(source, codes, val_idx, cfg.batch_size * 2)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": updater.lr,
-                  **_validate(source, codes, val_idx, n_classes, cfg.batch_size * 2),
-                  "epoch_sec": time.perf_counter() - started}
+                  **scores, "epoch_sec": time.perf_counter() - started}
         result.history.append(record)
         bar.set_postfix(val_macro_f1=f"{record['val_macro_f1']:.3f}")
         if on_epoch is not None:
@@ -201,6 +204,7 @@ def fit_classifier(
         if key > best_key:
             best_key, best_state, waited = key, trainable_state(module), 0
             result.best_epoch, result.best_val_macro_f1 = epoch, record["val_macro_f1"]
+            result.best_val_logits = val_logits
         else:
             waited += 1
             if waited >= cfg.patience:
@@ -212,11 +216,11 @@ def fit_classifier(
     return result
 
 
-def _validate(source, codes: np.ndarray, val_idx: np.ndarray, n_classes: int, batch_size: int) -> dict[str, float]:
+def _validate(source, codes: np.ndarray, val_idx: np.ndarray, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
     logits = predict_logits(source, val_idx, batch_size)
     truth = codes[val_idx]
     known = truth >= 0
     loss = F.cross_entropy(torch.from_numpy(logits[known]), torch.from_numpy(truth[known])).item() if known.any() else 0.0
     predicted = logits.argmax(axis=1)
     return {"val_loss": loss, "val_macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-            "val_accuracy": float((predicted == truth).mean())}
+            "val_accuracy": float((predicted == truth).mean())}, logits

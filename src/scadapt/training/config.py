@@ -177,6 +177,7 @@ class PipelineConfig(DataOptions):
     force: bool = False  # promote even when the new champion ranks below the current one
     seed: int = 0
     device: str = "auto"
+    workers: int = 0  # processes on this machine sharing the studies; 0: one per CPU core (up to 4 and 4 GB each), 1 on a GPU
     progress: bool = True
     tune_overrides: dict[str, object] = field(default_factory=dict)  # more TuneJob fields (max_seq_len, ...)
 
@@ -189,6 +190,7 @@ class PipelineConfig(DataOptions):
             (self.n_trials < 1 or self.epochs < 1 or self.pretrain_epochs < 1,
              "n_trials, epochs and pretrain_epochs must be at least 1"),
             (self.min_genes < 1, f"min_genes must be at least 1 (got {self.min_genes})"),
+            (self.workers < 0, f"workers must be 0 (automatic) or more (got {self.workers})"),
             (bool(self.pretrain_data) and bool(self.checkpoint),
              "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
             (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),

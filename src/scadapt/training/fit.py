@@ -48,6 +48,16 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
                       cuda_peak_bytes(ctx.device), fitted.total_parameters, fitted.adjusted)
 
 
+def validation_report(ctx: TrainingContext, outcome: FitOutcome) -> ClassificationReport:
+    """The validation report of a fit. A gradient-trained fit already scored the validation cells
+    with the weights it restored (its best epoch), so they are not run through the model again."""
+    logits = outcome.fit.best_val_logits if outcome.fit is not None else None
+    if logits is None:
+        return evaluate(ctx, outcome.annotator, "validation")[0]
+    predicted = np.asarray(ctx.classes, dtype=object)[logits.argmax(axis=1)]
+    return classification_report(ctx.labels[ctx.split.validation], predicted)
+
+
 def evaluate(ctx: TrainingContext, annotator: Annotator, part: str) -> tuple[ClassificationReport, np.ndarray, np.ndarray]:
     """Report, embeddings and predicted labels for one part (``validation`` or ``test``) of the split."""
     indices = ctx.split.part(part)

@@ -24,7 +24,7 @@ from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tracking.contract import SERVING_ARTIFACT, log_annotator
 from scadapt.training.config import TrainJob
 from scadapt.training.context import TrainingContext
-from scadapt.training.fit import FitOutcome, evaluate
+from scadapt.training.fit import FitOutcome, evaluate, validation_report
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def log_fit(ctx: TrainingContext, outcome: FitOutcome) -> dict[str, float]:
     """Log what a fit alone tells (no test cells touched): validation metrics, resources, the
     annotator, curves, validation tables and the split."""
     annotator = outcome.annotator
-    val, _, _ = evaluate(ctx, annotator, "validation")
+    val = validation_report(ctx, outcome)
     metrics = {**fit_metrics(outcome, val, ctx.embedding_sec), **coverage_metrics(ctx)}
     if outcome.adjusted:  # the value used, beside the value asked for
         mlflow.log_params({f"used.{name}": value for name, value in outcome.adjusted.items()})

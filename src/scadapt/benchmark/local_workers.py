@@ -1,0 +1,199 @@
+"""Helper worker processes on this machine: the matrix shared out over its CPU cores.
+
+On CPU the backbones trained here are small enough that one process cannot keep two cores busy
+(torch's intra-op threads help little on ``[32, 200, 64]`` tensors, and logging, figures and
+scoring run on one core anyway). Several single-threaded processes that split the matrix through
+the same locks as workers on several machines (:mod:`scadapt.coordination`) finish it sooner.
+The process that was started stays in charge: it starts the helpers once the benchmark's parent
+run exists, takes cells itself, waits for them, then merges their timing and writes the report.
+
+Helpers get the benchmark's settings as a JSON file (never code), the tracking URI of the
+process that started them and their share of the cores; a helper runs cells only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pandas as pd
+
+from scadapt.benchmark.config import BenchmarkConfig
+
+log = logging.getLogger(__name__)
+
+MAX_AUTO_WORKERS = 4  # each holds its own copy of the data and backbone
+AUTO_MEMORY_PER_WORKER = 4 * 2**30  # available memory per worker for more than one to start by themselves
+STOP_WAIT_SEC = 30.0  # after an interrupt, how long a helper may take to close its runs
+OWN_INTERRUPT_SEC = 3.0  # how long a helper may take to end on a Ctrl-C that reached it directly
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still give without swapping."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def plan_workers(requested: int, device: str, storage: str | None, n_cells: int) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` for a matrix of ``n_cells`` unfinished cells.
+
+    ``requested`` 0 is automatic: one worker per core up to :data:`MAX_AUTO_WORKERS` on CPU, no
+    more than there are cells or than :data:`AUTO_MEMORY_PER_WORKER` fits in the available memory
+    as many times, and one on a GPU (the workers would share it). An in-memory study storage cannot
+    be shared, so it always gets one worker."""
+    cores = usable_cores()
+    gpu = device.startswith("cuda") or (device == "auto" and _cuda_available())
+    if storage == "sqlite:///:memory:" or n_cells < 2:
+        workers = 1
+    elif requested > 0:
+        workers = min(requested, n_cells)
+    elif gpu:
+        workers = 1
+    else:
+        workers = max(1, min(cores, MAX_AUTO_WORKERS, n_cells, available_memory() // AUTO_MEMORY_PER_WORKER))
+    return workers, max(1, cores // workers)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def share_env(workers: int, threads: int) -> dict[str, str]:
+    """The environment of one of ``workers`` workers: its threads, and its share of the memory that
+    the frozen-layer cache may hold (the budget is the machine's, not each process's)."""
+    from scadapt.training.frozen_layers import BUDGET_ENV, budget_bytes
+
+    return {**dict.fromkeys(THREAD_ENV, str(threads)), BUDGET_ENV: f"{budget_bytes() / 2**20 / workers:g}"}
+
+
+@contextmanager
+def worker_share(workers: int, threads: int) -> Iterator[None]:
+    """Inside the block this process is one of ``workers`` workers: torch and BLAS use at most
+    ``threads`` threads, and the frozen-layer cache its share of the budget."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from scadapt.training.frozen_layers import BUDGET_ENV
+
+    before, budget = torch.get_num_threads(), os.environ.get(BUDGET_ENV)
+    os.environ[BUDGET_ENV] = share_env(workers, threads)[BUDGET_ENV]
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+        if budget is None:
+            os.environ.pop(BUDGET_ENV, None)
+        else:
+            os.environ[BUDGET_ENV] = budget
+
+
+class LocalWorkers:
+    """``n`` helper processes running the cells of ``cfg``'s matrix beside this one, under the
+    benchmark's parent run ``parent_run_id``."""
+
+    def __init__(self, cfg: BenchmarkConfig, parent_run_id: str, n: int, threads: int):
+        import mlflow
+
+        self.folder = Path(tempfile.mkdtemp(prefix="scadapt-workers-"))
+        self.processes: list[subprocess.Popen] = []
+        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), **share_env(n + 1, threads)}
+        env.pop("MLFLOW_RUN_ID", None)  # the launcher's run belongs to this process
+        for i in range(n):
+            spec = self.folder / f"helper{i}.json"
+            settings = asdict(replace(cfg, workers=1, progress=False))
+            spec.write_text(json.dumps({"config": settings, "threads": threads, "parent_run_id": parent_run_id,
+                                        "timing": str(self.folder / f"timing{i}.csv")}))
+            self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(spec)], env=env))
+        log.info("Started %d helper worker process%s (%d torch thread%s each); they share the matrix with this one.",
+                 n, "" if n == 1 else "es", threads, "" if threads == 1 else "s")
+
+    def finish(self) -> pd.DataFrame:
+        """Wait for the helpers (the matrix is complete, so they are ending) and return their timing."""
+        tables = []
+        for i, process in enumerate(self.processes):
+            code = process.wait()
+            if code != 0:  # its claimed cells expired and ran here
+                log.warning("Helper worker %d (pid %d) ended with exit code %d; the cells it left ran in this "
+                            "process. Its messages are above.", i, process.pid, code)
+            path = self.folder / f"timing{i}.csv"
+            if path.is_file():
+                tables.append(pd.read_csv(path))
+        self._clean()
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+    def stop(self) -> None:
+        """Interrupt the helpers (they close their runs as KILLED, as after Ctrl-C), then end them.
+        After Ctrl-C in a terminal they have the interrupt already: they get a moment to act on it
+        before a second one could cut their cleanup short."""
+        deadline = time.monotonic() + OWN_INTERRUPT_SEC
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(STOP_WAIT_SEC)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._clean()
+
+    def _clean(self) -> None:
+        for path in self.folder.iterdir():
+            path.unlink()
+        self.folder.rmdir()
+
+
+def merge_timing(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Sum the timing rows of several workers per dataset and strategy (worker-seconds)."""
+    tables = [t for t in tables if not t.empty]
+    if len(tables) < 2:
+        return tables[0] if tables else pd.DataFrame()
+    merged = pd.concat(tables, ignore_index=True)
+    return merged.groupby(["dataset", "strategy"], sort=False, as_index=False).sum()
+
+
+def _helper_main(spec_path: str) -> int:
+    """A helper's life: the same benchmark, cells only, its timing written where it was told."""
+    from scadapt.benchmark.runner import run_cells
+    from scadapt.interrupts import interrupts_at_safe_points
+
+    logging.basicConfig(level=logging.WARNING, format="helper %(process)d: %(levelname)s %(message)s")
+    spec = json.loads(Path(spec_path).read_text())
+    cfg = BenchmarkConfig(**spec["config"])
+    try:
+        with interrupts_at_safe_points(), worker_share(1, int(spec["threads"])):  # the budget share is in the env
+            timing = run_cells(cfg, spec["parent_run_id"])
+    except KeyboardInterrupt:
+        return 130
+    timing.to_csv(spec["timing"], index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_helper_main(sys.argv[1]))
