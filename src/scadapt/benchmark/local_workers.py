@@ -128,7 +128,7 @@ class LocalWorkers:
             spec.write_text(json.dumps({"config": settings, "threads": threads, "parent_run_id": parent_run_id,
                                         "timing": str(self.folder / f"timing{i}.csv")}))
             self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(spec)], env=env))
-        log.info("Started %d helper worker process%s (%d torch thread%s each); they share the matrix with this one.",
+        log.info("Started %d helper worker process%s (%d torch thread%s each) beside this one, to share the cells.",
                  n, "" if n == 1 else "es", threads, "" if threads == 1 else "s")
 
     def finish(self) -> pd.DataFrame:
