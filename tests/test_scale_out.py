@@ -186,3 +186,31 @@ def test_benchmark_workers_split_the_matrix_and_agree_with_one_worker(servers, t
         shared = pd.read_csv(worker_home / "report" / "tables" / "runs.csv")[columns]
         shared = shared.sort_values(columns[:4]).reset_index(drop=True)
         pd.testing.assert_frame_equal(shared, alone, atol=1e-6, rtol=0)
+
+
+def _open_new_storage(url: str, start: float) -> str:
+    """Open the study storage at ``url`` at the wall-clock time ``start`` (in a pool process)."""
+    from scadapt.tuning.storage import open_storage
+
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        return f"{len(open_storage(url).get_all_studies())} studies"
+    except Exception as error:  # noqa: BLE001 - the test shows what each worker met
+        return f"{type(error).__name__}: {error}"
+
+
+def test_workers_opening_a_new_study_database_at_once_all_get_it(postgres):
+    """Workers started together race to create Optuna's tables in an empty database. PostgreSQL
+    answers the losers with a unique violation, "relation already exists" or "type already exists"
+    depending on the moment; each must retry and get the database the winner made. Starts are
+    staggered by a few milliseconds, as real workers' are, since that is what meets every case."""
+    import importlib
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(6, initializer=importlib.import_module,
+                                                   initargs=("scadapt.tuning.storage",)) as pool:
+        for round_ in range(15):
+            url = create_database(postgres, f"optuna_race_{round_}")
+            start, stagger = time.time() + (3.0 if round_ == 0 else 0.2), 0.015 * (round_ % 5)
+            opened = pool.starmap(_open_new_storage, [(url, start + i * stagger) for i in range(6)])
+            assert opened == ["0 studies"] * 6, opened

@@ -39,7 +39,7 @@ from scadapt.tracking.workers import is_dead_local_worker
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_ENV, DEFAULT_HEARTBEAT_SEC, GRACE_BEATS = "SCADAPT_HEARTBEAT_SEC", 60, 5
 WORKER_ATTR = "scadapt_worker"
-_CREATE_ATTEMPTS = 5
+_CREATE_ATTEMPTS = 8
 
 
 def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> BaseStorage:
@@ -66,16 +66,24 @@ def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial]
         except ImportError as error:
             raise ScadaptError(f"The study storage {describe_storage(url)} needs a database driver: {error}.") from None
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
-            # IntegrityError / "table already exists" / "locked": another worker is creating the same new
-            # database at this moment; once it has, opening it again works
-            racing = isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.OperationalError)
-            if not racing or attempt == _CREATE_ATTEMPTS - 1:
+            if not _racing_another_creator(error) or attempt == _CREATE_ATTEMPTS - 1:
                 raise ScadaptError(
                     f"Cannot open the study storage {describe_storage(url)}: {_first_line(error)}. Check the path or "
                     "URL, that the database is reachable and writable, and that the file is an Optuna database."
                 ) from None
-            time.sleep(0.3 * (attempt + 1))
+            time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _racing_another_creator(error: BaseException) -> bool:
+    """Whether ``error`` is what a worker meets while another creates the same new study database.
+
+    SQLite says "locked"; PostgreSQL, depending on the moment, a unique violation in its catalogue,
+    or "relation/type ... already exists" (a ProgrammingError). Once the winner has committed the
+    tables, opening the database again works."""
+    if isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.OperationalError):
+        return True
+    return isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error)
 
 
 def heartbeat_seconds() -> int:
