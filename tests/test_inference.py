@@ -8,7 +8,7 @@ from conftest import padded_batch, random_backbone
 
 from scadapt.backbone import embed_cells, load_backbone
 from scadapt.tokenization import GeneTokenizer, GeneVocab
-from scadapt.tokenization.batching import length_grouped_batches
+from scadapt.tokenization.batching import inference_batches, length_grouped_batches
 
 
 def test_length_grouped_batches_cover_every_cell_once():
@@ -20,6 +20,23 @@ def test_length_grouped_batches_cover_every_cell_once():
     sorted_batches = length_grouped_batches(lengths, 32, None)
     spread = np.mean([np.ptp(lengths[b]) for b in sorted_batches])
     assert spread < 0.1 * np.ptp(lengths)  # batches hold cells of similar length
+
+
+def test_inference_batches_hold_every_cell_once_within_the_token_and_cell_limits():
+    lengths = np.random.default_rng(0).integers(1, 1200, 1000)
+    for max_tokens, max_cells in ((4096, 64), (4096, 8), (500, 64)):
+        batches = inference_batches(lengths, max_tokens, max_cells)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        for batch in batches:  # within the limits, or one cell longer than the token budget alone
+            assert len(batch) <= max_cells
+            assert len(batch) * lengths[batch].max() <= max_tokens or len(batch) == 1
+        longest = [lengths[b].max() for b in batches]
+        assert longest == sorted(longest)  # sorted by length: little padding
+        # a batch stops only where the next cell would break a limit
+        for batch, following in zip(batches, batches[1:], strict=False):
+            grown = np.append(batch, following[0])
+            assert len(grown) > max_cells or len(grown) * lengths[grown].max() > max_tokens
+    assert inference_batches(np.array([], dtype=int), 4096, 8) == []
 
 
 def test_embed_cells_keeps_cell_order_and_matches_single_cell_forward(tiny_checkpoint, pancreas):

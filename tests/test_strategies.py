@@ -397,21 +397,24 @@ def test_frozen_embeddings_are_computed_once_for_every_job_on_the_same_data(plan
 
 
 @pytest.mark.parametrize("strategy", INJECTED)
-def test_frozen_bottom_layers_run_once_per_fit_with_the_same_results(strategy, planted, monkeypatch):
+def test_frozen_bottom_layers_run_once_per_cell_with_the_same_results(strategy, planted, monkeypatch):
     """With the top layer adapted, the frozen layer below runs once per cell instead of once per
-    epoch (a cell whose tokens change every epoch excepted), and training gives the same results
-    with the cache off, holding every cell, or holding only some."""
+    epoch (a cell whose tokens change every epoch excepted). When every cell fits in the budget the
+    kept outputs serve every later fit, and the test evaluation, too. Training gives the same
+    results with the cache off, shared, or kept per fit for only some cells; the test evaluation
+    gives the served path's outputs."""
     from scadapt.training.context import prepare
     from scadapt.training.fit import fit_strategy
-    from scadapt.training.frozen_layers import BUDGET_ENV
+    from scadapt.training.frozen_layers import BUDGET_ENV, SharedFrozenLayers
 
+    SharedFrozenLayers.clear()
     _, path, backbone, _ = planted
     job = _job(path, backbone, strategy)
     job.max_seq_len = 66  # some planted cells have more genes: they get new tokens every epoch
     ctx = prepare(job)
-    seen = ctx.split.part("train"), ctx.split.validation
-    long = [ctx.tokenizer.varies_by_epoch(ctx.cells, part) for part in seen]
-    assert 0 < long[0].sum() < len(long[0])
+    train, validation = ctx.split.part("train"), ctx.split.validation
+    long = ctx.tokenizer.varies_by_epoch(ctx.cells, train)
+    assert 0 < long.sum() < len(long)
     epochs = 3
     pristine = ctx.backbone.transformer_encoder.layers[0]
     rows: list[int] = []
@@ -422,24 +425,59 @@ def test_frozen_bottom_layers_run_once_per_fit_with_the_same_results(strategy, p
         for resample in (True, False):
             config = get_strategy(strategy).config_class.from_params(
                 {"epochs": epochs, "patience": epochs, "layers": 1, "batch_size": 16, "resample_genes": resample})
-            for budget in ("0", "4096", "0.02"):  # off, every cell kept, a few cells kept
+            for budget in ("0", "4096", "0.02"):  # off, every cell kept for every fit, a few cells kept per fit
                 monkeypatch.setenv(BUDGET_ENV, budget)
                 rows.clear()
                 outcome = fit_strategy(ctx, strategy, config, progress=False)
-                results[resample, budget] = (sum(rows), [r["train_loss"] for r in outcome.fit.history],
-                                             outcome.annotator.cell_outputs(ctx.cells, ctx.split.validation)[1])
+                trained = sum(rows)
+                rows.clear()
+                tested = get_strategy(strategy).outputs(ctx, outcome.annotator, ctx.split.test)
+                results[resample, budget] = (trained, sum(rows), [r["train_loss"] for r in outcome.fit.history],
+                                             outcome.annotator.cell_outputs(ctx.cells, ctx.split.validation)[1],
+                                             tested, outcome.annotator.cell_outputs(ctx.cells, ctx.split.test))
     finally:
         hook.remove()
+    seen = len(train) + len(validation)
+    # the cache off: every training and validation cell in every epoch
+    assert results[True, "0"][0] == results[False, "0"][0] == epochs * seen
+    # kept for every fit: the first fit runs every cell once (in fixed batches of the whole data),
+    # then only the training cells that get new tokens; the next fit and the test cells run nothing
+    assert results[True, "4096"][:2] == (ctx.cells.n_cells + (epochs - 1) * long.sum(), 0)
+    assert results[False, "4096"][:2] == (0, 0)
+    # kept per fit, for a few cells only: fewer than off, more than once per cell
     for resample in (True, False):
-        (off_rows, off_loss, off_proba), (on_rows, _, _), (some_rows, _, _) = (
-            results[resample, budget] for budget in ("0", "4096", "0.02"))
-        # without the cache every epoch runs every cell; with it, only cells with new tokens run again
-        rerun = (~long[0]).sum() + len(seen[1]) if resample else len(seen[0]) + len(seen[1])
-        assert off_rows - on_rows == (epochs - 1) * rerun
-        assert off_rows > some_rows > on_rows
+        assert epochs * seen > results[resample, "0.02"][0] > seen
+        off = results[resample, "0"]
         for budget in ("4096", "0.02"):
-            np.testing.assert_allclose(results[resample, budget][1], off_loss, rtol=1e-4)
-            np.testing.assert_allclose(results[resample, budget][2], off_proba, rtol=0, atol=1e-4)
+            np.testing.assert_allclose(results[resample, budget][2], off[2], rtol=1e-4)
+            np.testing.assert_allclose(results[resample, budget][3], off[3], rtol=0, atol=1e-4)
+            for computed, served in zip(results[resample, budget][4], results[resample, budget][5], strict=True):
+                np.testing.assert_allclose(computed, served, rtol=0, atol=1e-5)  # embeddings, probabilities
+
+
+def test_kept_frozen_outputs_do_not_depend_on_which_cells_are_asked_first(planted):
+    """A cell's kept output is computed in a fixed batch of the whole data, so the same bits come
+    out whether a fit asks for it with the training cells or the validation cells first."""
+    from scadapt.training.context import prepare
+    from scadapt.training.frozen_layers import SharedFrozenLayers, budget_bytes, frozen_depth
+
+    _, path, backbone, _ = planted
+    ctx = prepare(_job(path, backbone, "lora"))
+    model = get_strategy("lora").build_model(get_strategy("lora").config_class(layers=1), ctx.fresh_backbone(), 3)
+    depth = frozen_depth(model.backbone)
+    assert depth > 0
+    kept = []
+    for first, then in ((ctx.split.train, ctx.split.validation), (ctx.split.validation[::-1], ctx.split.train[::3])):
+        SharedFrozenLayers.clear()
+        store = SharedFrozenLayers.find(model.backbone, ctx.tokenizer, ctx.cells, depth, ctx.device, budget_bytes(),
+                                        ctx.weights_hash)
+        for part in (first, then, np.arange(ctx.cells.n_cells)):
+            store.hidden(part, ctx.tokenizer.batch(ctx.cells, part), 0)
+        kept.append(store.flat.clone())
+    assert torch.equal(*kept)
+    # too big for the budget: each fit keeps what it can of its own cells instead
+    assert SharedFrozenLayers.find(model.backbone, ctx.tokenizer, ctx.cells, depth, ctx.device, 1,
+                                   ctx.weights_hash) is None
 
 
 def test_annotators_saved_before_top_layer_adaptation_load_as_they_were_trained():

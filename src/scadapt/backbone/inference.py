@@ -10,16 +10,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scadapt.backbone.model import ScGPTBackbone
-from scadapt.devices import autocast
+from scadapt.devices import autocast, inference_tokens
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
-from scadapt.tokenization.batching import length_grouped_batches
+from scadapt.tokenization.batching import inference_batches
 
 
 def embed_cells(
     model: ScGPTBackbone,
     tokenizer: GeneTokenizer,
     cells: TokenizedCells,
-    batch_size: int = 32,
+    batch_size: int = 64,
     progress: bool = True,
     indices: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -33,7 +33,7 @@ def cell_outputs(
     cells: TokenizedCells,
     indices: np.ndarray | None = None,
     head: Callable[[Tensor], Tensor] | None = None,
-    batch_size: int = 32,
+    batch_size: int = 64,
     progress: bool = False,
     desc: str = "embedding cells",
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -42,7 +42,8 @@ def cell_outputs(
     (a function of the embeddings, e.g. class probabilities), its outputs ``[n, k]``; float32, in
     the order of ``indices``.
 
-    Cells are batched by length so that padding stays short, and the last layer computes the CLS
+    Cells are batched by length so that padding stays short, at most ``batch_size`` cells and
+    :func:`~scadapt.devices.inference_tokens` tokens a batch, and the last layer computes the CLS
     row only. The model is put in eval mode.
     """
     device = next(model.parameters()).device
@@ -50,7 +51,7 @@ def cell_outputs(
     chosen = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
     embedding = np.empty((len(chosen), model.config.d_model), dtype=np.float32)
     outputs: np.ndarray | None = None
-    batches = length_grouped_batches(cells.lengths[chosen], batch_size, rng=None)
+    batches = inference_batches(tokenizer.token_lengths(cells, chosen), inference_tokens(device), batch_size)
     with torch.inference_mode(), autocast(device):
         for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
             batch = tokenizer.batch(cells, chosen[rows])

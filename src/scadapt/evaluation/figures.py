@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -11,15 +12,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 
 
 def confusion_figure(confusion: pd.DataFrame, path: Path, title: str) -> Path:
-    """Row-normalised confusion matrix (each true class sums to 1), counts in the cells."""
+    """Row-normalised confusion matrix (each true class sums to 1), counts in the cells.
+
+    The margins are measured from the class names instead of a layout pass over the drawn figure
+    (``tight_layout`` cost as much as the rest of the drawing, once per run of a benchmark)."""
     counts = confusion.to_numpy()
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = 2.5 + 0.45 * len(confusion)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    cell, colorbar = 0.45, 1.1  # inches per class; the colour bar and its label
+    left = _text_inches(confusion.index) + 0.55  # tick labels, then the "true" axis label
+    bottom = _text_inches(confusion.columns) + 0.55
+    grid = max(2.5, cell * len(confusion))
+    title_height = 0.45
+    width, height = left + grid + colorbar, bottom + grid + title_height
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, bottom / height, grid / width, grid / height))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(confusion.columns)), confusion.columns, rotation=90)
     ax.set_yticks(range(len(confusion.index)), confusion.index)
     for (row, col), count in np.ndenumerate(counts):
@@ -29,11 +42,24 @@ def confusion_figure(confusion: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    bar = fig.add_axes(((left + grid + 0.15) / width, bottom / height, 0.18 / width, grid / height))
+    fig.colorbar(image, cax=bar, label="share of true class")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _text_inches(labels) -> float:
+    """Width in inches of the longest of ``labels`` as a tick label (no figure drawn)."""
+    font = FontProperties(size=plt.rcParams["ytick.labelsize"])
+    renderer = _measuring_canvas().get_renderer()
+    widths = [renderer.get_text_width_height_descent(str(text), font, ismath=False)[0] for text in labels]
+    return max(widths, default=0.0) / renderer.dpi
+
+
+@functools.cache
+def _measuring_canvas() -> FigureCanvasAgg:
+    return FigureCanvasAgg(Figure(dpi=72))
 
 
 def umap_figure(embedding: np.ndarray, labels, predicted, path: Path, title: str, seed: int = 0) -> Path | None:

@@ -17,7 +17,7 @@ from scadapt.models.annotator import BackboneAnnotator
 from scadapt.models.head import BackboneClassifier, ClassifierHead
 from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze
 from scadapt.training.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
-from scadapt.training.frozen_layers import FrozenLayerCache
+from scadapt.training.frozen_layers import FrozenLayerCache, SharedFrozenLayers
 from scadapt.training.linear import fit_logistic, load_into_head
 
 if TYPE_CHECKING:
@@ -140,9 +140,21 @@ class AdaptedStrategy(BackboneStrategy):
         model.head.set_standardization(torch.as_tensor(ctx.embeddings(split.train, progress), device=ctx.device))
         total_steps = -(-len(split.train) // config.batch_size) * config.epochs
         frozen = FrozenLayerCache.for_model(model.backbone, ctx.tokenizer, ctx.cells, ctx.device,
-                                            split.train if config.resample_genes else None)
+                                            split.train if config.resample_genes else None, ctx.weights_hash)
         source = TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device, frozen, config.resample_genes)
         fit = fit_classifier(source, ctx.codes, split.train,
                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
                              progress=progress, hooks=cls.hooks(model, config, total_steps))
         return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()))
+
+    @classmethod
+    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Through the frozen layers' outputs the fits on these cells keep (the same function as the
+        served path, computed from the middle), or by the served path when none are kept."""
+        frozen = FrozenLayerCache.for_model(annotator.model.backbone, ctx.tokenizer, ctx.cells, ctx.device,
+                                            weights_hash=ctx.weights_hash, quiet=True)
+        if not isinstance(frozen, SharedFrozenLayers):
+            return super().outputs(ctx, annotator, indices)
+        source = TokenSource(annotator.model, ctx.tokenizer, ctx.cells, ctx.device, frozen)
+        embedding = source.embeddings(np.asarray(indices), annotator.batch_size)
+        return embedding, annotator.classify(embedding)

@@ -28,3 +28,20 @@ def length_grouped_batches(
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def inference_batches(token_lengths: np.ndarray, max_tokens: int, max_cells: int) -> list[np.ndarray]:
+    """Split cell positions into batches for a forward pass without gradients: sorted by length,
+    each batch as many cells as fit in ``max_tokens`` once padded to its longest (and at most
+    ``max_cells``; at least one). Sized by tokens rather than cells, a pass over short cells is not
+    slowed by batches too big for the CPU's caches, nor one over long cells by too many at once."""
+    order = np.argsort(token_lengths, kind="stable")
+    batches, start = [], 0
+    for end in range(len(order)):
+        size = end - start + 1  # cells in the batch with ``order[end]``, the longest so far
+        if end > start and (size > max_cells or size * int(token_lengths[order[end]]) > max_tokens):
+            batches.append(order[start:end])
+            start = end
+    if start < len(order):
+        batches.append(order[start:])
+    return batches

@@ -202,6 +202,10 @@ class GeneTokenizer:
         more genes than fit in ``max_seq_len`` get a new random subset in every epoch."""
         return cells.lengths[np.asarray(indices)] > self.max_seq_len - 1
 
+    def token_lengths(self, cells: TokenizedCells, indices: np.ndarray) -> np.ndarray:
+        """Tokens of each cell in a batch, ``<cls>`` included (``[len(indices)]``)."""
+        return np.minimum(cells.lengths[np.asarray(indices)] + 1, self.max_seq_len)
+
     def batch(
         self, cells: TokenizedCells, indices: np.ndarray, epoch: int = 0
     ) -> dict[str, torch.Tensor]:
@@ -216,7 +220,7 @@ class GeneTokenizer:
             bool (True at padding), with ``L = min(max_seq_len, longest cell + 1)``.
         """
         indices = np.asarray(indices)
-        lengths = np.minimum(cells.lengths[indices] + 1, self.max_seq_len)
+        lengths = self.token_lengths(cells, indices)
         width = int(lengths.max())
         gene_ids = np.full((len(indices), width), self.vocab.pad_id, dtype=np.int64)
         values = np.full((len(indices), width), self.pad_value, dtype=np.float32)

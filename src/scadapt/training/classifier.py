@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from scadapt.backbone.inference import cell_outputs
-from scadapt.devices import autocast
+from scadapt.devices import autocast, inference_tokens
 from scadapt.errors import TrainingDiverged
 from scadapt.models.head import BackboneClassifier, trainable_state
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
-from scadapt.tokenization.batching import length_grouped_batches
-from scadapt.training.frozen_layers import FrozenLayerCache
+from scadapt.tokenization.batching import inference_batches, length_grouped_batches
+from scadapt.training.frozen_layers import FrozenLayerCache, SharedFrozenLayers
 from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ class TokenSource:
     ``resample_genes``, a cell with more genes than fit keeps its epoch-0 subset in every epoch."""
 
     def __init__(self, model: BackboneClassifier, tokenizer: GeneTokenizer, cells: TokenizedCells,
-                 device: torch.device, frozen: FrozenLayerCache | None = None, resample_genes: bool = True):
+                 device: torch.device, frozen: FrozenLayerCache | SharedFrozenLayers | None = None,
+                 resample_genes: bool = True):
         self.model, self.tokenizer, self.cells, self.device = model, tokenizer, cells, device
         self.frozen, self.resample_genes = frozen, resample_genes
 
@@ -70,12 +71,23 @@ class TokenSource:
         if self.frozen is None:
             return cell_outputs(self.model.backbone, self.tokenizer, self.cells, indices, head=self.model.head,
                                 batch_size=batch_size)[1]
+        with torch.no_grad(), autocast(self.device):
+            return self.model.head(torch.as_tensor(self.embeddings(indices, batch_size), device=self.device)
+                                   ).float().cpu().numpy()
+
+    def embeddings(self, indices: np.ndarray, batch_size: int) -> np.ndarray:
+        """CLS embeddings ``[len(indices), d]`` of the (adapted) backbone in eval mode, from the
+        frozen layers' kept outputs."""
         self.model.eval()
-        logits = np.empty((len(indices), len(self.model.head.out.bias)), dtype=np.float32)
+        embedding = np.empty((len(indices), self.model.backbone.config.d_model), dtype=np.float32)
         with torch.no_grad(), autocast(self.device):  # not inference_mode: kept outputs train later
-            for rows in length_grouped_batches(self.cells.lengths[indices], batch_size, rng=None):
-                logits[rows] = self.logits(indices[rows], 0).float().cpu().numpy()
-        return logits
+            for rows in inference_batches(self.tokenizer.token_lengths(self.cells, indices),
+                                          inference_tokens(self.device), batch_size):
+                batch = self.tokenizer.batch(self.cells, indices[rows], 0)
+                hidden = self.frozen.hidden(indices[rows], batch, 0)
+                embedding[rows] = self.model.backbone.encode_from(
+                    hidden, batch["padding_mask"].to(self.device), self.frozen.depth).float().cpu().numpy()
+        return embedding
 
 
 class EmbeddingSource:
