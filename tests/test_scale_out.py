@@ -214,3 +214,46 @@ def test_workers_opening_a_new_study_database_at_once_all_get_it(postgres):
             start, stagger = time.time() + (3.0 if round_ == 0 else 0.2), 0.015 * (round_ % 5)
             opened = pool.starmap(_open_new_storage, [(url, start + i * stagger) for i in range(6)])
             assert opened == ["0 studies"] * 6, opened
+
+
+def _log_same_dataset(tracking_uri: str, experiment_id: str, name: str, start: float) -> str:
+    """Log the dataset ``name`` as an input of a new run at the wall-clock time ``start`` (in a pool process)."""
+    import warnings
+
+    from scadapt.tracking.runs import retry_racing_writers
+
+    mlflow.set_tracking_uri(tracking_uri)
+    table = pd.DataFrame({"cell": ["a", "b"], "cell_type": ["x", "y"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(table, source="cells.h5ad", name=name, targets="cell_type")
+    run_id = mlflow.MlflowClient().create_run(experiment_id).info.run_id
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        with mlflow.start_run(run_id=run_id):
+            retry_racing_writers(mlflow.log_input, dataset, context="training")
+        return "logged"
+    except Exception as error:  # noqa: BLE001 - the test shows what each worker met
+        return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+def test_workers_logging_the_same_new_dataset_at_once_all_log_it(servers):
+    """Every matrix cell logs its dataset as a run input; the tracking server inserts a dataset
+    the first time it sees it, so workers starting cells together race on that insert and
+    PostgreSQL answers the losers with a unique violation. Each must retry and link its run to the
+    dataset the winner made (this failed a CI run of the benchmark workers' test)."""
+    import importlib
+    import multiprocessing
+
+    tracking, _ = servers
+    experiment_id = mlflow.create_experiment("dataset_race")
+    with multiprocessing.get_context("spawn").Pool(6, initializer=importlib.import_module,
+                                                   initargs=("scadapt.tracking.runs",)) as pool:
+        for round_ in range(8):
+            start, stagger = time.time() + (3.0 if round_ == 0 else 0.3), 0.01 * (round_ % 4)
+            logged = pool.starmap(_log_same_dataset, [(tracking, experiment_id, f"cells_{round_}", start + i * stagger)
+                                                      for i in range(6)])
+            assert logged == ["logged"] * 6, logged
+    runs = mlflow.search_runs([experiment_id], output_format="list")
+    assert sorted(len(run.inputs.dataset_inputs) for run in runs) == [1] * 48
+    assert {run.inputs.dataset_inputs[0].dataset.name for run in runs} == {f"cells_{r}" for r in range(8)}

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from scadapt.tracking.contract import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, INTERRUPTED_TAG, JOINED_RUN_TAG
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -81,7 +83,29 @@ def mark_model_development(experiment: mlflow.entities.Experiment) -> None:
     """Tag an experiment as model development, so the MLflow UI opens it on its training runs
     (MLflow 3 opens untagged experiments on its GenAI overview)."""
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        retry_racing_writers(MlflowClient().set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                             EXPERIMENT_KIND)
+
+
+_RACE_ATTEMPTS = 6
+
+
+def retry_racing_writers(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``write(*args, **kwargs)``, retried while it loses a race with another process inserting
+    the same row (a dataset, an experiment tag) into the tracking store.
+
+    The store checks for the row, then inserts it; two workers doing so together make one fail
+    with a unique-constraint violation ("UNIQUE constraint failed" from SQLite, "duplicate key
+    value violates unique constraint" from PostgreSQL behind a tracking server). Once the winner
+    has committed, the same call finds the row and succeeds."""
+    for attempt in range(_RACE_ATTEMPTS):
+        try:
+            return write(*args, **kwargs)
+        except mlflow.exceptions.MlflowException as error:
+            if "unique constraint" not in str(error).lower() or attempt == _RACE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:

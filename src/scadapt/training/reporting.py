@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from scadapt.evaluation.metrics import ClassificationReport
 from scadapt.models.annotator import Annotator
 from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tracking.contract import SERVING_ARTIFACT, log_annotator
+from scadapt.tracking.runs import retry_racing_writers
 from scadapt.training.config import TrainJob
 from scadapt.training.context import TrainingContext
 from scadapt.training.fit import FitOutcome, evaluate, validation_report
@@ -156,11 +156,5 @@ def log_dataset_input(ctx: TrainingContext) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dataset = mlflow.data.from_pandas(table, source=ctx.info.source, name=ctx.info.name, targets=ctx.info.label_key)
-    try:
-        mlflow.log_input(dataset, context="training", tags={"split": ctx.split.name})
-    except mlflow.exceptions.MlflowException as error:
-        if "UNIQUE constraint" not in str(error):
-            raise
-        # another process registered the same dataset a moment ago (parallel tuning workers); now it exists
-        time.sleep(0.5)
-        mlflow.log_input(dataset, context="training", tags={"split": ctx.split.name})
+    # parallel workers register the same dataset at the same moment
+    retry_racing_writers(mlflow.log_input, dataset, context="training", tags={"split": ctx.split.name})
