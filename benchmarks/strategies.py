@@ -1,6 +1,6 @@
 """Speed and memory of every strategy, with ``full`` fine-tuning as the reference.
 
-Run:  python benchmarks/strategies.py  [--part pbmc human epochs] [--epochs 3] [--seq-len 512]
+Run:  python benchmarks/strategies.py  [--part pbmc human epochs budget] [--epochs 3] [--seq-len 512]
 
 Each measurement runs in a fresh subprocess, so one strategy's memory never counts towards
 another's peak.
@@ -18,6 +18,14 @@ another's peak.
 3. ``epochs``: whole epochs of the shared training loop at the same shapes, ``--cells`` cells of
    ``--seq-len`` tokens, for ``full`` and every injected strategy with the top ``--layers`` layers
    adapted (the frozen layers below run once per cell).
+4. ``budget``: one epoch of the shared training loop within a memory budget (``--budgets``, GB),
+   whole-human shapes, ``--budget-cells`` training cells of ``--budget-seq-len`` tokens in one
+   optimisation batch of as many cells (micro-batches and accumulated gradients as the budget
+   asks), and a few validation cells: seconds per epoch and the memory the fit added (peak RSS
+   above the level before it, frozen-layer outputs, gradients and optimiser state included),
+   for ``full``, every injected strategy with its default top layers adapted, and ``lora`` on all
+   layers; without a budget, within each budget with activation checkpointing as needed, and
+   within the smallest budget with checkpointing always on.
 """
 
 from __future__ import annotations
@@ -183,13 +191,63 @@ def epochs_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
             "added_rss_bytes": peak.added_bytes, "kept_bytes": frozen.kept_bytes if frozen else 0}
 
 
+def budget_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespace) -> dict:
+    """One epoch of ``--budget-cells`` cells of ``--budget-seq-len`` tokens in one optimisation batch
+    within the budget ``args.budget`` (GB; 0: none), checkpointing ``args.checkpointing``."""
+    from scadapt.backbone import load_backbone
+    from scadapt.devices import resolve_device
+    from scadapt.strategies import get_strategy
+    from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells
+    from scadapt.tokenization.tokenizer import GeneOverlap
+    from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
+    from scadapt.training.classifier import TokenSource, fit_classifier
+    from scadapt.training.frozen_layers import FrozenLayerCache
+    from scadapt.training.memory import MemoryBudget
+
+    dev = resolve_device(args.device)
+    vocab = GeneVocab.from_file(ckpt / "vocab.json")
+    rng = np.random.default_rng(0)
+    n_train, n_val, length = args.budget_cells, 4, args.budget_seq_len
+    ids, _ = _full_length_cells(rng, vocab, n_train + n_val, length)
+    n_genes = length - 1
+    cells = TokenizedCells(np.arange(n_train + n_val + 1) * n_genes, ids[:, 1:].ravel().astype(np.int64),
+                           rng.integers(1, 51, (n_train + n_val) * n_genes).astype(np.float32),
+                           GeneOverlap(n_genes, n_genes, []))
+    tokenizer = GeneTokenizer(vocab, max_seq_len=length)
+    codes = np.arange(n_train + n_val) % N_CLASSES
+    train, validation = np.arange(n_train), np.arange(n_train, n_train + n_val)
+    cls = get_strategy(strategy)
+    params = {"seed": 0, "epochs": 1, "patience": 1, "batch_size": n_train}
+    if layers >= 0:
+        params["layers"] = layers
+    config = cls.config_class.from_params(params)
+    model = cls.build_model(config, load_backbone(ckpt, with_decoders=False, device=dev).model, N_CLASSES).to(dev)
+    budget = MemoryBudget(int(args.budget * 2**30), f"{args.budget:g} GB") if args.budget else None
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    with PeakRSS() as peak:
+        frozen = FrozenLayerCache.for_model(model.backbone, tokenizer, cells, dev,
+                                            limit=budget.bytes // 2 if budget else None)
+        source = TokenSource(model, tokenizer, cells, dev, frozen, budget=budget, checkpointing=args.checkpointing)
+        fit = fit_classifier(source, codes, train, validation, N_CLASSES, config, dev, progress=False,
+                             hooks=cls.hooks(model, config, 1))
+    return {"epoch_sec": fit.history[0]["epoch_sec"], "added_rss_bytes": peak.added_bytes,
+            "peak_cuda_bytes": cuda_peak_bytes(dev), "max_tokens": fit.plan.max_tokens,
+            "checkpointing": fit.plan.checkpointing, "planned_bytes": fit.plan.estimate_bytes,
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "layers": config.layers if hasattr(config, "layers") else None}
+
+
 def run_worker(args: argparse.Namespace, part: str, strategy: str, tmp: Path, ckpt: Path | None,
-               layers: int = -1) -> dict:
-    out = tmp / f"{part}-{strategy}-{layers}.json"
+               layers: int = -1, budget: float = 0.0, checkpointing: str = "auto") -> dict:
+    out = (args.keep or tmp) / f"{part}-{strategy}-{layers}-{budget}-{checkpointing}.json"
+    if args.keep and out.exists():  # measured by an earlier call
+        return json.loads(out.read_text())
     cmd = [sys.executable, __file__, "--worker", part, strategy, str(out), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps),
            "--device", args.device, "--checkpoint", str(ckpt or ""), "--cells", str(args.cells),
-           "--layers", str(layers)]
+           "--layers", str(layers), "--budget", str(budget), "--checkpointing", checkpointing,
+           "--budget-cells", str(args.budget_cells), "--budget-seq-len", str(args.budget_seq_len)]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
 
@@ -251,9 +309,28 @@ def report_epochs(rows: dict[tuple[str, int], dict], args: argparse.Namespace) -
               f"| {_mb(r['added_rss_bytes'])} |")
 
 
+def report_budget(rows: dict[tuple, dict], args: argparse.Namespace) -> None:
+    print(f"\n### Within a memory budget (whole-human shapes, {args.budget_cells} cells x {args.budget_seq_len} "
+          f"tokens in one optimisation batch, one epoch)\n")
+    print("Added: the fit's peak resident memory above the level before it (frozen-layer outputs, gradients and "
+          "optimiser state included). Ratios are seconds per epoch against the same strategy without a budget.\n")
+    print("| strategy | adapted layers | budget | checkpointing | micro-batch tokens | planned (MB) | added (MB) "
+          "| within budget | s / epoch | vs no budget |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (name, layers, budget, mode), r in rows.items():
+        ref = rows[name, layers, 0.0, "off"]["epoch_sec"]
+        adapted = "all" if r["layers"] in (None, 0) else f"top {r['layers']}"
+        within = "-" if not budget else ("yes" if r["added_rss_bytes"] <= budget * 2**30 else "NO")
+        print(f"| {name} | {adapted} | {f'{budget:g} GB' if budget else 'none'} | "
+              f"{'on' if r['checkpointing'] else 'off'}{' (forced)' if mode == 'on' else ''} "
+              f"| {r['max_tokens'] or 'whole batch'} | {_mb(r['planned_bytes']) if budget else '-'} "
+              f"| {_mb(r['added_rss_bytes'])} | {within} | {r['epoch_sec']:.1f} | {_ratio(r['epoch_sec'], ref)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", nargs="+", choices=["pbmc", "human", "epochs"], default=["pbmc", "human", "epochs"])
+    parser.add_argument("--part", nargs="+", choices=["pbmc", "human", "epochs", "budget"],
+                        default=["pbmc", "human", "epochs"])
     parser.add_argument("--epochs", type=int, default=3, help="pbmc: epochs per strategy")
     parser.add_argument("--reference-dir", type=Path, default=HERE.parent / "tests/data/scgpt_human")
     parser.add_argument("--batch-size", type=int, default=4, help="human: cells per step")
@@ -264,6 +341,14 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=40, help="epochs: cells (a fifth for validation)")
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4],
                         help="epochs: top layers adapted by the injected strategies (0: all)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[4, 8, 16], help="budget: GB")
+    parser.add_argument("--budget-cells", type=int, default=32, help="budget: cells per optimisation batch")
+    parser.add_argument("--budget-seq-len", type=int, default=1200, help="budget: tokens per cell")
+    parser.add_argument("--budget-strategies", nargs="+", default=None, help="budget: these only")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep each measurement in this folder and reuse it on the next call (resumable)")
+    parser.add_argument("--budget", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("PART", "STRATEGY", "OUT"))
     args = parser.parse_args()
     if args.worker:
@@ -272,6 +357,8 @@ def main() -> None:
             result = pbmc_worker(strategy, args.epochs, args.device)
         elif part == "epochs":
             result = epochs_worker(strategy, args.layers[0], Path(args.checkpoint), args)
+        elif part == "budget":
+            result = budget_worker(strategy, args.layers[0], Path(args.checkpoint), args)
         else:
             result = human_worker(strategy, Path(args.checkpoint), args.batch_size, args.seq_len, args.steps, args.device)
         Path(out).write_text(json.dumps(result))
@@ -289,7 +376,7 @@ def main() -> None:
                 print(f"pbmc / {strategy} ...", flush=True)
                 results["pbmc"][strategy] = run_worker(args, "pbmc", strategy, tmp, None)
         ckpt = tmp / "ckpt"
-        if {"human", "epochs"} & set(args.part):
+        if {"human", "epochs", "budget"} & set(args.part):
             make_checkpoint(args.reference_dir, ckpt)
         if "epochs" in args.part:
             results["epochs"] = {("full", -1): run_worker(args, "epochs", "full", tmp, ckpt)}
@@ -299,6 +386,16 @@ def main() -> None:
                 for layers in args.layers:
                     print(f"epochs / {strategy} / layers {layers} ...", flush=True)
                     results["epochs"][strategy, layers] = run_worker(args, "epochs", strategy, tmp, ckpt, layers)
+        if "budget" in args.part:
+            results["budget"] = {}
+            chosen = [("full", -1), *[(s, -1) for s in human_strategies() if s not in ("full", "head")], ("lora", 0)]
+            for strategy, layers in chosen:
+                if args.budget_strategies and strategy not in args.budget_strategies:
+                    continue
+                for budget, mode in [(0.0, "off"), *[(b, "auto") for b in args.budgets], (min(args.budgets), "on")]:
+                    print(f"budget / {strategy} / layers {layers} / {budget:g} GB / checkpointing {mode} ...", flush=True)
+                    results["budget"][strategy, layers, budget, mode] = run_worker(
+                        args, "budget", strategy, tmp, ckpt, layers, budget, mode)
         if "human" in args.part:
             results["human"] = {}
             for strategy in ["full", *[s for s in human_strategies() if s != "full"]]:
@@ -314,6 +411,8 @@ def main() -> None:
         report_human(results["human"], args)
     if "epochs" in results:
         report_epochs(results["epochs"], args)
+    if "budget" in results:
+        report_budget(results["budget"], args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from scadapt.options import (
     STRATEGY_NAMES,
     TUNING_MODES,
     DataOptions,
+    MemoryOptions,
     SplitOptions,
     add_options,
     boolean,
@@ -146,6 +147,7 @@ def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--min-genes", type=integer, default=d.min_genes,
                    help="refuse data with fewer genes in the vocabulary (default: %(default)s)")
     p.add_argument("--device", default=d.device, help=DEVICE_HELP)
+    add_options(p, MemoryOptions)
     p.add_argument("--experiment", type=optional_text, default=None, help="MLflow experiment (default: scadapt-<dataset>)")
     flag(p, "no-umap", "skip the UMAP figure of the test embeddings")
 
@@ -155,7 +157,7 @@ def _job_fields(args: argparse.Namespace) -> dict:
         data=args.data, **vars(from_args(DataOptions, args)), **vars(from_args(SplitOptions, args)), split=args.split,
         strategy=args.strategy, hparams=args.hparams, checkpoint=args.checkpoint,
         max_seq_len=args.max_seq_len or None, min_genes=args.min_genes, device=args.device,
-        experiment=args.experiment, umap=not args.no_umap,
+        **vars(from_args(MemoryOptions, args)), experiment=args.experiment, umap=not args.no_umap,
     )
 
 
@@ -278,6 +280,7 @@ def _add_study_arguments(p: argparse.ArgumentParser, d, per: str) -> None:
                    help="ranking and promotion rule (default: registry/policy.yaml)")
     p.add_argument("--seed", type=integer, default=d.seed)
     p.add_argument("--device", default=d.device, help=DEVICE_HELP)
+    add_options(p, MemoryOptions)
     p.add_argument("--workers", type=integer, default=d.workers,
                    help="processes on this machine sharing the work (0: one per CPU core, up to 4 and 4 GB of "
                         "memory each; 1 on a GPU; default: %(default)s)")
@@ -292,6 +295,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
         epochs=args.epochs, checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs,
         pretrain_data=args.pretrain_data, min_genes=args.min_genes, storage=args.storage, policy=args.policy,
         force=args.force, seed=args.seed, device=args.device, workers=args.workers,
+        **vars(from_args(MemoryOptions, args)),
     ))
     print(result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     promotion = result.promotion
@@ -341,6 +345,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint, pretrain_epochs=args.pretrain_epochs, pretrain_data=args.pretrain_data,
         storage=args.storage, policy=args.policy, promote=not args.no_promote, force=args.force, experiment=args.experiment, output_dir=args.output_dir, name=args.name,
         seed=args.seed, device=args.device, workers=args.workers, data_options=options,
+        **vars(from_args(MemoryOptions, args)),
     ))
     ranking = result.tables.ranking
     shown = ranking[ranking["regime"] == "full"] if (ranking["regime"] == "full").any() else ranking

@@ -22,12 +22,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def inference_tokens(device: torch.device) -> int:
+def inference_tokens(device: torch.device, cap: int | None = None) -> int:
     """Tokens per batch (cells x padded length) of a forward pass without gradients. On a CPU, small
     batches that stay in its caches are the fastest: 4096 tokens (e.g. 16 cells of 250 genes) took
     16-22 % less time per cell than 64-cell batches on the demo backbone with one thread
-    (benchmarks/inference_batches.py); a GPU wants large ones."""
-    return 65536 if device.type == "cuda" else 4096
+    (benchmarks/inference_batches.py); a GPU wants large ones. ``cap``: at most this many (what a
+    memory budget allows)."""
+    tokens = 65536 if device.type == "cuda" else 4096
+    return tokens if cap is None else max(1, min(tokens, cap))
 
 
 PRECISION_ENV = "SCADAPT_PRECISION"

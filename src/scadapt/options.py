@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
 DEFAULT_N_FOLDS = 5
 TUNING_MODES = ("reuse", "per_fold")
 PRUNERS = ("median", "threshold", "none")
+CHECKPOINTING_MODES = ("auto", "on", "off")
+_BYTES_PER_UNIT = {"": 2**30, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+                   "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 
 
 # -- parsers of option values (MLflow passes every parameter as a string) ------------------------
@@ -92,6 +96,27 @@ def parse_study_groups(text: str) -> dict[str, tuple[str, ...]] | None:
     return groups
 
 
+def parse_memory_size(text: str) -> int | None:
+    """``"8GB"``, ``"512MB"``, ``"8"`` (gigabytes) -> bytes; ``"auto"`` (or empty) -> None.
+    Units are binary (1 GB = 2**30 bytes)."""
+    text = str(text).strip().lower().replace(" ", "")
+    if text in ("", "auto"):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([a-z]*)", text)
+    if not match or match.group(2) not in _BYTES_PER_UNIT or float(match.group(1)) <= 0:
+        raise ValueError(f"a memory budget is 'auto' or a size such as 4GB or 512MB, not {text!r}")
+    return int(float(match.group(1)) * _BYTES_PER_UNIT[match.group(2)])
+
+
+def memory_size(text: str) -> str:
+    """A memory budget as given (``auto``, ``4GB``, ...), checked."""
+    try:
+        parse_memory_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return str(text).strip() or "auto"
+
+
 def strategy_names(text: str) -> tuple[str, ...]:
     chosen = names(text)
     if not chosen:
@@ -155,6 +180,25 @@ class SplitOptions:
     def split_options(self) -> SplitOptions:
         """The split options alone (of a job dataclass that extends this group)."""
         return SplitOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SplitOptions)})
+
+
+@dataclass
+class MemoryOptions:
+    """How much memory training through the backbone may use: the same options for ``train``,
+    ``tune``, the pipeline (``main``) and the benchmark. They change how a step is computed, not
+    its result (micro-batches accumulate to the whole batch; checkpointing recomputes the same
+    activations)."""
+
+    memory_budget: str = option("auto", "memory training may use beyond the loaded model and data, e.g. 4GB "
+                                        "(auto: 8GB on a CPU, the free memory of a GPU; local workers share it); "
+                                        "batches run in micro-batches that fit", parse=memory_size)
+    activation_checkpointing: str = option("auto", "recompute the backbone's activations in the backward pass to "
+                                                   "save memory: auto (when the budget needs it), on or off",
+                                           choices=CHECKPOINTING_MODES)
+
+    def memory_options(self) -> MemoryOptions:
+        """The memory options alone (of a job dataclass that extends this group)."""
+        return MemoryOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MemoryOptions)})
 
 
 def add_options(parser: argparse.ArgumentParser, group: type) -> None:

@@ -34,7 +34,7 @@ from scadapt.training.pretrain import demo_pretraining
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["strategy", "test_macro_f1", "test_balanced_accuracy", "test_accuracy", "val_macro_f1",
-                   "trainable_parameters", "runtime_sec", "peak_rss_mb", "gene_coverage"]
+                   "trainable_parameters", "runtime_sec", "peak_rss_mb", "peak_cuda_mb", "gene_coverage"]
 
 
 @dataclass
@@ -54,7 +54,7 @@ def pipeline_benchmark(cfg: PipelineConfig, output_dir: str) -> BenchmarkConfig:
         pretrain_data=cfg.pretrain_data, storage=cfg.storage, policy=cfg.policy, force=cfg.force,
         experiment=experiment_name(resolve_spec(cfg.data).name), output_dir=output_dir, name="pipeline",
         seed=cfg.seed, device=cfg.device, workers=cfg.workers, progress=cfg.progress, data_options=cfg.data_options().given(),
-        job_options={"min_genes": cfg.min_genes, **cfg.tune_overrides},
+        job_options={"min_genes": cfg.min_genes, **cfg.tune_overrides}, **vars(cfg.memory_options()),
     )
 
 
@@ -121,4 +121,4 @@ def _summary(runs: pd.DataFrame, promotion: PromotionResult | None) -> pd.DataFr
     table = table.sort_values("val_macro_f1", ascending=False, kind="stable").reset_index(drop=True)
     table[SUMMARY_COLUMNS[1:]] = table[SUMMARY_COLUMNS[1:]].apply(pd.to_numeric)  # not measured -> NaN
     table["trainable_parameters"] = table["trainable_parameters"].astype("Int64")
-    return table
+    return table.drop(columns=["peak_cuda_mb"]) if table["peak_cuda_mb"].isna().all() else table

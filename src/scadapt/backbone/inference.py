@@ -22,9 +22,11 @@ def embed_cells(
     batch_size: int = 64,
     progress: bool = True,
     indices: np.ndarray | None = None,
+    max_tokens: int | None = None,
 ) -> np.ndarray:
     """CLS embeddings ``[n, d_model]`` (float32) of ``cells[indices]`` (default: every cell), in that order."""
-    return cell_outputs(model, tokenizer, cells, indices, batch_size=batch_size, progress=progress)[0]
+    return cell_outputs(model, tokenizer, cells, indices, batch_size=batch_size, progress=progress,
+                        max_tokens=max_tokens)[0]
 
 
 def cell_outputs(
@@ -36,6 +38,7 @@ def cell_outputs(
     batch_size: int = 64,
     progress: bool = False,
     desc: str = "embedding cells",
+    max_tokens: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The one batched forward pass over tokenized cells, used by training, evaluation, ``predict``
     and the served model: CLS embeddings ``[n, d_model]`` of ``cells[indices]`` and, with ``head``
@@ -43,15 +46,16 @@ def cell_outputs(
     the order of ``indices``.
 
     Cells are batched by length so that padding stays short, at most ``batch_size`` cells and
-    :func:`~scadapt.devices.inference_tokens` tokens a batch, and the last layer computes the CLS
-    row only. The model is put in eval mode.
+    :func:`~scadapt.devices.inference_tokens` tokens a batch (or ``max_tokens``, if fewer: a memory
+    budget's), and the last layer computes the CLS row only. The model is put in eval mode.
     """
     device = next(model.parameters()).device
     model.eval()
     chosen = np.arange(cells.n_cells) if indices is None else np.asarray(indices)
     embedding = np.empty((len(chosen), model.config.d_model), dtype=np.float32)
     outputs: np.ndarray | None = None
-    batches = inference_batches(tokenizer.token_lengths(cells, chosen), inference_tokens(device), batch_size)
+    batches = inference_batches(tokenizer.token_lengths(cells, chosen), inference_tokens(device, max_tokens),
+                                batch_size)
     with torch.inference_mode(), autocast(device):
         for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
             batch = tokenizer.batch(cells, chosen[rows])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from scadapt.backbone.attention import SelfAttention
 from scadapt.backbone.config import BackboneConfig
@@ -121,6 +122,9 @@ class ScGPTBackbone(nn.Module):
             CellToGeneDecoder(cfg.d_model) if with_decoders and cfg.do_mvc else None
         )
         nn.init.uniform_(self.encoder.embedding.weight, -0.1, 0.1)
+        # recompute each layer's activations in the backward pass instead of keeping them (same
+        # outputs and gradients, dropout included; less memory, about one more forward pass)
+        self.checkpointing = False
 
     def set_dropout(self, p: float) -> None:
         """Set every dropout of the backbone (activations and attention probabilities) to ``p``.
@@ -176,9 +180,13 @@ class ScGPTBackbone(nn.Module):
         layers = self.transformer_encoder.layers
         stop = len(layers) if stop is None else stop
         attend_mask = self._attend_mask(padding_mask)
+        checkpointed = self.checkpointing and torch.is_grad_enabled()
         for index in range(start, stop):
-            last = index == len(layers) - 1
-            x = layers[index](x, attend_mask, first_only=cls_only and last)
+            first_only = cls_only and index == len(layers) - 1
+            if checkpointed:
+                x = checkpoint(layers[index], x, attend_mask, first_only=first_only, use_reentrant=False)
+            else:
+                x = layers[index](x, attend_mask, first_only=first_only)
         return x[:, 0] if cls_only else x
 
     def forward(self, gene_ids: Tensor, values: Tensor, padding_mask: Tensor | None) -> Tensor:

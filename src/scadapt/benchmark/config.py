@@ -12,13 +12,14 @@ from scadapt.options import (
     REGIMES,
     STRATEGY_NAMES,
     TUNING_MODES,
+    MemoryOptions,
 )
 from scadapt.strategies import get_strategy  # strategy classes load on first use
-from scadapt.training.config import DEVICE_HELP, refuse, valid_device
+from scadapt.training.config import DEVICE_HELP, memory_problems, refuse, valid_device
 
 
 @dataclass
-class BenchmarkConfig:
+class BenchmarkConfig(MemoryOptions):
     """Which matrix to run and how.
 
     The matrix is datasets x strategies x splits, where the splits are those of each regime:
@@ -80,6 +81,7 @@ class BenchmarkConfig:
             (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
              f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
             (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
+            *memory_problems(self),
             (bool(self.pretrain_data) and bool(self.checkpoint),
              "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
         ]

@@ -81,34 +81,41 @@ def _cuda_available() -> bool:
 
 
 def share_env(workers: int, threads: int) -> dict[str, str]:
-    """The environment of one of ``workers`` workers: its threads, and its share of the memory that
-    the frozen-layer cache may hold (the budget is the machine's, not each process's)."""
+    """The environment of one of ``workers`` workers: its threads, and its share of the memory
+    budget of training and of the memory the frozen-layer cache may hold (both budgets are the
+    machine's, not each process's)."""
     from scadapt.training.frozen_layers import BUDGET_ENV, budget_bytes
+    from scadapt.training.memory import SHARE_ENV
 
-    return {**dict.fromkeys(THREAD_ENV, str(threads)), BUDGET_ENV: f"{budget_bytes() / 2**20 / workers:g}"}
+    return {**dict.fromkeys(THREAD_ENV, str(threads)), BUDGET_ENV: f"{budget_bytes() / 2**20 / workers:g}",
+            SHARE_ENV: str(workers)}
 
 
 @contextmanager
 def worker_share(workers: int, threads: int) -> Iterator[None]:
     """Inside the block this process is one of ``workers`` workers: torch and BLAS use at most
-    ``threads`` threads, and the frozen-layer cache its share of the budget."""
+    ``threads`` threads, and training and the frozen-layer cache their share of the memory budgets."""
     import torch
     from threadpoolctl import threadpool_limits
 
     from scadapt.training.frozen_layers import BUDGET_ENV
+    from scadapt.training.memory import SHARE_ENV
 
-    before, budget = torch.get_num_threads(), os.environ.get(BUDGET_ENV)
-    os.environ[BUDGET_ENV] = share_env(workers, threads)[BUDGET_ENV]
+    before = torch.get_num_threads()
+    saved = {name: os.environ.get(name) for name in (BUDGET_ENV, SHARE_ENV)}
+    shared = share_env(workers, threads)
+    os.environ.update({name: shared[name] for name in saved})
     torch.set_num_threads(threads)
     try:
         with threadpool_limits(threads):
             yield
     finally:
         torch.set_num_threads(before)
-        if budget is None:
-            os.environ.pop(BUDGET_ENV, None)
-        else:
-            os.environ[BUDGET_ENV] = budget
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class LocalWorkers:

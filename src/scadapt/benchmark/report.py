@@ -92,7 +92,11 @@ def _dataset_section(tables: BenchmarkTables, dataset: str, promotion: Promotion
             "macro-F1": [_spread(r, COMPARED) for _, r in rows.iterrows()],
             "balanced acc.": [_spread(r, "test_balanced_accuracy") for _, r in rows.iterrows()],
             "trainable params": [f"{int(v):,}" if pd.notna(v) else "" for v in rows["trainable_parameters_mean"]],
-            "fit s": [f"{v:.1f}" for v in rows["runtime_sec_mean"]], "n": rows["n"].to_numpy(),
+            "fit s": [f"{v:.1f}" for v in rows["runtime_sec_mean"]],
+            "peak MB": [f"{v:.0f}" if pd.notna(v) else "" for v in rows["peak_rss_mb_mean"]],
+            **({"peak GPU MB": [f"{v:.0f}" if pd.notna(v) else "" for v in rows["peak_cuda_mb_mean"]]}
+               if rows["peak_cuda_mb_mean"].notna().any() else {}),
+            "n": rows["n"].to_numpy(),
         })
         lines += ["", f"### {setting}", "", _markdown(table), "", *_verdicts(tables.paired, dataset, setting)]
     cross = tables.runs[(tables.runs["dataset"] == dataset) & (tables.runs["regime"] == "cross_study")]

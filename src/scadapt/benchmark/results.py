@@ -19,7 +19,7 @@ from scadapt.strategies import baselines as baseline_strategies
 
 METRICS = ("test_macro_f1", "test_balanced_accuracy", "test_accuracy", "test_weighted_f1", "val_macro_f1",
            "val_balanced_accuracy", "val_accuracy", "trainable_parameters", "total_parameters", "runtime_sec",
-           "peak_rss_mb", "embedding_sec", "gene_coverage")
+           "peak_rss_mb", "peak_cuda_mb", "embedding_sec", "gene_coverage")
 SETTING_KEYS = ["dataset", "regime", "setting", "label_fraction"]
 COMPARED = "test_macro_f1"  # the paired comparison's metric
 

@@ -306,7 +306,8 @@ class _Context:
         return job_class(data=cell.data, regime=cell.regime, split=cell.split, n_folds=self.cfg.n_folds,
                          label_fractions=self.cfg.label_fractions, strategy=cell.strategy, checkpoint=self.checkpoint,
                          seed=self.cfg.seed, device=self.cfg.device, experiment=self.experiment, umap=False,
-                         progress=False, parent_run_id=self.parent_id, **self.cfg.data_options,
+                         progress=False, parent_run_id=self.parent_id, **vars(self.cfg.memory_options()),
+                         **self.cfg.data_options,
                          **self.cfg.job_options, **fields)
 
     def cell_tags(self, cell: MatrixCell) -> dict[str, str]:

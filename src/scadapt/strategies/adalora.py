@@ -101,6 +101,8 @@ class AdaLoRA(AdaptedStrategy):
                 if pattern:
                     peft_config.rank_pattern = pattern
             elif step == final:
+                if not allocator.ipt:  # a fit of one step scored no rank: the ranks stay as initialised
+                    return
                 _, peft_config.rank_pattern = allocator.update_and_allocate(model, step, force_mask=True)
                 allocator.reset_ipt()
             elif peft_config.rank_pattern:

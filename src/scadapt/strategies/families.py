@@ -140,8 +140,10 @@ class AdaptedStrategy(BackboneStrategy):
         model.head.set_standardization(torch.as_tensor(ctx.embeddings(split.train, progress), device=ctx.device))
         total_steps = -(-len(split.train) // config.batch_size) * config.epochs
         frozen = FrozenLayerCache.for_model(model.backbone, ctx.tokenizer, ctx.cells, ctx.device,
-                                            split.train if config.resample_genes else None, ctx.weights_hash)
-        source = TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device, frozen, config.resample_genes)
+                                            split.train if config.resample_genes else None, ctx.weights_hash,
+                                            limit=ctx.frozen_limit())
+        source = TokenSource(model, ctx.tokenizer, ctx.cells, ctx.device, frozen, config.resample_genes, ctx.memory,
+                             ctx.checkpointing)
         fit = fit_classifier(source, ctx.codes, split.train,
                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
                              progress=progress, hooks=cls.hooks(model, config, total_steps))
@@ -152,9 +154,10 @@ class AdaptedStrategy(BackboneStrategy):
         """Through the frozen layers' outputs the fits on these cells keep (the same function as the
         served path, computed from the middle), or by the served path when none are kept."""
         frozen = FrozenLayerCache.for_model(annotator.model.backbone, ctx.tokenizer, ctx.cells, ctx.device,
-                                            weights_hash=ctx.weights_hash, quiet=True)
+                                            weights_hash=ctx.weights_hash, quiet=True, limit=ctx.frozen_limit())
         if not isinstance(frozen, SharedFrozenLayers):
             return super().outputs(ctx, annotator, indices)
         source = TokenSource(annotator.model, ctx.tokenizer, ctx.cells, ctx.device, frozen)
+        source.inference_cap = ctx.inference_cap()
         embedding = source.embeddings(np.asarray(indices), annotator.batch_size)
         return embedding, annotator.classify(embedding)

@@ -8,11 +8,14 @@ from dataclasses import asdict, dataclass, field
 
 from scadapt.errors import ScadaptError
 from scadapt.options import (
+    CHECKPOINTING_MODES,
     PRUNERS,
     REGIMES,
     STRATEGY_NAMES,
     DataOptions,
+    MemoryOptions,
     SplitOptions,
+    parse_memory_size,
 )
 from scadapt.strategies import get_strategy  # strategy classes load on first use
 
@@ -75,11 +78,12 @@ class PretrainConfig:
 
 
 @dataclass
-class TrainJob(SplitOptions, DataOptions):
+class TrainJob(MemoryOptions, SplitOptions, DataOptions):
     """One strategy on one split of one dataset, with fixed hyperparameters (the ``train`` entry point).
 
     The data options (label key, batch key, layer, ...) come from :class:`~scadapt.options.DataOptions`,
-    the regime and its split settings from :class:`~scadapt.options.SplitOptions`;
+    the regime and its split settings from :class:`~scadapt.options.SplitOptions`, the memory
+    budget from :class:`~scadapt.options.MemoryOptions`;
     ``hparams`` are the strategy's own settings (see ``scadapt.strategies``), given as values or
     strings; everything else chooses the data, the split and the backbone.
     """
@@ -114,6 +118,7 @@ class TrainJob(SplitOptions, DataOptions):
              f"max_seq_len must be at least 2 (<cls> and one gene; got {self.max_seq_len})"),
             (self.min_genes < 1, f"min_genes must be at least 1 (got {self.min_genes})"),
             (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
+            *memory_problems(self),
         ], "job settings")
 
     @property
@@ -157,7 +162,7 @@ class TuneJob(TrainJob):
 
 
 @dataclass
-class PipelineConfig(DataOptions):
+class PipelineConfig(MemoryOptions, DataOptions):
     """The main job: demo backbone (or ``checkpoint``), a study per strategy, promotion, summary.
 
     ``pretrain_data`` pretrains the demo backbone on those (unlabelled) cells instead of the
@@ -194,6 +199,7 @@ class PipelineConfig(DataOptions):
             (bool(self.pretrain_data) and bool(self.checkpoint),
              "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
             (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
+            *memory_problems(self),
         ], "pipeline settings")
 
     @property
@@ -204,6 +210,18 @@ class PipelineConfig(DataOptions):
 def valid_device(name: str) -> bool:
     head, _, index = str(name).partition(":")
     return head in ("auto", "cpu", "cuda") and (not index or (head == "cuda" and index.isdigit()))
+
+
+def memory_problems(options: MemoryOptions) -> list[tuple[bool, str]]:
+    try:
+        parse_memory_size(options.memory_budget)
+        bad_budget = ""
+    except ValueError as error:
+        bad_budget = str(error)
+    return [(bool(bad_budget), f"memory_budget: {bad_budget}"),
+            (options.activation_checkpointing not in CHECKPOINTING_MODES,
+             f"activation_checkpointing must be one of {', '.join(CHECKPOINTING_MODES)} "
+             f"(got {options.activation_checkpointing!r})")]
 
 
 def refuse(problems: list[tuple[bool, str]], what: str) -> None:

@@ -25,6 +25,7 @@ from scadapt.errors import CheckpointError, ScadaptError
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
 from scadapt.tracking.checkpoints import local_checkpoint, publish_checkpoint
 from scadapt.training.config import TrainJob
+from scadapt.training.memory import MemoryBudget, inference_token_cap
 from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_backbone_dir
 
@@ -51,6 +52,8 @@ class TrainingContext:
     _embeddings: np.ndarray | None = field(default=None, repr=False)  # [n_cells, d]; valid where _embedded
     _embedded: np.ndarray | None = field(default=None, repr=False)  # [n_cells] bool
     embedding_sec: float = 0.0
+    memory: MemoryBudget | None = None  # what training through the backbone may use
+    checkpointing: str = "auto"  # activation checkpointing: auto, on or off
 
     @property
     def labels(self) -> np.ndarray:
@@ -75,12 +78,24 @@ class TrainingContext:
         if len(missing):
             started = time.perf_counter()
             self._embeddings[missing] = embed_cells(self.backbone, self.tokenizer, self.cells, progress=progress,
-                                                    indices=missing)
+                                                    indices=missing, max_tokens=self.inference_cap())
             self._embedded[missing] = True
             if key:
                 EmbeddingCache().save(key, self._embeddings, self._embedded)
             self.embedding_sec += time.perf_counter() - started
         return self._embeddings if indices is None else self._embeddings[wanted]
+
+    def inference_cap(self) -> int | None:
+        """Tokens a pass without gradients may take at once within the memory budget."""
+        if self.memory is None or self.cells is None:
+            return None
+        config = self.backbone.config
+        longest = int(self.tokenizer.token_lengths(self.cells, np.arange(self.cells.n_cells)).max(initial=1))
+        return inference_token_cap(self.memory, config.d_model, config.d_hid, config.nhead, longest)
+
+    def frozen_limit(self) -> int | None:
+        """Bytes the frozen-layer outputs kept for training may take: half the memory budget."""
+        return None if self.memory is None else self.memory.bytes // 2
 
     def _embedding_key(self) -> str:
         if not (self.cells.key and self.weights_hash):
@@ -106,7 +121,8 @@ def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | Non
     classes = sorted(set(labels[split.train]))
     position = {name: i for i, name in enumerate(classes)}
     codes = np.array([position.get(label, -1) for label in labels], dtype=np.int64)
-    ctx = TrainingContext(adata, info, split, classes, codes, resolve_device(job.device), None)
+    ctx = TrainingContext(adata, info, split, classes, codes, resolve_device(job.device), None,
+                          checkpointing=job.activation_checkpointing)
     if needs_backbone:
         ctx.checkpoint = local_checkpoint(job.checkpoint) if job.checkpoint else demo_backbone_dir()
         if not (ctx.checkpoint / "args.json").is_file() and not job.checkpoint:
@@ -123,6 +139,7 @@ def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | Non
                                       pad_value=cfg.pad_value, min_genes=job.min_genes, seed=job.seed,
                                       cache=TokenCache())
         ctx.cells = ctx.tokenizer.tokenize(adata)
+        ctx.memory = MemoryBudget.resolve(job.memory_budget, ctx.device)
         ctx.gene_overlap = ctx.cells.overlap.describe()
         overlap = ctx.cells.overlap
         coverage = GeneCoverage(info.name, overlap.n_genes, overlap.n_matched, f"checkpoint {ctx.checkpoint}")

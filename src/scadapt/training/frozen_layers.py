@@ -92,13 +92,16 @@ class FrozenLayerCache:
     @classmethod
     def for_model(cls, backbone: ScGPTBackbone, tokenizer: GeneTokenizer, cells: TokenizedCells,
                   device: torch.device, resampled: np.ndarray | None = None, weights_hash: str | None = None,
-                  quiet: bool = False) -> FrozenLayerCache | SharedFrozenLayers | None:
+                  quiet: bool = False, limit: int | None = None) -> FrozenLayerCache | SharedFrozenLayers | None:
         """A cache for ``backbone`` as a strategy left it, or None when nothing below its adapted
         layers is fixed or the budget is 0. With the hash of the backbone's pretrained weights (and
         tokens that know their data's hash) it is the process-wide one, when the data fits.
         ``resampled``: the training cells, when those with too many genes get new tokens every
-        epoch (reported: the cache cannot spare their work)."""
+        epoch (reported: the cache cannot spare their work). ``limit``: bytes the cache may hold at
+        most whatever ``SCADAPT_FROZEN_CACHE_MB`` says (a share of the job's memory budget)."""
         depth, budget = frozen_depth(backbone), budget_bytes()
+        if limit is not None:
+            budget = min(budget, limit)
         if depth == 0 or budget == 0:
             return None
         shared = SharedFrozenLayers.find(backbone, tokenizer, cells, depth, device, budget, weights_hash)
@@ -110,6 +113,10 @@ class FrozenLayerCache:
                          "epoch: the frozen layers run again for them. resample_genes=false keeps each cell's "
                          "first draw.", n_long, len(resampled), tokenizer.max_seq_len)
         return shared or cls(backbone, tokenizer, cells, depth, device, budget)
+
+    def held_bytes(self) -> int:
+        """The most this cache holds during a fit (its budget)."""
+        return self.budget
 
     def hidden(self, indices: np.ndarray, batch: dict[str, Tensor], epoch: int) -> Tensor:
         """Hidden states ``[B, L, d]`` after the frozen layers for the token ``batch`` of cells ``indices``."""
@@ -199,6 +206,11 @@ class SharedFrozenLayers:
         cls._stores[key] = store  # the most recently used
         store.backbone = backbone
         return store
+
+    @classmethod
+    def held_bytes(cls) -> int:
+        """What every kept store holds (the process's, as they are shared)."""
+        return sum(store.flat.nelement() * 4 for store in cls._stores.values())
 
     @classmethod
     def clear(cls) -> None:

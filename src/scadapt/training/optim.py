@@ -28,7 +28,8 @@ def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.1):
 class Updater:
     """AdamW with warmup + cosine decay, gradient clipping and, on CUDA without bf16, loss scaling.
 
-    ``step(loss)`` does backward, clipping, the optimiser step and the schedule step.
+    ``step(loss)`` does backward, clipping, the optimiser step and the schedule step. A step
+    accumulated over micro-batches is ``zero_grad()``, ``backward(part)`` for each, ``apply()``.
     """
 
     def __init__(
@@ -49,13 +50,23 @@ class Updater:
         self.steps_done = 0
 
     def step(self, loss: Tensor) -> None:
+        self.zero_grad()
+        self.backward(loss)
+        self.apply()
+
+    def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: Tensor) -> None:
+        """Add ``loss``'s gradients to the weights' (scaled when a grad scaler is in use)."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def apply(self) -> None:
+        """Clip the accumulated gradients, step the optimiser and the schedule."""
         if self.scaler is None:
-            loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
             self.optimizer.step()
         else:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
             self.scaler.step(self.optimizer)

@@ -78,6 +78,9 @@ def fit_metrics(outcome: FitOutcome, val: ClassificationReport, embedding_sec: f
         metrics["embedding_sec"] = embedding_sec
     if outcome.fit is not None:
         metrics.update(best_epoch=outcome.fit.best_epoch, epochs_run=len(outcome.fit.history))
+        if (plan := outcome.fit.plan).budget is not None:  # trained through the backbone within a budget
+            metrics.update(memory_budget_mb=plan.budget.bytes / 2**20, planned_memory_mb=plan.estimate_bytes / 2**20,
+                           micro_batch_tokens=plan.max_tokens or 0, activation_checkpointing=float(plan.checkpointing))
     return metrics
 
 
