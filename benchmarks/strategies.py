@@ -222,7 +222,8 @@ def budget_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
         params["layers"] = layers
     config = cls.config_class.from_params(params)
     model = cls.build_model(config, load_backbone(ckpt, with_decoders=False, device=dev).model, N_CLASSES).to(dev)
-    budget = MemoryBudget(int(args.budget * 2**30), f"{args.budget:g} GB") if args.budget else None
+    # no budget: one larger than the machine, so that the plan runs whole batches (as every fit plans)
+    budget = MemoryBudget(int(args.budget * 2**30) if args.budget else 2**40, f"{args.budget:g} GB")
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     with PeakRSS() as peak:

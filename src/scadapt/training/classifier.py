@@ -35,6 +35,7 @@ from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import inference_batches, length_grouped_batches
 from scadapt.training.frozen_layers import FrozenLayerCache, SharedFrozenLayers, frozen_depth
 from scadapt.training.memory import (
+    LARGE_STEP_BYTES,
     MemoryBudget,
     StepPlan,
     format_bytes,
@@ -81,8 +82,6 @@ class TokenSource:
         """Fit the optimisation batches of ``train_idx`` into the memory budget (measured on the
         longest training cell); without a budget, whole batches."""
         backbone = self.model.backbone
-        if self.device.type == "cpu":
-            return_freed_memory()
         if self.budget is None:
             backbone.checkpointing = self.plan.checkpointing
             return self.plan
@@ -106,6 +105,8 @@ class TokenSource:
             batch_size=batch_size, measure=measure, layers_with_grad=config.nlayers - frozen_depth(backbone),
             d_model=config.d_model)
         backbone.checkpointing = self.plan.checkpointing
+        if self.device.type == "cpu" and self.plan.step_activation_bytes >= LARGE_STEP_BYTES:
+            return_freed_memory()
         self.inference_cap = inference_token_cap(self.budget, config.d_model, config.d_hid, config.nhead,
                                                  int(lengths.max()))
         split = "whole batches" if self.plan.max_tokens is None else \

@@ -85,6 +85,11 @@ class MemoryBudget:
         return f"{format_bytes(self.bytes)} ({self.origin})"
 
 
+# steps whose activations reach this size run after return_freed_memory(): below it (the demo
+# backbone's steps, tens of MB) mapping each block afresh cost more time than the heap wasted
+LARGE_STEP_BYTES = 512 * 2**20
+
+
 @functools.cache
 def return_freed_memory() -> None:
     """Make glibc give large freed blocks back to the system (Linux; once per process).
@@ -93,7 +98,8 @@ def return_freed_memory() -> None:
     glibc serves blocks up to 32 MB from its heap, where freed ones stay in the process and
     fragment: a LoRA forward pass of one 1,200-token cell at whole-human shapes saved 242 MB for
     the backward pass but grew the process by 690 MB. With blocks of 1 MB and more mapped and
-    unmapped directly, it grew by about what was saved (benchmarks/RESULTS.md)."""
+    unmapped directly, it grew by about what was saved, at the same speed (benchmarks/RESULTS.md).
+    Small steps, whose blocks the heap reuses well, are left alone (:data:`LARGE_STEP_BYTES`)."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -130,6 +136,7 @@ class StepPlan:
     checkpointing: bool = False
     budget: MemoryBudget | None = None
     estimate_bytes: int = 0  # planned peak beyond the loaded model: fixed part + one micro-batch
+    step_activation_bytes: int = 0  # of those, the activations of one micro-batch (or whole batch)
 
     def split(self, batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """``batch`` (cells) cut into micro-batches of at most ``max_tokens`` padded tokens,
@@ -147,7 +154,8 @@ class StepPlan:
 
     def halved(self, largest_tokens: int) -> StepPlan:
         """The plan after running out of memory with a micro-batch of ``largest_tokens`` tokens."""
-        return StepPlan(max(1, largest_tokens // 2), self.checkpointing, self.budget, self.estimate_bytes)
+        return StepPlan(max(1, largest_tokens // 2), self.checkpointing, self.budget, self.estimate_bytes,
+                        self.step_activation_bytes)
 
 
 def saved_activation_bytes(forward: Callable[[], Tensor], module: nn.Module, device: torch.device) -> int:
@@ -200,9 +208,9 @@ def _plan(tokens: int, longest: int, batch_size: int, checkpointing: bool, budge
           per_token: float) -> StepPlan:
     if tokens < longest:
         raise ScadaptError(_unmeetable(budget, fixed, longest, per_token, checkpointing))
-    if tokens >= batch_size * longest:
-        return StepPlan(None, checkpointing, budget, int(fixed + batch_size * longest * per_token / ACTIVATION_SHARE))
-    return StepPlan(tokens, checkpointing, budget, int(fixed + tokens * per_token / ACTIVATION_SHARE))
+    step = min(tokens, batch_size * longest) * per_token / ACTIVATION_SHARE
+    return StepPlan(None if tokens >= batch_size * longest else tokens, checkpointing, budget, int(fixed + step),
+                    int(step))
 
 
 def _unmeetable(budget: MemoryBudget, fixed: int, longest: int, per_token: float, checkpointing: bool) -> str:
