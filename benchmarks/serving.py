@@ -83,14 +83,16 @@ def _stats(size: int, seconds: list[float]) -> dict:
             "p95_ms": 1000 * np.percentile(seconds, 95), "cells_per_s": size * len(seconds) / sum(seconds)}
 
 
-def measure(model_uri: str, cells: pd.DataFrame, sizes: list[int], repeats: list[int]) -> list[dict]:
+def measure(model_uri: str, cells: pd.DataFrame, sizes: list[int], repeats: list[int], env_manager: str = "local",
+            env: dict[str, str] | None = None) -> list[dict]:
+    """Served (from this environment, or the model's own one built by ``env_manager``) against in-process."""
     import mlflow
 
     from scadapt.serving.server import serving
 
     model = mlflow.pyfunc.load_model(model_uri)
     rows = []
-    with serving(model_uri, request_timeout=3600) as url:
+    with serving(model_uri, request_timeout=3600, env_manager=env_manager, env=env, start_timeout=1200) as url:
         for size, batches in _requests(cells, sizes, repeats):
             served, local = [], []
             for i, batch in enumerate(batches):

@@ -223,13 +223,14 @@ def _add_promote(subparsers) -> None:
 
 def _run_promote(args: argparse.Namespace) -> None:
     from scadapt.registry import promote
+    from scadapt.serving.server import SERVE_NOTE, serve_command
 
     dataset = Path(args.data).stem if args.data.endswith(".h5ad") else args.data
     result = promote(dataset, args.policy, args.experiment, force=args.force)
     shown = result.ranking.drop(columns=["run_id"]).head(10)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{result.note}")
-    print(f"Serve it: mlflow models serve -m models:/{result.model_name}@champion --env-manager local -p 5001")
+    print(f"Serve it: {serve_command(f'models:/{result.model_name}@champion')}  ({SERVE_NOTE})")
 
 
 def _add_predict(subparsers) -> None:
@@ -288,6 +289,7 @@ def _add_study_arguments(p: argparse.ArgumentParser, d, per: str) -> None:
 
 def _run_pipeline(args: argparse.Namespace) -> None:
     from scadapt.pipeline import run_pipeline
+    from scadapt.serving.server import SERVE_NOTE, serve_command
     from scadapt.training.config import PipelineConfig
 
     result = run_pipeline(PipelineConfig(
@@ -303,7 +305,7 @@ def _run_pipeline(args: argparse.Namespace) -> None:
         print(f"\nWARNING: {warning}")
     if promotion is not None:
         print(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}). {promotion.note}")
-        print(f"Serve it: mlflow models serve -m models:/{promotion.model_name}@champion --env-manager local -p 5001")
+        print(f"Serve it: {serve_command(f'models:/{promotion.model_name}@champion')}  ({SERVE_NOTE})")
     print("Compare the runs: mlflow ui")
 
 

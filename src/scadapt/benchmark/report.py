@@ -11,6 +11,7 @@ import pandas as pd
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.results import COMPARED, BenchmarkTables
 from scadapt.registry import PromotionResult
+from scadapt.serving.server import SERVE_NOTE, serve_command
 from scadapt.storage import atomic_write
 from scadapt.strategies import baselines
 from scadapt.training.preflight import GeneCoverage
@@ -109,8 +110,8 @@ def _dataset_section(tables: BenchmarkTables, dataset: str, promotion: Promotion
         champion = tables.champions.get(dataset, {})
         lines += ["", f"**Champion**: `{promotion.model_name}` version {promotion.version} "
                   f"({champion.get('strategy', '?')}, run `{promotion.run_id}`), chosen on validation macro-F1 among "
-                  "the full-label runs. Serve it with `mlflow models serve -m "
-                  f"models:/{promotion.model_name}@champion --env-manager local -p 5001`."]
+                  f"the full-label runs. Serve it with `{serve_command(f'models:/{promotion.model_name}@champion')}` "
+                  f"({SERVE_NOTE})."]
     return lines
 
 
