@@ -114,7 +114,7 @@ def main() -> None:
     print_table(["env manager", "prepare-env wall (s)", "environment on disk (GB)"],
                 [[e["manager"], f"{e['wall_s']:.0f}", f"{e['env_bytes'] / 1e9:.2f}"] for e in environments])
     print()
-    print_table(["env manager", "cells per request", "own environment p50 (ms)", "this environment p50 (ms)", "ratio"],
+    print_table(["env manager", "cells per request", "own environment p50 (ms)", "training environment p50 (ms)", "ratio"],
                 [[s["manager"], s["cells"], f"{s['own_p50_ms']:.1f}", f"{s['local_p50_ms']:.1f}",
                   f"{s['own_p50_ms'] / s['local_p50_ms']:.2f}x"] for s in served])
 
