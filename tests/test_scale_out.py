@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from servers import create_database, mlflow_server, postgres_bin, postgres_cluster
+from studies import load_study
 
 # CI installs PostgreSQL (.ci/run): there a missing server fails instead of skipping
 pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"),
@@ -92,7 +93,7 @@ def test_three_workers_make_one_study_and_a_machine_that_trained_nothing_promote
     homes = [worker_env(tmp_path, tracking, f"worker{i}") for i in range(3)]
     finish([start(command, env, home) for env, home in homes])  # started together
 
-    study = optuna.load_study(study_name="pancreas_small/head/full_fold0", storage=studies)
+    study = load_study(studies)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5  # exactly n_trials, none surplus
     settings = [tuple(sorted(t.params.items())) for t in trials]
@@ -134,7 +135,7 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_of_another(servers, t
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            running = optuna.load_study(study_name="pancreas_small/head/full_fold0", storage=studies).get_trials(
+            running = load_study(studies).get_trials(
                 states=(TrialState.RUNNING,))
         except KeyError:
             running = []
@@ -148,7 +149,7 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_of_another(servers, t
 
     env, home = worker_env(tmp_path, tracking, "survivor", SCADAPT_HEARTBEAT_SEC="1")
     finish([start(tune_command(checkpoint, studies, n_trials=2, epochs=2), env, home)])
-    trials = optuna.load_study(study_name="pancreas_small/head/full_fold0", storage=studies).get_trials()
+    trials = load_study(studies).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[0].user_attrs["scadapt_worker"].startswith("gpu-node-7:")
     closed = mlflow.get_run(trials[0].user_attrs["mlflow_run_id"])

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from conftest import REPO
 from optuna.trial import TrialState
+from studies import load_study
 
 from scadapt.errors import ScadaptError
 from scadapt.tuning import TuneJob, tune
@@ -90,9 +91,8 @@ def test_two_workers_on_one_journal_finish_one_study(tiny_checkpoint, tmp_path):
     failed = "\n\n".join(f"worker {w.pid} (exit {w.returncode}):\n{o[-4000:]}" for w, o in zip(workers, outputs, strict=True)
                          if w.returncode != 0)
     assert not failed, failed  # a string: pytest prints it whole
-    study = optuna.load_study(study_name="pancreas_small/head/full_fold0",
-                              storage=optuna.storages.JournalStorage(
-                                  optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))
+    study = load_study(optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))
     trials = study.get_trials()
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(6))  # exactly n_trials: no worker starts a trial the budget has no room for
@@ -110,15 +110,14 @@ def test_a_killed_study_resumes_with_the_interrupted_trial_failed(tiny_checkpoin
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.storages.RDBStorage(storage)  # both stores exist before this process polls them while the worker runs
     mlflow.search_experiments()
-    worker = subprocess.Popen(_tune_command(tiny_checkpoint, storage, n_trials=2, epochs=400),
+    worker = subprocess.Popen(_tune_command(tiny_checkpoint, storage, n_trials=2, epochs=60),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    name = "pancreas_small/head/full_fold0"
     deadline = time.time() + 240
     running = []
     while time.time() < deadline and not running:
-        time.sleep(1)
+        time.sleep(0.3)
         try:
-            running = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials()
+            running = [t for t in load_study(storage).get_trials()
                        if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
         except KeyError:  # the study does not exist yet
             continue
@@ -128,9 +127,10 @@ def test_a_killed_study_resumes_with_the_interrupted_trial_failed(tiny_checkpoin
     interrupted_run = running[0].user_attrs["mlflow_run_id"]
     assert mlflow.get_run(interrupted_run).info.status == "RUNNING"
 
-    result = tune(_job(tiny_checkpoint, storage=storage, n_trials=2, hparams={**FAST, "patience": 3},
-                       pruning="none"))
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    # the same setup as the killed worker's (another one would start a study of its own)
+    result = tune(_job(tiny_checkpoint, storage=storage, n_trials=2,
+                       hparams={"epochs": 60, "batch_size": 32, "patience": 60}, pruning="none"))
+    trials = load_study(storage).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     closed = mlflow.get_run(interrupted_run)
     assert closed.info.status == "FAILED" and closed.data.tags["scadapt.interrupted"] == "true"

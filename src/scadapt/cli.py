@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scadapt.errors import ScadaptError
 from scadapt.interrupts import interrupts_at_safe_points
+from scadapt.redaction import redact, redact_logs
 from scadapt.options import (
     PRUNERS,
     STRATEGY_NAMES,
@@ -38,6 +39,11 @@ DATA_HELP = "a catalogued dataset (`scadapt datasets` lists them) or the path of
 PRETRAIN_DATA_HELP = ("pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or catalogued "
                       "names, read with --layer and --gene-column) instead of the bundled data, so its vocabulary "
                       "covers your genes")
+
+
+def echo(*parts: object, file=None) -> None:
+    """``print``, with any credential in the text masked (a URI the user gave may hold a password)."""
+    print(redact(" ".join(str(part) for part in parts)), file=file)
 
 
 def flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -94,9 +100,9 @@ def _run_datasets(args: argparse.Namespace) -> None:
             raise ScadaptError(f"{args.fetch!r} is not catalogued; choose one of {', '.join(CATALOG)}.")
         source = CATALOG[args.fetch].source
         if isinstance(source, RemoteFile):
-            print(f"{args.fetch}: {source.fetch()}")
+            echo(f"{args.fetch}: {source.fetch()}")
         else:
-            print(f"{args.fetch} needs no download ({source.describe()}).")
+            echo(f"{args.fetch} needs no download ({source.describe()}).")
         return
     for spec in CATALOG.values():
         where = spec.source.describe()
@@ -104,7 +110,7 @@ def _run_datasets(args: argparse.Namespace) -> None:
             path = spec.source.cached_path()
             where = f"cached at {path}" if path.is_file() else f"not downloaded yet (scadapt datasets --fetch {spec.name})"
         groups = "; ".join(f"{g}: {','.join(m)}" for g, m in (spec.study_groups or {}).items())
-        print(f"{spec.name}\n  {spec.description}\n  labels: obs[{spec.label_key!r}]"
+        echo(f"{spec.name}\n  {spec.description}\n  labels: obs[{spec.label_key!r}]"
               + (f", batches: obs[{spec.batch_key!r}]" if spec.batch_key else "")
               + (f", matrix: {spec.layer}" if spec.layer else "")
               + (f"\n  cross-study groups: {groups}" if groups else "")
@@ -125,10 +131,10 @@ def _run_splits(args: argparse.Namespace) -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "output")}
     paths = save_splits(splits, adata, args.output, **settings)
     for split in splits:
-        print(split.describe())
+        echo(split.describe())
         for note in split.notes:
-            print(f"  note: {note}")
-    print(f"Saved {len(splits)} splits to {paths[0].parent}")
+            echo(f"  note: {note}")
+    echo(f"Saved {len(splits)} splits to {paths[0].parent}")
 
 
 def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
@@ -175,7 +181,7 @@ def _run_train(args: argparse.Namespace) -> None:
     job = TrainJob(**_job_fields(args), output_dir=args.output_dir)
     result = train(job)
     m = result.metrics
-    print(f"{job.strategy}: validation macro-F1 {m['val_macro_f1']:.3f}, test macro-F1 {m['test_macro_f1']:.3f}, "
+    echo(f"{job.strategy}: validation macro-F1 {m['val_macro_f1']:.3f}, test macro-F1 {m['test_macro_f1']:.3f}, "
           f"{int(m['trainable_parameters']):,} trainable parameters, {m['runtime_sec']:.1f} s (MLflow run {result.run_id})")
 
 
@@ -190,7 +196,7 @@ def _add_tune(subparsers) -> None:
     p.add_argument("--timeout", type=number, default=0, help="seconds after which this worker starts no new trial (0: none)")
     p.add_argument("--storage", type=optional_text, default=None,
                    help="sqlite:///optuna.db (default), journal:PATH for several workers on one host, or a database URL")
-    p.add_argument("--study-name", type=optional_text, default=None, help="default: <dataset>/<strategy>/<split>")
+    p.add_argument("--study-name", type=optional_text, default=None, help="default: <dataset>/<strategy>/<split>/<digest of the setup>; a study joined by name must have the same setup")
     p.add_argument("--pruning", choices=PRUNERS, default=d.pruning)
     p.add_argument("--prune-below", type=number, default=d.prune_below, help="with --pruning threshold")
     p.add_argument("--pruning-warmup-epochs", type=integer, default=d.pruning_warmup_epochs)
@@ -207,7 +213,7 @@ def _run_tune(args: argparse.Namespace) -> None:
     result = tune(job)
     m = result.metrics
     states = ", ".join(f"{n} {state}" for state, n in result.trial_states.items())
-    print(f"Study {result.study_name} ({states}): best {job.strategy} validation macro-F1 {m['val_macro_f1']:.3f}, "
+    echo(f"Study {result.study_name} ({states}): best {job.strategy} validation macro-F1 {m['val_macro_f1']:.3f}, "
           f"test macro-F1 {m['test_macro_f1']:.3f}, settings {result.best_params} (MLflow run {result.best_run_id})")
 
 
@@ -228,9 +234,9 @@ def _run_promote(args: argparse.Namespace) -> None:
     dataset = Path(args.data).stem if args.data.endswith(".h5ad") else args.data
     result = promote(dataset, args.policy, args.experiment, force=args.force)
     shown = result.ranking.drop(columns=["run_id"]).head(10)
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{result.note}")
-    print(f"Serve it: {serve_command(f'models:/{result.model_name}@champion')}  ({SERVE_NOTE})")
+    echo(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    echo(f"\n{result.note}")
+    echo(f"Serve it: {serve_command(f'models:/{result.model_name}@champion')}  ({SERVE_NOTE})")
 
 
 def _add_predict(subparsers) -> None:
@@ -248,8 +254,8 @@ def _run_predict(args: argparse.Namespace) -> None:
     from scadapt.serving.predict import predict_h5ad
 
     result = predict_h5ad(args.model, args.data, args.output, args.layer, args.gene_column, args.key)
-    print(result.label_counts.to_string())
-    print(f"\nWrote {result.output} (obs {args.key}_label, {args.key}_confidence; obsm X_{args.key}); "
+    echo(result.label_counts.to_string())
+    echo(f"\nWrote {result.output} (obs {args.key}_label, {args.key}_confidence; obsm X_{args.key}); "
           f"MLflow run {result.run_id}.")
 
 
@@ -299,14 +305,14 @@ def _run_pipeline(args: argparse.Namespace) -> None:
         force=args.force, seed=args.seed, device=args.device, workers=args.workers,
         **vars(from_args(MemoryOptions, args)),
     ))
-    print(result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    echo(result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     promotion = result.promotion
     for warning in result.warnings:
-        print(f"\nWARNING: {warning}")
+        echo(f"\nWARNING: {warning}")
     if promotion is not None:
-        print(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}). {promotion.note}")
-        print(f"Serve it: {serve_command(f'models:/{promotion.model_name}@champion')}  ({SERVE_NOTE})")
-    print("Compare the runs: mlflow ui")
+        echo(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}). {promotion.note}")
+        echo(f"Serve it: {serve_command(f'models:/{promotion.model_name}@champion')}  ({SERVE_NOTE})")
+    echo("Compare the runs: mlflow ui")
 
 
 def _add_benchmark(subparsers) -> None:
@@ -351,11 +357,11 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     ))
     ranking = result.tables.ranking
     shown = ranking[ranking["regime"] == "full"] if (ranking["regime"] == "full").any() else ranking
-    print(shown.drop(columns=["regime", "label_fraction"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    echo(shown.drop(columns=["regime", "label_fraction"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for dataset, champion in result.tables.champions.items():
         if champion["model"]:
-            print(f"{dataset}: champion {champion['strategy']} ({champion['model']}, run {champion['run_id']})")
-    print(f"\n{result.cells_run} cells run now, {len(result.tables.runs) - result.cells_run} found finished. "
+            echo(f"{dataset}: champion {champion['strategy']} ({champion['model']}, run {champion['run_id']})")
+    echo(f"\n{result.cells_run} cells run now, {len(result.tables.runs) - result.cells_run} found finished. "
           f"Report: {result.output_dir / 'report.md'} (also on MLflow run {result.parent_run_id}).")
 
 
@@ -394,8 +400,8 @@ def _run_pretrain(args: argparse.Namespace) -> None:
     except ValueError:
         raise ScadaptError(f"--mask-ratios must be comma-separated numbers, got {args.mask_ratios!r}.") from None
     result = pretrain(PretrainConfig(**fields))
-    print(f"Pretrained backbone written to {result.checkpoint_dir}")
-    print(f"  weights hash {result.weights_hash[:16]}, validation loss {result.val_loss:.4f}, MLflow run {result.run_id}")
+    echo(f"Pretrained backbone written to {result.checkpoint_dir}")
+    echo(f"  weights hash {result.weights_hash[:16]}, validation loss {result.val_loss:.4f}, MLflow run {result.run_id}")
 
 
 def _add_publish_backbone(subparsers) -> None:
@@ -411,7 +417,7 @@ def _run_publish_backbone(args: argparse.Namespace) -> None:
 
     folder = Path(args.checkpoint)
     uri = publish_checkpoint(folder, load_backbone(folder).weights_hash)
-    print(uri)
+    echo(uri)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -435,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     anything else is a bug, shown as one line unless ``SCADAPT_DEBUG=1`` asks for the traceback."""
     args = build_parser().parse_args(dashed_option_names(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    redact_logs()
     try:
         with interrupts_at_safe_points():
             if args.command not in ("datasets", "splits"):
@@ -443,16 +450,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_tracking_store()
             args.handler(args)
     except ScadaptError as error:
-        print(f"scadapt: error: {error}", file=sys.stderr)
+        echo(f"scadapt: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nscadapt: interrupted. Finished work is kept (MLflow runs, Optuna trials, checkpoints); "
+        echo("\nscadapt: interrupted. Finished work is kept (MLflow runs, Optuna trials, checkpoints); "
               "run the same command again to continue.", file=sys.stderr)
         return 130
     except Exception as error:
         if os.environ.get("SCADAPT_DEBUG"):
             raise
-        print(f"scadapt: unexpected error: {type(error).__name__}: {str(error)[:500]}\n"
+        echo(f"scadapt: unexpected error: {type(error).__name__}: {str(error)[:500]}\n"
               "This is a bug in scadapt, or a failure it does not explain yet. Set SCADAPT_DEBUG=1 to see the "
               "traceback, and please report it.", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from pathlib import Path
 import sqlalchemy
 from sqlalchemy import Column, Float, MetaData, String, Table
 
+from scadapt.databases import engine_options
 from scadapt.tracking.workers import worker_id
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Coordinator:
     """Named, expiring locks in the database at ``url`` (a SQLAlchemy URL)."""
 
     def __init__(self, url: str, ttl: float = DEFAULT_TTL):
-        options: dict = {"pool_pre_ping": True}
+        options: dict = {"pool_pre_ping": True, **engine_options(url)}
         if url.startswith("sqlite"):
             options["connect_args"] = {"timeout": 60, "check_same_thread": False}
             if ":memory:" in url:  # one connection, or the renewing thread would see another database
@@ -55,8 +56,10 @@ class Coordinator:
             try:
                 _METADATA.create_all(self.engine, checkfirst=True)
                 break
-            except sqlalchemy.exc.SQLAlchemyError:
-                if attempt == 4:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) \
+                    as error:
+                racing = not isinstance(error, sqlalchemy.exc.OperationalError) or "locked" in str(error)
+                if attempt == 4 or not racing:  # a refused login or a server that is down is not retried
                     raise
                 time.sleep(0.2 * (attempt + 1))
 

@@ -2,14 +2,21 @@
 
 Every error a user can cause (bad input, a broken checkpoint, a wrong key) is raised as a
 :class:`ScadaptError` whose message says what is wrong and how to fix it. The console commands
-print these messages without a stack trace; anything else is a bug in scadapt.
+print these messages without a stack trace; anything else is a bug in scadapt. Messages are
+masked by :func:`scadapt.redaction.redact`, so quoting a URI never prints its password.
 """
 
 from __future__ import annotations
 
+from scadapt.redaction import redact
+
 
 class ScadaptError(Exception):
-    """Base class for errors caused by input that scadapt cannot use."""
+    """Base class for errors caused by input that scadapt cannot use. Its message never holds a
+    credential: any that it quotes (a URI with a password, a token) is masked here."""
+
+    def __init__(self, *args: object):
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class CheckpointError(ScadaptError):

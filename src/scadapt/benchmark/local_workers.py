@@ -189,8 +189,10 @@ def _helper_main(spec_path: str) -> int:
     """A helper's life: the same benchmark, cells only, its timing written where it was told."""
     from scadapt.benchmark.runner import run_cells
     from scadapt.interrupts import interrupts_at_safe_points
+    from scadapt.redaction import redact_logs
 
     logging.basicConfig(level=logging.WARNING, format="helper %(process)d: %(levelname)s %(message)s")
+    redact_logs()
     spec = json.loads(Path(spec_path).read_text())
     cfg = BenchmarkConfig(**spec["config"])
     try:

@@ -10,8 +10,15 @@ from typing import Any, TypeVar
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from mlflow.environment_variables import (
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    MLFLOW_HTTP_REQUEST_TIMEOUT,
+)
 
+from scadapt.databases import CONNECT_TIMEOUT_SEC, is_server_url, probe
+from scadapt.errors import ScadaptError
+from scadapt.redaction import redact
 from scadapt.tracking.contract import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, INTERRUPTED_TAG, JOINED_RUN_TAG
 
 T = TypeVar("T")
@@ -38,7 +45,8 @@ def tracked_run(
     """
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None and run_id is None:
         ensure_experiment(experiment)
-    with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=dict(tags or {})) as run:
+    tags = {key: redact(value) for key, value in (tags or {}).items()}
+    with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=tags) as run:
         if not nested and run_id is None:  # e.g. the launcher's experiment under `mlflow run`
             mark_model_development(MlflowClient().get_experiment(run.info.experiment_id))
         try:
@@ -51,16 +59,23 @@ def tracked_run(
 @contextmanager
 def quiet_artifact_downloads() -> Iterator[None]:
     """No MLflow progress bar per downloaded artifact (small files, fetched many at a time)."""
-    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
-    before = os.environ.get(name)
-    os.environ[name] = "false"
+    with temporary_environment({MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false"}):
+        yield
+
+
+@contextmanager
+def temporary_environment(settings: Mapping[str, str]) -> Iterator[None]:
+    """Environment variables set for the block, restored (or removed) after it."""
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def ensure_experiment(name: str) -> str:
@@ -109,7 +124,8 @@ def retry_racing_writers(write: Callable[..., T], *args: Any, **kwargs: Any) -> 
 
 
 def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
-    """Log parameters on the active run (or run ``run_id``); None becomes "" so every run has every column.
+    """Log parameters on the active run (or run ``run_id``); None becomes "" so every run has every column,
+    and a credential in a value (a storage URL's password) is masked.
 
     Under ``mlflow run`` the launcher has already logged the entry point's parameters as the user
     typed them, and MLflow forbids changing a logged value, so those keys keep the launcher's value.
@@ -117,7 +133,7 @@ def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
     if run_id is None and (run := mlflow.active_run()) is not None:
         run_id = run.info.run_id
     already = mlflow.get_run(run_id).data.params if run_id is not None else {}
-    new = {k: "" if v is None else v for k, v in params.items() if k not in already}
+    new = {k: "" if v is None else redact(v) for k, v in params.items() if k not in already}
     if run_id is None:
         mlflow.log_params(new)
     elif new:
@@ -149,7 +165,7 @@ def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,
         return existing[0], False
     own = launcher or client.create_run(experiment_id, run_name=run_name).info.run_id
     for key, value in {**dict(tags or {}), **identity}.items():
-        client.set_tag(own, key, value)
+        client.set_tag(own, key, redact(value))
     chosen = _runs_tagged(client, experiment_id, identity)[0]
     if chosen != own:  # another process created the shared run at the same moment
         client.delete_run(own)
@@ -174,26 +190,46 @@ def _runs_tagged(client: MlflowClient, experiment_id: str, identity: Mapping[str
 
 
 def check_tracking_store(attempts: int = 3) -> None:
-    """Fail with a message, before any work, when the MLflow tracking store cannot be used (a
-    corrupt or foreign ``mlflow.db``, an unreachable server). A store that another process is
-    creating at this moment is locked for a moment, so a failure is retried before it counts."""
-    from scadapt.errors import ScadaptError
+    """Fail with a message, before any work and within seconds, when the MLflow tracking store
+    cannot be used: a corrupt or foreign ``mlflow.db``, a server that is down, refuses the login or
+    lacks the database.
 
+    A database server is connected to once with a short timeout (a wrong password is never tried
+    twice); a tracking server is asked once, without MLflow's retries. Only a SQLite store that
+    another process is creating at this moment (locked for a moment) is retried."""
     uri = mlflow.get_tracking_uri()
+    if is_server_url(uri):
+        probe(uri, "the MLflow tracking store")
     for attempt in range(attempts):
         try:
-            MlflowClient().search_experiments(max_results=1)
+            with _one_http_attempt():
+                MlflowClient().search_experiments(max_results=1)
             return
         except Exception as error:  # sqlalchemy, HTTP and MLflow errors alike: the store is unusable
-            if attempt < attempts - 1:
+            if attempt < attempts - 1 and _store_being_created(error):
                 time.sleep(1.0 + attempt)
                 continue
-            detail = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
+            detail = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
             hint = ("If it is a SQLite file it may be corrupt or not an MLflow database: move it aside (a new one is "
                     "created) or point MLFLOW_TRACKING_URI at another store." if uri.startswith("sqlite") else
-                    "Check that the tracking server runs and MLFLOW_TRACKING_URI is right.")
+                    "Check that the tracking server runs, that MLFLOW_TRACKING_URI is right and that its user and "
+                    "password (or MLFLOW_TRACKING_TOKEN) are accepted.")
             raise ScadaptError(f"The MLflow tracking store {uri} cannot be used ({type(error).__name__}: {detail}). "
                                f"{hint}") from None
+
+
+def _store_being_created(error: BaseException) -> bool:
+    """What a worker meets while another creates the same new store: a locked SQLite file, a
+    table or row another process is inserting."""
+    text = str(error).lower()
+    return any(word in text for word in ("locked", "unique constraint", "already exists", "duplicate key"))
+
+
+def _one_http_attempt():
+    """MLflow's HTTP client without retries and with a short timeout, for the store check only
+    (by default it retries for minutes before a server that is down is reported)."""
+    return temporary_environment({MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: "0",
+                                  MLFLOW_HTTP_REQUEST_TIMEOUT.name: str(CONNECT_TIMEOUT_SEC)})
 
 
 def close_orphaned_runs(experiment_id: str, query: str = "") -> list[mlflow.entities.Run]:

@@ -134,7 +134,7 @@ class TuneJob(TrainJob):
     n_trials: int = 10  # finished (complete or pruned) trials the study should reach
     timeout: float | None = None  # seconds after which this worker starts no new trial
     storage: str | None = None  # default: sqlite:///optuna.db in the working directory
-    study_name: str | None = None  # default: "<dataset>/<strategy>/<split>"
+    study_name: str | None = None  # default: "<dataset>/<strategy>/<split>/<digest of the setup>"
     pruning: str = "median"  # "median" (below the median of earlier trials), "threshold" or "none"
     prune_below: float = 0.0  # "threshold": prune trials whose validation macro-F1 is below this
     pruning_warmup_epochs: int = 2  # epochs a trial always gets

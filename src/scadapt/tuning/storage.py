@@ -20,7 +20,6 @@ The same database (or a SQLite file beside a journal) keeps the workers' locks
 from __future__ import annotations
 
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -32,7 +31,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from scadapt.coordination import Coordinator, coordinator_for
+from scadapt.databases import engine_options, is_server_url, probe
 from scadapt.errors import ScadaptError
+from scadapt.redaction import redact
 from scadapt.storage import writable_file
 from scadapt.tracking.workers import is_dead_local_worker
 
@@ -56,12 +57,14 @@ def open_storage(url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial]
         )
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         writable_file(os.path.abspath(url.removeprefix("sqlite:///")), "the study database", "--storage sqlite:///PATH")
+    if is_server_url(url):
+        probe(url, "the study storage")  # one login with a short timeout: a wrong password is never retried
     for attempt in range(_CREATE_ATTEMPTS):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
                 beat = heartbeat_seconds()
-                return RDBStorage(url, heartbeat_interval=beat, grace_period=beat * GRACE_BEATS,
+                return RDBStorage(url, engine_kwargs=engine_options(url), heartbeat_interval=beat, grace_period=beat * GRACE_BEATS,
                                   heartbeat_stale_trial_callback=on_stale)
         except ImportError as error:
             raise ScadaptError(f"The study storage {describe_storage(url)} needs a database driver: {error}.") from None
@@ -80,9 +83,12 @@ def _racing_another_creator(error: BaseException) -> bool:
 
     SQLite says "locked"; PostgreSQL, depending on the moment, a unique violation in its catalogue,
     or "relation/type ... already exists" (a ProgrammingError). Once the winner has committed the
-    tables, opening the database again works."""
-    if isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.OperationalError):
+    tables, opening the database again works. Nothing else is retried: not a refused login (which
+    could lock the account), not a server that is down."""
+    if isinstance(error, sqlalchemy.exc.IntegrityError):
         return True
+    if isinstance(error, sqlalchemy.exc.OperationalError):
+        return "locked" in str(error)
     return isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error)
 
 
@@ -117,8 +123,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def describe_storage(url: str | None) -> str:
-    """``url`` with any password replaced, safe to log."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url or DEFAULT_STORAGE)
+    """``url`` with any credential masked, safe to log."""
+    return redact(url or DEFAULT_STORAGE)
 
 
 def _journal_path(url: str) -> str | None:

@@ -1,7 +1,9 @@
 """``tune``: an Optuna study of one strategy on one split, as one MLflow parent run with a
 child run per trial.
 
-The objective is validation macro-F1; test cells are scored for the best trial only. Trials
+The objective is validation macro-F1; test cells are scored for the best trial only. A study is
+its setup (:mod:`scadapt.tuning.setup`): another dataset, split, backbone or fixed setting starts
+(or joins) a study of its own. Trials
 report validation macro-F1 after every epoch so that hopeless ones are pruned (their child runs
 end KILLED). The study lives in a storage of its own (see :mod:`scadapt.tuning.storage`): a second
 ``tune`` process with the same study joins it, and a killed study resumes where it stopped.
@@ -48,6 +50,7 @@ from scadapt.training.config import TuneJob
 from scadapt.training.context import TrainingContext, prepare
 from scadapt.training.fit import fit_strategy
 from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
+from scadapt.tuning.setup import claim_study, setup_digest, study_setup
 from scadapt.tuning.storage import (
     WORKER_ATTR,
     coordinator,
@@ -68,7 +71,7 @@ class TuneResult:
     study_name: str
     parent_run_id: str
     best_run_id: str
-    best_params: dict[str, object]
+    best_params: dict[str, object]  # the best trial's settings as its fit used them: searched and fixed
     metrics: dict[str, float]  # the best trial's validation and test metrics
     trial_states: dict[str, int] = field(default_factory=dict)
 
@@ -81,13 +84,16 @@ def tune(job: TuneJob) -> TuneResult:
     parent run with one promotion candidate.
     """
     strategy = get_strategy(job.strategy)
-    strategy.config_class.from_params({"seed": job.seed, **job.hparams})  # refuse bad fixed settings now
+    fixed = _fixed_hparams(job)  # refuses bad fixed settings now
     storage = open_storage(job.storage, on_stale=_close_trial_run)  # a bad URL is refused before any work
     board = coordinator(job.storage)
     ctx = prepare(job, needs_backbone=strategy.needs_backbone, board=board)
-    name = job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}"
+    setup = study_setup(job, ctx, fixed)
+    name = job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}/{setup_digest(setup)}"
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 pruner=job.pruner(), sampler=WorkerSeededSampler(job.seed, name))
+    with board.hold(f"study-setup:{name}"):
+        claim_study(study, setup)  # another setup's study is refused, naming what differs
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
     with board.hold(f"study-run:{name}"):  # one parent run, however many workers start together
         parent_id, created = shared_run(job.experiment or f"scadapt-{ctx.info.name}",
@@ -99,9 +105,9 @@ def tune(job: TuneJob) -> TuneResult:
     with tracked_run("", run_id=parent_id, tags=tags) as parent:
         if created:
             log_dataset_input(ctx)
-        _run_trials(study, storage, board, job, _objective(job, ctx, tags))
+        _run_trials(study, storage, board, job, _objective(job, ctx, tags, fixed))
         with board.hold(f"study-best:{name}"):  # one candidate
-            return _record_best(study, ctx, job, parent.info.run_id)
+            return _record_best(study, ctx, job, parent.info.run_id, fixed)
 
 
 class WorkerSeededSampler(optuna.samplers.BaseSampler):
@@ -236,12 +242,12 @@ def _heartbeat(storage, trial_id: int) -> Iterator[None]:
         thread.join()
 
 
-def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str]):
+def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str], fixed: dict[str, object]):
     config_class = get_strategy(job.strategy).config_class
 
     def objective(trial: optuna.Trial) -> float:
-        suggested = config_class.search_space(trial)
-        config = config_class.from_params({"seed": job.seed, **suggested, **job.hparams})
+        suggested = config_class.search_space(_FixedTrial(trial, fixed))
+        config = config_class.from_params({"seed": job.seed, **suggested, **fixed})
         with tracked_run("", f"{job.strategy} trial {trial.number}", {**tags, TRIAL_TAG: str(trial.number)},
                          nested=True, killed_by=(KeyboardInterrupt, optuna.TrialPruned)) as run:
             trial.set_user_attr(RUN_ATTR, run.info.run_id)
@@ -259,6 +265,29 @@ def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str]):
             return log_fit(ctx, outcome)["val_macro_f1"]
 
     return objective
+
+
+def _fixed_hparams(job: TuneJob) -> dict[str, object]:
+    """The job's fixed hyperparameters (``hparams``) as the fit uses them (typed, checked)."""
+    params = get_strategy(job.strategy).config_class.from_params({"seed": job.seed, **job.hparams}).to_params()
+    return {name: params[name] for name in job.hparams}
+
+
+class _FixedTrial:
+    """A trial whose fixed hyperparameters are not sampled: a search space asking for one of them
+    gets its fixed value, and the study records only what it searched."""
+
+    def __init__(self, trial: optuna.Trial, fixed: dict[str, object]):
+        self.trial, self.fixed = trial, fixed
+
+    def suggest_float(self, name: str, *args, **kwargs) -> float:
+        return self.fixed[name] if name in self.fixed else self.trial.suggest_float(name, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args, **kwargs) -> int:
+        return self.fixed[name] if name in self.fixed else self.trial.suggest_int(name, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, choices):
+        return self.fixed[name] if name in self.fixed else self.trial.suggest_categorical(name, choices)
 
 
 def _fixed_params(job: TuneJob, ctx: TrainingContext) -> dict[str, object]:
@@ -296,9 +325,10 @@ def _close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str = "its
                 trial.user_attrs.get(WORKER_ATTR, "unknown"))
 
 
-def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent_id: str) -> TuneResult:
+def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent_id: str,
+                 fixed: dict[str, object]) -> TuneResult:
     """Score the best trial on the test cells (once), mark it as the study's promotion candidate
-    and copy its settings and metrics to the parent run."""
+    and copy its settings (searched and ``fixed``, as the fit used them) and metrics to the parent run."""
     trials = study.get_trials(deepcopy=False)
     states = dict(Counter(t.state.name.lower() for t in trials))
     mlflow.log_metrics({f"trials_{state}": n for state, n in states.items()})
@@ -321,10 +351,11 @@ def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent
     client.set_tag(best_run, CANDIDATE_TAG, "true")
     metrics = {k: v for k, v in client.get_run(best_run).data.metrics.items() if not k.startswith("epoch_")}
     mlflow.log_metrics(metrics)
+    settings = {**best.params, **fixed}
     mlflow.set_tags({BEST_RUN_TAG: best_run, BEST_TRIAL_TAG: str(best.number),
-                     **{f"best.{k}": str(v) for k, v in best.params.items()}})
+                     **{f"best.{k}": str(v) for k, v in settings.items()}})
     mlflow.log_dict({"trial": best.number, "run_id": best_run, "params": best.params, "value": best.value,
-                     "fixed": {k: str(v) for k, v in job.hparams.items()}, "trial_states": states}, "best_trial.json")
+                     "fixed": fixed, "trial_states": states}, "best_trial.json")
     log.info("Study %s: best trial %d, validation macro-F1 %.3f, test macro-F1 %.3f (MLflow run %s).",
              study.study_name, best.number, metrics["val_macro_f1"], metrics["test_macro_f1"], best_run)
-    return TuneResult(study.study_name, parent_id, best_run, dict(best.params), metrics, states)
+    return TuneResult(study.study_name, parent_id, best_run, settings, metrics, states)

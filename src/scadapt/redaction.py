@@ -1,0 +1,76 @@
+"""Secrets out of every message: one function, :func:`redact`, masks credentials in text.
+
+A URI that a user gives (a tracking store, a study storage, a registry, a checkpoint) may hold a
+password; scadapt's errors, log lines, MLflow params and tags all go through :func:`redact`, so
+no secret is printed or stored, whatever the message quotes. Forms masked:
+
+* ``user:password@`` in any URL scheme, the password holding ``@``, ``:`` or ``/`` unencoded
+  (everything up to the last ``@`` of the URL counts as the password);
+* ``password=``, ``sslpassword=``, ``token=``, ``secret=``, ``api_key=`` values, in a query
+  string or a libpq keyword string;
+* ``Bearer``/``Basic`` credentials of an HTTP ``Authorization`` header;
+* the values of the environment's secrets (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_PASSWORD``,
+  ``PGPASSWORD``, any ``*_TOKEN``, ``*_PASSWORD``, ``*_SECRET``, ``*_API_KEY``) wherever they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+MASK = "***"
+# a URL as it appears in text: a scheme, then everything up to a space or a quote
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+# after the scheme: the user (no ':', '/' or '@'), then the password up to the URL's last '@'
+_USERINFO = re.compile(r"^([^:/@]*):(.*)@([^@]*)$", re.DOTALL)
+_KEYWORDS = re.compile(r"(?i)(\b(?:ssl)?password|\bpasswd|\bpwd|\b[a-z_]*token|\bsecret|\bapi[_-]?key)=[^&\s'\"]+")
+_AUTHORIZATION = re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_SECRET_ENV = re.compile(r"(?i)(TOKEN|PASSWORD|PASSWD|SECRET|API_KEY)$")
+_MIN_SECRET = 4  # shorter environment values (e.g. "true") are not masked where they appear
+
+
+def redact(text: object) -> str:
+    """``text`` (made a string) with every credential replaced by ``***``."""
+    text = _URL.sub(_mask_url, str(text))
+    text = _KEYWORDS.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    text = _AUTHORIZATION.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    for secret in _environment_secrets():
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _mask_url(match: re.Match) -> str:
+    url = match.group(0)
+    scheme, _, rest = url.partition("://")
+    userinfo = _USERINFO.match(rest)
+    if userinfo is None:
+        return url
+    user, _, host = userinfo.groups()
+    return f"{scheme}://{user}:{MASK}@{host}"
+
+
+def _environment_secrets() -> list[str]:
+    values = {value for name, value in os.environ.items() if _SECRET_ENV.search(name) and len(value) >= _MIN_SECRET}
+    return sorted(values, key=len, reverse=True)  # a longer secret first, in case one holds another
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in every record a handler emits (scadapt's and the libraries' alike)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def redact_logs() -> None:
+    """Put :class:`RedactingFilter` on every handler of the root logger (call after configuring it)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
