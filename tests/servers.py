@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from scadapt.serving.server import free_port
 
@@ -41,6 +42,14 @@ def _as_cluster_owner(command: list[str]) -> list[str]:
 def postgres_cluster() -> Iterator[str]:
     """A new cluster; yields ``postgresql://scadapt@127.0.0.1:PORT`` (trust auth, no password).
     Create databases with :func:`create_database`."""
+    with postgres_server() as (url, _):
+        yield url
+
+
+@contextmanager
+def postgres_server(password: str | None = None) -> Iterator[tuple[str, Path]]:
+    """A new cluster; yields its URL and its server log. With ``password``, TCP logins need it
+    (scram-sha-256) and the URL holds it percent-encoded."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -49,15 +58,22 @@ def postgres_cluster() -> Iterator[str]:
         owner = pwd.getpwnam("postgres")
         os.chown(root, owner.pw_uid, owner.pw_gid)
     os.chmod(root, 0o700)
-    data, port = root / "data", free_port()
+    data, port, log = root / "data", free_port(), root / "server.log"
+    auth = ["--auth=trust"]
+    if password is not None:
+        (root / "pw").write_text(password + "\n")
+        if os.geteuid() == 0:
+            os.chown(root / "pw", owner.pw_uid, owner.pw_gid)
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={root / 'pw'}"]
     try:
-        subprocess.run(_as_cluster_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", "scadapt", "--auth=trust",
+        subprocess.run(_as_cluster_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", "scadapt", *auth,
                                           "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
         subprocess.run(_as_cluster_owner([
-            str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start",
+            str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
             "-o", f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=200 -c fsync=off"]),
             check=True, capture_output=True)
-        yield f"postgresql://scadapt@127.0.0.1:{port}"
+        user = "scadapt" if password is None else f"scadapt:{quote(password, safe='')}"
+        yield f"postgresql://{user}@127.0.0.1:{port}", log
     finally:
         subprocess.run(_as_cluster_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
                        capture_output=True)

@@ -197,7 +197,8 @@ CASES = [
          "Cannot write the study journal"),
     Case("unknown storage", lambda: _tune("--storage", "optuna-db"), "Unknown study storage 'optuna-db'"),
     Case("unreachable PostgreSQL storage", lambda: _tune("--storage", "postgresql://me:secret@127.0.0.1:1/optuna"),
-         "Cannot open the study storage postgresql://me:***@127.0.0.1:1/optuna"),
+         "Cannot connect to the study storage postgresql://me:***@127.0.0.1:1/optuna: nothing accepts connections "
+         "there"),
     Case("checkpoint URI with nothing behind it", lambda: _tune("--strategy", "head", "--checkpoint",
                                                                "runs:/0123456789abcdef0123456789abcdef/backbone"),
          "Cannot download the backbone checkpoint runs:/0123456789abcdef0123456789abcdef/backbone"),

@@ -9,7 +9,6 @@ champion from it and check every pin the Dockerfile installs exists on the publi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil

@@ -248,7 +248,7 @@ def _candidate(experiment_id: str, dataset: str = "d", **metrics) -> str:
     return run.info.run_id
 
 
-def test_ranking_rules_gates_rounding_missing_metrics_and_the_dataset_filter():
+def test_ranking_rules_gates_rounding_missing_metrics_and_the_dataset_filter(caplog):
     from scadapt.registry.promote import candidates, rank
 
     experiment = mlflow.MlflowClient().create_experiment("shared")
@@ -265,10 +265,48 @@ def test_ranking_rules_gates_rounding_missing_metrics_and_the_dataset_filter():
     assert len(runs) == 4  # the dataset filter keeps the other dataset's run out
     table = rank(runs, policy)
     # passing the gates comes first; 0.70004 ties 0.7 after rounding to 3 decimals, so fewer parameters win;
-    # a missing metric ranks last among the passing ones (and fails the val gate here)
-    assert list(table["run_id"]) == [lower_that_passes, tie_more_params, best_but_fails_test_gate, no_validation_metric]
+    # a run without a ranking metric is left out (never ranked as NaN), and the log names it
+    assert list(table["run_id"]) == [lower_that_passes, tie_more_params, best_but_fails_test_gate]
     assert table.loc[2, "gates_failed"] == "test_macro_f1 0.100 < 0.2"
-    assert table.loc[3, "gates_failed"].startswith("val_macro_f1 nan < 0.2")
+    assert f"Run {no_validation_metric} (s5) is left out of the ranking: it has no val_macro_f1" in caplog.text
+
+
+def test_gates_follow_the_metrics_direction_and_bad_gates_or_model_names_are_refused(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace("gates:\n", "gates:\n  runtime_sec: {max: 5}\n  trainable_parameters: {min: 1, max: 100}\n"))
+    loaded = PromotionPolicy.load(policy)
+    fast, slow = {"val_macro_f1": 0.5, "test_macro_f1": 0.5, "runtime_sec": 2.0, "trainable_parameters": 10}, \
+        {"val_macro_f1": 0.5, "test_macro_f1": 0.5, "runtime_sec": 50.0, "trainable_parameters": 10}
+    assert loaded.failed_gates(fast) == []
+    assert loaded.failed_gates(slow) == ["runtime_sec 50.000 > 5"]
+    assert loaded.failed_gates({**fast, "trainable_parameters": 500}) == ["trainable_parameters 500.000 > 100"]
+    assert loaded.failed_gates({"val_macro_f1": 0.5, "test_macro_f1": 0.5, "trainable_parameters": 10}) == \
+        ["runtime_sec missing (gate <= 5)"]
+    policy.write_text(POLICY.replace("gates:\n", "gates:\n  runtime_sec: 5\n"))
+    with pytest.raises(ScadaptError, match=r"runtime_sec is lower-is-better, so a bare number would be a minimum; "
+                                           r"write runtime_sec: \{max: 5\}"):
+        PromotionPolicy.load(policy)
+    policy.write_text(POLICY.replace("gates:\n", "gates:\n  runtime_sec: {most: 5}\n"))
+    with pytest.raises(ScadaptError, match=r"the gate of 'runtime_sec' must be a number \(a minimum\) or \{min: X"):
+        PromotionPolicy.load(policy)
+    policy.write_text(POLICY.replace('registered_model: "scadapt-{dataset}"', 'registered_model: "team/{dataset}"'))
+    with pytest.raises(ScadaptError, match=r"registered_model 'team/\{dataset\}' is not a valid MLflow model name: "
+                                           r".*cannot contain '/'"):
+        PromotionPolicy.load(policy)
+
+
+def test_a_champion_without_a_ranking_metric_is_not_replaced_by_a_worse_model(tiny_checkpoint, lenient_policy,
+                                                                                tmp_path):
+    head = _train(tiny_checkpoint, "head", epochs=1)
+    pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)  # an expression baseline: no gene_coverage
+    assert pca.metrics["val_macro_f1"] > head.metrics["val_macro_f1"]
+    assert promote("pancreas_small", lenient_policy).run_id == pca.run_id
+    coverage_first = tmp_path / "coverage.yaml"
+    coverage_first.write_text(lenient_policy.read_text().replace(
+        "rank_by:\n", "rank_by:\n  - {metric: gene_coverage, higher_is_better: true}\n"))
+    kept = promote("pancreas_small", coverage_first)
+    assert not kept.changed and kept.run_id == pca.run_id and "has no recorded gene_coverage" in kept.note
+    assert list(kept.ranking["run_id"]) == [head.run_id]  # the baseline is left out of the ranking, not last as NaN
 
 
 def test_custom_aliases_and_a_missing_backbone_checkpoint(tiny_checkpoint, tmp_path):

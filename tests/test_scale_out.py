@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
@@ -131,7 +130,7 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_of_another(servers, t
     checkpoint = published_tiny_checkpoint(tiny_checkpoint)
     # the doomed worker names another host, so only the heartbeat can tell that it died
     env, home = worker_env(tmp_path, tracking, "doomed", SCADAPT_WORKER_NAME="gpu-node-7", SCADAPT_HEARTBEAT_SEC="1")
-    doomed = start(tune_command(checkpoint, studies, n_trials=2, epochs=400), env, home)
+    doomed = start(tune_command(checkpoint, studies, n_trials=2, epochs=60), env, home)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -142,13 +141,14 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_of_another(servers, t
         if running and "mlflow_run_id" in running[0].user_attrs:
             break
         assert doomed.poll() is None, doomed.communicate()[0][-3000:]
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert running, "the worker never started a trial"
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait()
 
     env, home = worker_env(tmp_path, tracking, "survivor", SCADAPT_HEARTBEAT_SEC="1")
-    finish([start(tune_command(checkpoint, studies, n_trials=2, epochs=2), env, home)])
+    # the same setup as the doomed worker's (another would start a study of its own)
+    finish([start(tune_command(checkpoint, studies, n_trials=2, epochs=60), env, home)])
     trials = load_study(studies).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[0].user_attrs["scadapt_worker"].startswith("gpu-node-7:")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from scadapt.errors import ScadaptError
 from scadapt.interrupts import interrupts_at_safe_points
-from scadapt.redaction import redact, redact_logs
 from scadapt.options import (
     PRUNERS,
     STRATEGY_NAMES,
@@ -34,6 +33,7 @@ from scadapt.options import (
     optional_text,
     strategy_names,
 )
+from scadapt.redaction import redact, redact_logs
 
 DATA_HELP = "a catalogued dataset (`scadapt datasets` lists them) or the path of your own .h5ad"
 PRETRAIN_DATA_HELP = ("pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or catalogued "
@@ -445,9 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with interrupts_at_safe_points():
             if args.command not in ("datasets", "splits"):
-                from scadapt.tracking.runs import check_tracking_store
+                from scadapt.tracking.runs import announce_server_retries, check_tracking_store
 
                 check_tracking_store()
+                announce_server_retries()
             args.handler(args)
     except ScadaptError as error:
         echo(f"scadapt: error: {error}", file=sys.stderr)

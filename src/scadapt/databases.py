@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlalchemy
 
 from scadapt.errors import ScadaptError
+from scadapt.redaction import url_password
 
 CONNECT_TIMEOUT_SEC = 5
 # what a driver says -> what it means and what to do
@@ -46,6 +47,10 @@ def is_server_url(url: str) -> bool:
 def probe(url: str, what: str) -> None:
     """Connect once to the database server at ``url`` and disconnect; raise a :class:`ScadaptError`
     naming ``what`` (e.g. "the study storage"), the cause and the remedy when that fails."""
+    password = url_password(url) or ""
+    if "@" in password:  # the driver would read the rest as a host and quote it, password tail included
+        raise ScadaptError(f"{what.capitalize()} {url}: the password holds an unencoded @. Percent-encode it "
+                           "(@ as %40, : as %3A, / as %2F) or give it in PGPASSWORD instead of the URL.")
     try:
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_options(url))
     except (sqlalchemy.exc.ArgumentError, ValueError) as error:
@@ -69,9 +74,3 @@ def describe_failure(url: str, what: str, error: BaseException) -> str:
         if any(needle in lowered for needle in needles):
             return f"Cannot connect to {what} {url}: {cause} ({detail}). Tried once; {remedy}."
     return f"Cannot connect to {what} {url} ({detail}). Tried once; check the URL and that the server runs."
-
-
-def is_authentication_failure(error: BaseException) -> bool:
-    """Whether ``error`` is a refused login (never worth retrying)."""
-    lowered = str(getattr(error, "orig", None) or error).lower()
-    return any(needle in lowered for needle in _DIAGNOSES[0][0])

@@ -20,8 +20,9 @@ import os
 import re
 
 MASK = "***"
-# a URL as it appears in text: a scheme, then everything up to a space or a quote
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+# a URL as it appears in text: a scheme, then everything up to a space or a quote (one slash after
+# the colon too: a URL that went through pathlib lost one)
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:/+)([^\s'\"<>`]+)")
 # after the scheme: the user (no ':', '/' or '@'), then the password up to the URL's last '@'
 _USERINFO = re.compile(r"^([^:/@]*):(.*)@([^@]*)$", re.DOTALL)
 _KEYWORDS = re.compile(r"(?i)(\b(?:ssl)?password|\bpasswd|\bpwd|\b[a-z_]*token|\bsecret|\bapi[_-]?key)=[^&\s'\"]+")
@@ -41,18 +42,31 @@ def redact(text: object) -> str:
 
 
 def _mask_url(match: re.Match) -> str:
-    url = match.group(0)
-    scheme, _, rest = url.partition("://")
+    scheme, rest = match.groups()
     userinfo = _USERINFO.match(rest)
     if userinfo is None:
-        return url
+        return match.group(0)
     user, _, host = userinfo.groups()
-    return f"{scheme}://{user}:{MASK}@{host}"
+    return f"{scheme}{user}:{MASK}@{host}"
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url``'s user information (up to its last ``@``), or None."""
+    match = _URL.fullmatch(url.strip())
+    userinfo = _USERINFO.match(match.group(2)) if match else None
+    return userinfo.group(2) if userinfo else None
 
 
 def _environment_secrets() -> list[str]:
-    values = {value for name, value in os.environ.items() if _SECRET_ENV.search(name) and len(value) >= _MIN_SECRET}
-    return sorted(values, key=len, reverse=True)  # a longer secret first, in case one holds another
+    """Secret values of the environment: variables named as secrets, and the passwords of URLs in
+    any variable (``MLFLOW_TRACKING_URI``), which a driver may quote apart from their URL."""
+    values = set()
+    for name, value in os.environ.items():
+        if _SECRET_ENV.search(name):
+            values.add(value)
+        elif "@" in value and (password := url_password(value)):
+            values.add(password)
+    return sorted((v for v in values if len(v) >= _MIN_SECRET), key=len, reverse=True)  # a longer one first
 
 
 class RedactingFilter(logging.Filter):

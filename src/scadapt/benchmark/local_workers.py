@@ -190,9 +190,11 @@ def _helper_main(spec_path: str) -> int:
     from scadapt.benchmark.runner import run_cells
     from scadapt.interrupts import interrupts_at_safe_points
     from scadapt.redaction import redact_logs
+    from scadapt.tracking.runs import announce_server_retries
 
     logging.basicConfig(level=logging.WARNING, format="helper %(process)d: %(levelname)s %(message)s")
     redact_logs()
+    announce_server_retries()
     spec = json.loads(Path(spec_path).read_text())
     cfg = BenchmarkConfig(**spec["config"])
     try:

@@ -14,7 +14,7 @@ import yaml
 from scadapt.errors import ScadaptError
 from scadapt.evaluation.metrics import SUMMARY_METRICS
 from scadapt.options import REGIMES
-from scadapt.tracking.contract import FIT_METRICS
+from scadapt.tracking.contract import FIT_METRICS, LOWER_IS_BETTER_METRICS, UNORDERED_METRICS
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "registry" / "policy.yaml"
 KEYS = {"registered_model", "regimes", "rank_by", "decimals", "gates", "aliases"}
@@ -27,13 +27,35 @@ class RankKey:
     higher_is_better: bool
 
 
+@dataclass(frozen=True)
+class Gate:
+    """Bounds a candidate's metric must keep to: a minimum, a maximum or both."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def failure(self, name: str, value: float | None) -> str:
+        """Why ``value`` fails the gate ("" when it passes; a missing metric fails)."""
+        if value is None or value != value:
+            return f"{name} missing (gate {self.describe()})"
+        if self.minimum is not None and not value >= self.minimum:
+            return f"{name} {value:.3f} < {self.minimum:g}"
+        if self.maximum is not None and not value <= self.maximum:
+            return f"{name} {value:.3f} > {self.maximum:g}"
+        return ""
+
+    def describe(self) -> str:
+        return " and ".join(f"{sign} {bound:g}" for sign, bound in ((">=", self.minimum), ("<=", self.maximum))
+                            if bound is not None)
+
+
 @dataclass
 class PromotionPolicy:
     registered_model: str = "scadapt-{dataset}"
     regimes: tuple[str, ...] = ("full",)
     rank_by: tuple[RankKey, ...] = ()
     decimals: int = 3
-    gates: dict[str, float] = field(default_factory=dict)
+    gates: dict[str, Gate] = field(default_factory=dict)
     champion_alias: str = "champion"
     previous_alias: str = "previous"
 
@@ -57,6 +79,9 @@ class PromotionPolicy:
             raise ScadaptError(f"{path}: rank_by must name at least one metric.")
         if "{dataset}" not in policy.registered_model:
             raise ScadaptError(f"{path}: registered_model must contain {{dataset}} (one model per dataset).")
+        if problem := invalid_model_name(policy.model_name("dataset")):
+            raise ScadaptError(f"{path}: registered_model {policy.registered_model!r} is not a valid MLflow model "
+                               f"name: {problem}")
         return policy
 
     def model_name(self, dataset: str) -> str:
@@ -64,15 +89,18 @@ class PromotionPolicy:
 
     def failed_gates(self, metrics: dict[str, float]) -> list[str]:
         """The gates a run's metrics do not pass (a missing metric fails its gate)."""
-        return [f"{name} {metrics.get(name, float('nan')):.3f} < {floor}" for name, floor in self.gates.items()
-                if not metrics.get(name, float("-inf")) >= floor]
+        return [failure for name, gate in self.gates.items() if (failure := gate.failure(name, metrics.get(name)))]
+
+    def missing_rank_metrics(self, metrics: dict[str, float]) -> list[str]:
+        """The ranking metrics a run did not log (such a run cannot be ranked against the others)."""
+        return [k.metric for k in self.rank_by if metrics.get(k.metric) is None or metrics[k.metric] != metrics[k.metric]]
 
     def standing(self, metrics: dict[str, float]) -> tuple[float, ...]:
         """Smaller is better: runs that pass the gates first, then :meth:`sort_key`."""
         return (float(bool(self.failed_gates(metrics))), *self.sort_key(metrics))
 
     def sort_key(self, metrics: dict[str, float]) -> tuple[float, ...]:
-        """Smaller is better; missing metrics rank last."""
+        """Smaller is better (runs lacking a metric are left out of the ranking before it is used)."""
         key = []
         for rank in self.rank_by:
             value = metrics.get(rank.metric)
@@ -129,15 +157,47 @@ def _decimals(value: object) -> int:
     return value
 
 
-def _gates(value: object) -> dict[str, float]:
+def _gates(value: object) -> dict[str, Gate]:
+    """``metric: minimum`` for larger-is-better metrics, ``metric: {max: X}`` (or ``{min: X}``,
+    both) for any: a bare number on a cost such as runtime_sec would read as a minimum."""
     if not isinstance(value, dict):
-        raise _PolicyProblem(f"gates must map metric names to minimum values (got {value!r}).")
+        raise _PolicyProblem(f"gates must map metric names to a minimum or to {{min: X, max: Y}} (got {value!r}).")
     gates = {}
-    for name, floor in value.items():
-        if not isinstance(floor, int | float) or isinstance(floor, bool) or floor != floor:
-            raise _PolicyProblem(f"the gate of {name!r} must be a number (got {floor!r}).")
-        gates[_known_metric(name, "gates")] = float(floor)
+    for name, bounds in value.items():
+        name = _known_metric(name, "gates")
+        if _is_number(bounds):
+            if name in LOWER_IS_BETTER_METRICS or name in UNORDERED_METRICS:
+                kind = "lower-is-better" if name in LOWER_IS_BETTER_METRICS else "neither better high nor low"
+                raise _PolicyProblem(f"{name} is {kind}, so a bare number would be a minimum; write "
+                                     f"{name}: {{max: {bounds}}} (or {{min: ...}}).")
+            gates[name] = Gate(minimum=float(bounds))
+            continue
+        if not isinstance(bounds, dict) or not bounds or set(bounds) - {"min", "max"} or \
+                not all(_is_number(b) for b in bounds.values()):
+            raise _PolicyProblem(f"the gate of {name!r} must be a number (a minimum) or {{min: X, max: Y}} with numbers "
+                                 f"(got {bounds!r}).")
+        gates[name] = Gate(_float_or_none(bounds.get("min")), _float_or_none(bounds.get("max")))
     return gates
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _float_or_none(value: object) -> float | None:
+    return None if value is None else float(value)
+
+
+def invalid_model_name(name: str) -> str:
+    """Why MLflow would refuse ``name`` as a registered model name ("" when it accepts it)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as error:
+        return error.message
+    return ""
 
 
 def _aliases(value: object) -> tuple[str, str]:

@@ -26,7 +26,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from scadapt.errors import ScadaptError
-from scadapt.registry.policy import PromotionPolicy
+from scadapt.registry.policy import PromotionPolicy, invalid_model_name
 from scadapt.serving import log_served_model
 from scadapt.tracking.contract import CANDIDATE_TAG, annotator_checkpoint, download_annotator, download_serving_inputs
 from scadapt.tracking.runs import quiet_artifact_downloads, search_all_runs
@@ -75,10 +75,17 @@ def candidates(dataset: str, policy: PromotionPolicy, experiment: str | None = N
 
 
 def rank(runs: list[Run], policy: PromotionPolicy) -> pd.DataFrame:
-    """One row per run, best first; ``gates_failed`` is empty for runs that may be promoted."""
+    """One row per run, best first; ``gates_failed`` is empty for runs that may be promoted.
+
+    A run that lacks a ranking metric (e.g. ``gene_coverage``, which expression baselines do not
+    log) cannot be compared with the others: it is left out, with a warning naming it."""
     rows = []
     for run in runs:
         metrics = run.data.metrics
+        if missing := policy.missing_rank_metrics(metrics):
+            log.warning("Run %s (%s) is left out of the ranking: it has no %s, which the promotion policy ranks by.",
+                        run.info.run_id, run.data.tags.get("strategy", "?"), ", ".join(missing))
+            continue
         rows.append({"run_id": run.info.run_id, "strategy": run.data.tags.get("strategy", ""),
                      "split": run.data.tags.get("split", ""),
                      **{k.metric: metrics.get(k.metric) for k in policy.rank_by},
@@ -98,12 +105,17 @@ def promote(dataset: str, policy_path: str | Path | None = None, experiment: str
     ``force``: move the alias to the best candidate even when it ranks below the current champion.
     """
     policy = PromotionPolicy.load(policy_path)
+    if problem := invalid_model_name(policy.model_name(dataset)):
+        raise ScadaptError(f"The registered model name {policy.model_name(dataset)!r} (from the policy's "
+                           f"registered_model and the dataset {dataset!r}) is not a valid MLflow name: {problem}")
     runs = candidates(dataset, policy, experiment)
     table = rank(runs, policy)
     where = f"experiment {experiment!r}" if experiment else "any experiment"
     if table.empty:
-        raise ScadaptError(f"No candidate runs for {dataset} in regimes {', '.join(policy.regimes)} in {where}: "
-                           "run train or tune first.")
+        lacking = f" ({len(runs)} lack a metric the policy ranks by: {', '.join(k.metric for k in policy.rank_by)})" \
+            if runs else ""
+        raise ScadaptError(f"No candidate runs for {dataset} in regimes {', '.join(policy.regimes)} in {where}{lacking}: "
+                           "run train or tune first, or rank by metrics every candidate logs.")
     if table.loc[0, "gates_failed"]:
         raise ScadaptError(f"No candidate for {dataset} passes the quality gates; the best: {table.loc[0, 'strategy']} "
                            f"(run {table.loc[0, 'run_id']}) fails {table.loc[0, 'gates_failed']}.")
@@ -118,7 +130,14 @@ def promote(dataset: str, policy_path: str | Path | None = None, experiment: str
             kept.note = f"{name}@{policy.champion_alias} already is the best runner (version {current.version})."
             log.info(kept.note)
             return kept
-        ours, theirs = policy.standing(winner.data.metrics), policy.standing(recorded_metrics(client, current))
+        recorded = recorded_metrics(client, current)
+        if (missing := policy.missing_rank_metrics(recorded)) and not force:
+            kept.note = (f"The champion {name} version {current.version} has no recorded {', '.join(missing)}, which "
+                         f"the policy ranks by, so the best candidate (run {winner.info.run_id}) cannot be shown "
+                         "better; the champion stays. Pass --force to promote the candidate anyway.")
+            log.warning(kept.note)
+            return kept
+        ours, theirs = policy.standing(winner.data.metrics), policy.standing(recorded)
         if ours == theirs:
             kept.note = (f"The best candidate (run {winner.info.run_id}) ties with the champion, version "
                          f"{current.version}, under the policy; the champion stays.")

@@ -125,7 +125,12 @@ def fetch_checkpoint(uri: str, weights_hash: str | None = None) -> Path:
 
 def local_checkpoint(spec: str | Path) -> Path:
     """``--checkpoint`` as a local folder: a folder as given, an artifact URI fetched."""
-    return fetch_checkpoint(str(spec)) if is_artifact_uri(spec) else Path(spec)
+    if is_artifact_uri(spec):
+        return fetch_checkpoint(str(spec))
+    if "://" in str(spec):
+        raise CheckpointError(f"Cannot read the backbone checkpoint {spec}: give a local folder or an MLflow artifact "
+                              f"URI ({', '.join(s + '...' for s in URI_SCHEMES)}).")
+    return Path(spec)
 
 
 def _tagged_hash(uri: str) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -198,8 +200,9 @@ def check_tracking_store(attempts: int = 3) -> None:
     twice); a tracking server is asked once, without MLflow's retries. Only a SQLite store that
     another process is creating at this moment (locked for a moment) is retried."""
     uri = mlflow.get_tracking_uri()
-    if is_server_url(uri):
-        probe(uri, "the MLflow tracking store")
+    for store, what in ((uri, "the MLflow tracking store"), (mlflow.get_registry_uri(), "the MLflow model registry")):
+        if is_server_url(store):
+            probe(store, what)
     for attempt in range(attempts):
         try:
             with _one_http_attempt():
@@ -230,6 +233,35 @@ def _one_http_attempt():
     (by default it retries for minutes before a server that is down is reported)."""
     return temporary_environment({MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: "0",
                                   MLFLOW_HTTP_REQUEST_TIMEOUT.name: str(CONNECT_TIMEOUT_SEC)})
+
+
+class RetryNotice(logging.Filter):
+    """urllib3's warning for every retried request to a tracking server that stopped answering,
+    said at most once a minute: a long job keeps going while MLflow retries with back-off."""
+
+    INTERVAL_SEC = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Retrying"):
+            return True
+        now = time.monotonic()
+        if now - self.last < self.INTERVAL_SEC:
+            return False
+        self.last = now
+        record.msg, record.args = ("The tracking server does not answer; MLflow retries with back-off and the job goes "
+                                   "on when it is back (said once a minute). Last attempt: %s", (record.getMessage(),))
+        return True
+
+
+def announce_server_retries() -> None:
+    """Install :class:`RetryNotice` on urllib3's connection-pool logger (once)."""
+    pool = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, RetryNotice) for f in pool.filters):
+        pool.addFilter(RetryNotice())
 
 
 def close_orphaned_runs(experiment_id: str, query: str = "") -> list[mlflow.entities.Run]:
