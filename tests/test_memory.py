@@ -205,3 +205,21 @@ def test_memory_budgets_are_read_as_sizes_and_shared_by_local_workers(monkeypatc
             TrainJob(memory_budget=bad)
     with pytest.raises(ScadaptError, match="activation_checkpointing must be one of auto, on, off"):
         TrainJob(activation_checkpointing="sometimes")
+
+
+def test_the_advised_memory_budget_is_enough_when_followed_once(planted):  # noqa: F811
+    """The frozen-layer outputs kept for a fit take a share of the budget; the advice counts the
+    budget they give up, so raising the budget to what it says makes the fit run."""
+    import re
+
+    from scadapt.training.train import train
+
+    _, path, backbone, _ = planted
+    job = _job(path, backbone, "lora", epochs=1, batch_size=32, layers=1)  # the bottom layer frozen, its outputs kept
+    job.memory_budget = "100KB"
+    with pytest.raises(ScadaptError, match="Raise --memory-budget to at least") as refused:
+        train(job)
+    job.memory_budget = re.search(r"at least ([\d.]+[KMG]?B)", str(refused.value)).group(1)
+    result = train(job)
+    metrics = mlflow.get_run(result.run_id).data.metrics
+    assert metrics["planned_memory_mb"] <= metrics["memory_budget_mb"]

@@ -540,3 +540,18 @@ def test_adalora_fits_in_a_single_step(planted):
     config = get_strategy("adalora").config_class.from_params({"epochs": 1, "batch_size": 512})
     outcome = fit_strategy(ctx, "adalora", config, progress=False)
     assert len(outcome.fit.history) == 1 and np.isfinite(outcome.fit.history[0]["train_loss"])
+
+
+def test_more_layers_than_the_backbone_has_adapt_every_layer_and_log_the_depth_used(planted):
+    import mlflow
+
+    from scadapt.backbone import load_backbone
+    from scadapt.training.train import train
+
+    _, path, backbone, _ = planted
+    depth = load_backbone(backbone).config.nlayers
+    result = train(_job(path, backbone, "lora", epochs=1, layers=99))
+    params = mlflow.get_run(result.run_id).data.params
+    assert params["layers"] == "99" and params["used.layers"] == str(depth)
+    within = train(_job(path, backbone, "lora", epochs=1, layers=1))
+    assert "used.layers" not in mlflow.get_run(within.run_id).data.params

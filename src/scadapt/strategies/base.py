@@ -149,6 +149,13 @@ def adapted_layers(backbone: nn.Module, config: InjectedConfig) -> range:
     return range(n_layers - top, n_layers)
 
 
+def layers_used(backbone: nn.Module, config: StrategyConfig) -> dict[str, object]:
+    """``{"layers": depth}`` when ``config`` asks to adapt more top layers than the backbone has
+    (then every layer is adapted, and the run logs ``used.layers``); ``{}`` otherwise."""
+    asked, depth = getattr(config, "layers", 0), len(backbone.transformer_encoder.layers)
+    return {"layers": depth} if asked > depth else {}
+
+
 def layer_prefix(indices: range) -> str:
     """The ``peft`` target-module prefix that matches the encoder layers ``indices``."""
     return rf"transformer_encoder\.layers\.({'|'.join(map(str, indices))})\."

@@ -15,7 +15,7 @@ from torch import nn
 
 from scadapt.models.annotator import BackboneAnnotator
 from scadapt.models.head import BackboneClassifier, ClassifierHead
-from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze
+from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze, layers_used
 from scadapt.training.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
 from scadapt.training.frozen_layers import FrozenLayerCache, SharedFrozenLayers
 from scadapt.training.linear import fit_logistic, load_into_head
@@ -147,7 +147,8 @@ class AdaptedStrategy(BackboneStrategy):
         fit = fit_classifier(source, ctx.codes, split.train,
                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
                              progress=progress, hooks=cls.hooks(model, config, total_steps))
-        return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()))
+        return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()),
+                      layers_used(model.backbone, config))
 
     @classmethod
     def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

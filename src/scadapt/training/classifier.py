@@ -98,12 +98,23 @@ class TokenSource:
                 backbone.checkpointing = False
 
         config = backbone.config
-        self.plan = plan_steps(
-            budget=self.budget, checkpointing=self.checkpointing,
-            trainable=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            kept_bytes=self.frozen.held_bytes() if self.frozen is not None else 0, longest=int(lengths.max()),
-            batch_size=batch_size, measure=measure, layers_with_grad=config.nlayers - frozen_depth(backbone),
-            d_model=config.d_model)
+        planned = dict(budget=self.budget, checkpointing=self.checkpointing,
+                       trainable=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                       longest=int(lengths.max()), batch_size=batch_size, measure=measure,
+                       layers_with_grad=config.nlayers - frozen_depth(backbone), d_model=config.d_model)
+        kept = self.frozen.held_bytes() if self.frozen is not None else 0
+        try:
+            self.plan = plan_steps(kept_bytes=kept, **planned)
+        except ScadaptError:
+            if not isinstance(self.frozen, FrozenLayerCache) or kept == 0:
+                raise
+            # Kept frozen-layer outputs only save time: a step that fits without them runs with the cache
+            # cut to what the step leaves. So the advice of an unmeetable plan (raised here) counts no cache,
+            # and a budget raised to it runs, instead of giving the cache a share of each raise.
+            self.plan = plan_steps(kept_bytes=0, **planned)
+            self.frozen.budget = max(0, self.budget.bytes - self.plan.estimate_bytes)
+            log.info("The memory budget leaves %s for the kept frozen-layer outputs (a step needs the rest); cells "
+                     "beyond it run the frozen layers in every epoch.", format_bytes(self.frozen.budget))
         backbone.checkpointing = self.plan.checkpointing
         if self.device.type == "cpu" and self.plan.step_activation_bytes >= LARGE_STEP_BYTES:
             return_freed_memory()
