@@ -231,12 +231,15 @@ def test_not_an_h5ad_and_unknown_names(tmp_path):
         load_expression("pancreas_big")
 
 
-def test_a_matrix_without_zeros_is_warned_about_and_empty_cells_are_dropped(caplog):
+def test_a_matrix_without_zeros_or_with_absurd_values_is_refused_and_empty_cells_are_dropped(caplog):
     adata = synthetic_adata(["a"] * 8 + ["b"] * 8, n_genes=40)
     shifted = np.asarray(adata.X.toarray()) + 0.5  # e.g. z-scores shifted to be non-negative
-    loaded = load_dataset(ad.AnnData(shifted, obs=adata.obs, var=adata.var), label_key="cell_type")
-    assert loaded.n_obs == 16 and "has no zeros at all" in caplog.text
-    caplog.clear()
+    with pytest.raises(InputDataError, match=r"Only 0.0% of the expression values are zero.*shifted z-scores"):
+        load_dataset(ad.AnnData(shifted, obs=adata.obs, var=adata.var), label_key="cell_type")
+    absurd = adata.X.toarray()
+    absurd[2, 5] = 1e30
+    with pytest.raises(InputDataError, match=r"values up to 1e\+30, beyond any count.*1 value\(s\) look corrupt"):
+        load_dataset(ad.AnnData(sp.csr_matrix(absurd), obs=adata.obs, var=adata.var), label_key="cell_type")
     sparse = adata.X.toarray()
     sparse[:3] = 0
     loaded = load_dataset(ad.AnnData(sp.csr_matrix(sparse), obs=adata.obs, var=adata.var), label_key="cell_type",

@@ -93,6 +93,11 @@ def test_served_backbone_model_matches_the_annotator_and_refuses_bad_requests(ti
         model.predict(cells.iloc[:, :100])
     with pytest.raises(MlflowException, match="negative values"):
         model.predict(cells - 5.0)
+    with pytest.raises(MlflowException, match="values up to 1e\\+30, beyond any count"):  # as train and predict
+        model.predict(cells.assign(**{cells.columns[3]: 1e30}))
+    z_scores = (cells - cells.mean()) / (cells.std() + 1e-6)
+    with pytest.raises(MlflowException, match="of the expression values are zero.*shifted z-scores"):
+        model.predict(z_scores - z_scores.min().min())
     with pytest.raises(MlflowException, match="Unknown output 'everything'"):
         model.predict(cells, params={"output": "everything"})
     with pytest.raises(MlflowException, match="None of the model's 2000 genes is among the 2 column"):

@@ -20,6 +20,11 @@ def _table(genes: list[str], n_cells: int = 3, seed: int = 0) -> pd.DataFrame:
                         index=[f"c{i}" for i in range(n_cells)])
 
 
+def _shifted_z_scores(table: pd.DataFrame) -> pd.DataFrame:
+    z = (table - table.mean()) / table.std()
+    return z - z.min().min()  # no negative value left, and one zero in the whole table
+
+
 def test_columns_are_matched_by_name_not_position():
     table = _table(GENES)
     shuffled = table[list(np.random.default_rng(1).permutation(GENES))]
@@ -58,6 +63,8 @@ def test_unknown_columns_are_ignored(caplog):
     (pd.DataFrame(index=[0, 1]), "None of the model's 10 genes is among the 0 column"),
     (_table(GENES) - 10.0, "negative values"),
     (_table(GENES).assign(G1=np.nan), "NaN or infinite"),
+    (_table(GENES).assign(G4=[3.0, 1e30, 0.0]), "values up to 1e\\+30, beyond any count"),
+    (_shifted_z_scores(_table(GENES, n_cells=20)), r"Only [\d.]+% of the expression values are zero"),
     ([[1.0, 2.0]], "Send a table"),
 ])
 def test_malformed_requests_are_refused(table, message):

@@ -25,6 +25,11 @@ _GENERIC_FIX = "Use adata.raw, layers['counts'], or the matrix from before scali
 _LOG_SCALE_MAX = 30.0  # log1p of a normalised count rarely exceeds ~15; raw counts routinely do
 # Label strings that mean "no label" (written by pandas, R or by hand), compared case-insensitively.
 MISSING_LABELS = frozenset({"", "nan", "none", "na", "<na>", "n/a", "null"})
+# one gene in one cell: deep full-length protocols count up to ~1e6 reads; far beyond is corrupt data
+MAX_EXPRESSION = 1e8
+# counts and log-normalised values are mostly zero (the bundled sets: 67-90 %, every cell >= 46 %);
+# a matrix of at least MIN_VALUES_FOR_ZEROS values with fewer zeros than this is not expression
+MIN_ZERO_FRACTION, MIN_VALUES_FOR_ZEROS = 0.05, 100
 MAX_EMPTY_CELL_FRACTION = 0.5  # more cells without expression than this: the wrong matrix was chosen
 
 
@@ -69,7 +74,9 @@ def scaled_data_fix(adata: AnnData) -> str:
 
 
 def check_values(matrix, fix: str = "") -> None:
-    """Refuse non-numeric, NaN/infinite and negative (scaled) expression values."""
+    """Refuse what is not counts or log-normalised expression: non-numeric, NaN/infinite, negative
+    (scaled) and absurdly large values, and a matrix without zeros (shifted z-scores, imputed values).
+    Training, ``predict`` and the served model all check with this one function."""
     dtype = matrix.dtype
     if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         raise InputDataError(
@@ -86,6 +93,19 @@ def check_values(matrix, fix: str = "") -> None:
             f"The expression matrix has negative values (min {data.min():.3g}): it looks scaled or centred "
             f"(e.g. sc.pp.scale). scGPT and the baselines need raw counts or log-normalised values. "
             f"{fix or _GENERIC_FIX}"
+        )
+    if data.size and (largest := float(data.max())) > MAX_EXPRESSION:
+        raise InputDataError(
+            f"The expression matrix has values up to {largest:.3g}, beyond any count or normalised expression of one "
+            f"gene in one cell (at most {MAX_EXPRESSION:.0e}): {int((data > MAX_EXPRESSION).sum())} value(s) look "
+            "corrupt or in the wrong unit. Fix or drop the affected cells."
+        )
+    n_values = int(np.prod(matrix.shape))
+    if n_values >= MIN_VALUES_FOR_ZEROS and (zeros := 1.0 - int(np.count_nonzero(data)) / n_values) < MIN_ZERO_FRACTION:
+        raise InputDataError(
+            f"Only {zeros:.1%} of the expression values are zero. Counts and log-normalised values are mostly zero; "
+            "a matrix without zeros is shifted z-scores or imputed values, which scGPT's binning reads as every gene "
+            f"expressed. Use counts or log-normalised values. {fix or _GENERIC_FIX}"
         )
 
 
@@ -117,13 +137,6 @@ def check_cells(adata: AnnData, drop_empty: bool = True) -> tuple[AnnData, int]:
         log.warning("Dropping %d of %d cells with zero expression (they carry no information).", n_empty,
                     adata.n_obs)
         adata = adata[expressed].copy()
-    n_entries = int(expressed.sum()) * adata.n_vars  # the empty rows add no non-zero entry
-    if n_entries >= 100 and int(nonzero.sum()) == n_entries:
-        log.warning(
-            "The expression matrix has no zeros at all. Counts and log-normalised values are mostly zero; a matrix "
-            "without zeros is usually shifted z-scores or imputed values, which scGPT's binning reads as every "
-            "gene expressed. Use counts or log-normalised values if you have them."
-        )
     return adata, n_empty if drop_empty else 0
 
 

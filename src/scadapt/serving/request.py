@@ -67,9 +67,10 @@ def matrix_from_table(table: pd.DataFrame, genes: list[str], max_missing: float 
     if (n_unknown := len(columns) - int(found.sum())) > 0:
         unknown = columns[~columns.isin(genes)]
         log.warning("Ignoring %d column(s) the model does not read: %s", n_unknown, ", ".join(unknown[:5]))
+    given = _numbers(table.iloc[:, position[found]])
+    check_values(given)  # as train and predict check their data (the zeros of absent genes left out)
     matrix = np.zeros((table.shape[0], len(genes)), dtype=np.float32)
-    matrix[:, found] = _numbers(table.iloc[:, position[found]])
-    check_values(matrix)
+    matrix[:, found] = given
     return sp.csr_matrix(matrix)
 
 
