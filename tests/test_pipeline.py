@@ -173,3 +173,31 @@ def test_a_lone_nan_loss_is_skipped_and_a_persistent_one_is_divergence():
     assert all(torch.isfinite(p).all() for p in model.parameters()) and result.best_val_macro_f1 > 0.8
     with pytest.raises(TrainingDiverged, match="loss became nan"):
         fit(np.full_like(embeddings, np.nan))
+
+
+def test_a_data_warning_is_said_once_per_job_and_the_report_is_named_where_it_lasts(pancreas, tmp_path):
+    """Two worker processes prepare the same data for every fit: the dropped class is still
+    reported once, and the closing lines name the report on its MLflow run (the folder it was
+    written to is temporary)."""
+    import subprocess
+
+    data = _user_file(pancreas, tmp_path / "islets.h5ad")
+    cells = ad.read_h5ad(data)
+    labels = cells.obs["cell_label"].astype(str).to_numpy()
+    labels[np.flatnonzero(labels == labels[0])[:3]] = "rare_type"  # 3 cells: too few for 5 folds
+    cells.obs["cell_label"] = labels
+    cells.write_h5ad(data)
+    done = subprocess.run(
+        [sys.executable, "-m", "scadapt.cli", "pipeline", "--data", str(data), "--label-key", "cell_label",
+         "--batch-key", "platform", "--layer", "counts", "--gene-column", "symbol", "--drop-rare-classes",
+         "--strategies", "pca_logreg,logreg,mlp", "--n-trials", "2", "--epochs", "2", "--workers", "2",
+         "--storage", f"journal:{tmp_path / 'studies.journal'}"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "SCADAPT_CACHE": str(tmp_path / "cache")})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "helper worker" in output.lower()  # a second process ran cells
+    assert output.count("Dropped 3 cells of 1 rare class(es)") == 1, output[-6000:]
+    closing = [line for line in done.stdout.splitlines() if line.startswith("Report:")]
+    assert len(closing) == 1 and str(tmp_path) not in closing[0] and "/tmp/" not in closing[0]
+    run_id = closing[0].split("MLflow run ")[1].split()[0]
+    assert "report.md" in {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(run_id, "report")}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scadapt.errors import ScadaptError
 from scadapt.interrupts import interrupts_at_safe_points
+from scadapt.notices import one_job
 from scadapt.options import (
     PRUNERS,
     STRATEGY_NAMES,
@@ -196,7 +197,8 @@ def _add_tune(subparsers) -> None:
     p.add_argument("--timeout", type=number, default=0, help="seconds after which this worker starts no new trial (0: none)")
     p.add_argument("--storage", type=optional_text, default=None,
                    help="sqlite:///optuna.db (default), journal:PATH for several workers on one host, or a database URL")
-    p.add_argument("--study-name", type=optional_text, default=None, help="default: <dataset>/<strategy>/<split>/<digest of the setup>; a study joined by name must have the same setup")
+    p.add_argument("--study-name", type=optional_text, default=None, help="default: <dataset>/<strategy>/<split>/{setup}, where {setup} is a digest of the data, split, "
+                        "backbone and fixed settings; a study joined by name must have the same setup")
     p.add_argument("--pruning", choices=PRUNERS, default=d.pruning)
     p.add_argument("--prune-below", type=number, default=d.prune_below, help="with --pruning threshold")
     p.add_argument("--pruning-warmup-epochs", type=integer, default=d.pruning_warmup_epochs)
@@ -296,6 +298,7 @@ def _add_study_arguments(p: argparse.ArgumentParser, d, per: str) -> None:
 def _run_pipeline(args: argparse.Namespace) -> None:
     from scadapt.pipeline import run_pipeline
     from scadapt.serving.server import SERVE_NOTE, serve_command
+    from scadapt.tracking.contract import REPORT_ARTIFACT
     from scadapt.training.config import PipelineConfig
 
     result = run_pipeline(PipelineConfig(
@@ -312,6 +315,9 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     if promotion is not None:
         echo(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}). {promotion.note}")
         echo(f"Serve it: {serve_command(f'models:/{promotion.model_name}@champion')}  ({SERVE_NOTE})")
+    run = result.benchmark.parent_run_id
+    echo(f"Report: {REPORT_ARTIFACT}/report.md on MLflow run {run} "
+         f"(mlflow artifacts download -r {run} -a {REPORT_ARTIFACT} -d .)")
     echo("Compare the runs: mlflow ui")
 
 
@@ -345,6 +351,7 @@ def _add_benchmark(subparsers) -> None:
 def _run_benchmark(args: argparse.Namespace) -> None:
     from scadapt.benchmark.config import BenchmarkConfig
     from scadapt.benchmark.runner import run_benchmark
+    from scadapt.tracking.contract import REPORT_ARTIFACT
 
     options = from_args(DataOptions, args).given()
     result = run_benchmark(BenchmarkConfig(
@@ -362,7 +369,8 @@ def _run_benchmark(args: argparse.Namespace) -> None:
         if champion["model"]:
             echo(f"{dataset}: champion {champion['strategy']} ({champion['model']}, run {champion['run_id']})")
     echo(f"\n{result.cells_run} cells run now, {len(result.tables.runs) - result.cells_run} found finished. "
-          f"Report: {result.output_dir / 'report.md'} (also on MLflow run {result.parent_run_id}).")
+         f"Report: {result.output_dir.resolve() / 'report.md'} (also {REPORT_ARTIFACT}/report.md on MLflow run "
+         f"{result.parent_run_id}).")
 
 
 def _add_pretrain(subparsers) -> None:
@@ -443,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     redact_logs()
     try:
-        with interrupts_at_safe_points():
+        with interrupts_at_safe_points(), one_job():  # a data warning is said once, whatever the processes
             if args.command not in ("datasets", "splits"):
                 from scadapt.tracking.runs import announce_server_retries, check_tracking_store
 

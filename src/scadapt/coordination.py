@@ -58,7 +58,8 @@ class Coordinator:
                 break
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) \
                     as error:
-                racing = not isinstance(error, sqlalchemy.exc.OperationalError) or "locked" in str(error)
+                racing = not isinstance(error, sqlalchemy.exc.OperationalError) or \
+                    "locked" in str(error) or "already exists" in str(error)
                 if attempt == 4 or not racing:  # a refused login or a server that is down is not retried
                     raise
                 time.sleep(0.2 * (attempt + 1))

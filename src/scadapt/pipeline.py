@@ -23,6 +23,7 @@ import pandas as pd
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.runner import BenchmarkResult, run_benchmark
 from scadapt.data import resolve_spec
+from scadapt.notices import one_job
 from scadapt.registry import PromotionResult
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params
 from scadapt.tracking.contract import RESULTS_RUN_TAG, WARNINGS_TAG
@@ -60,6 +61,11 @@ def pipeline_benchmark(cfg: PipelineConfig, output_dir: str) -> BenchmarkConfig:
 
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     """Check everything, pretrain the demo backbone if needed, tune every strategy, promote, summarise."""
+    with one_job():  # each data warning said once, in this process and its helpers alike
+        return _run_pipeline(cfg)
+
+
+def _run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     started = time.perf_counter()
     # under `mlflow run` the launcher's run gets the summary, and the benchmark a parent run of its
     # own in the dataset's experiment (the launcher's may be "Default")

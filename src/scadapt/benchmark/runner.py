@@ -37,6 +37,7 @@ from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
 from scadapt.coordination import Coordinator
 from scadapt.errors import ScadaptError
+from scadapt.notices import one_job
 from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, promote
 from scadapt.storage import writable_dir
 from scadapt.strategies import epoch_budget
@@ -49,6 +50,7 @@ from scadapt.tracking.contract import (
     CLOSED_BY_TAG,
     ENTRY_POINT_TAG,
     INTERRUPTED_TAG,
+    REPORT_ARTIFACT,
     TUNED_BY_TAG,
     WORKER_TAG,
 )
@@ -59,6 +61,7 @@ from scadapt.training.preflight import GeneCoverage, backbone_vocabulary, check_
 from scadapt.training.pretrain import demo_pretraining, ensure_demo_backbone
 from scadapt.training.train import train
 from scadapt.tuning import TuneJob, TuneResult, tune
+from scadapt.tuning.setup import SETUP_PLACEHOLDER
 from scadapt.tuning.storage import coordinator
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,11 @@ class BenchmarkResult:
 
 def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     """Run what is missing of the matrix, then aggregate, draw, report and promote."""
+    with one_job():  # its helper processes too: each data warning is said once
+        return _run_benchmark(cfg)
+
+
+def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     started = time.perf_counter()
     ctx, cells, coverage = _start(cfg)
     client = MlflowClient()
@@ -118,7 +126,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
             helpers.stop()
         client.set_terminated(ctx.parent_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
-    log.info("Benchmark report: %s", output_dir / "report.md")
+    log.info("Benchmark report: %s/report.md on MLflow run %s (written to %s).", REPORT_ARTIFACT, ctx.parent_id,
+             output_dir / "report.md")
     warnings = [c.warning() for c in coverage.values() if c.low] + ctx.warnings
     return BenchmarkResult(ctx.fingerprint, ctx.parent_id, tables, promotions, output_dir, timing, figures, coverage,
                            warnings)
@@ -315,7 +324,7 @@ class _Context:
 
     def tune(self, cell: MatrixCell) -> TuneResult:
         """The study of ``cell``'s strategy on ``cell``'s split."""
-        name = f"benchmark-{self.fingerprint}/{cell.key}"
+        name = f"benchmark-{self.fingerprint}/{cell.key}/{SETUP_PLACEHOLDER}"  # another setup (data content), another study
         started = time.perf_counter()
         try:
             return tune(self.job(cell, TuneJob, hparams=epoch_budget(cell.strategy, self.cfg.epochs),
@@ -405,4 +414,4 @@ def _log_outputs(ctx: _Context, output_dir: Path, tables: BenchmarkTables, timin
         mlflow.log_metrics({"benchmark_sec": seconds, "cells": len(tables.runs), "cells_run": timing["cells_run"].sum(),
                             "fit_sec_total": float(tables.runs["runtime_sec"].sum()),
                             **{f"wall_sec_{strategy}": float(sec) for strategy, sec in by_strategy.items()}})
-        mlflow.log_artifacts(str(output_dir), "report")
+        mlflow.log_artifacts(str(output_dir), REPORT_ARTIFACT)

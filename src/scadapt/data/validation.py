@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scadapt.errors import InputDataError
+from scadapt.notices import warn_once
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def check_cells(adata: AnnData, drop_empty: bool = True) -> tuple[AnnData, int]:
                 f"{n_empty} of {adata.n_obs} cells have zero expression. That many empty cells suggests the wrong "
                 "matrix or a failed filter; choose another layer or remove the empty cells first."
             )
-        log.warning("Dropping %d of %d cells with zero expression (they carry no information).", n_empty,
+        warn_once(log, "Dropping %d of %d cells with zero expression (they carry no information).", n_empty,
                     adata.n_obs)
         adata = adata[expressed].copy()
     return adata, n_empty if drop_empty else 0
@@ -183,7 +184,7 @@ def use_gene_symbols(adata: AnnData, gene_column: str | None) -> AnnData:
         if missing.all():
             raise InputDataError(f"adata.var[{gene_column!r}] holds no gene symbols (all empty).")
         if missing.any():
-            log.warning("Dropping %d genes without a symbol in var[%r].", int(missing.sum()), gene_column)
+            warn_once(log, "Dropping %d genes without a symbol in var[%r].", int(missing.sum()), gene_column)
             adata = adata[:, ~missing].copy()
             symbols = symbols[~missing]
         adata.var["original_var_name"] = adata.var_names.astype(str)
@@ -235,7 +236,7 @@ def check_labels(
             "Pass the column that holds the cell types with label_key=... (--label-key)."
         )
     if unlabelled.any():
-        log.warning("Leaving out %d of %d cells without a label in obs[%r] (empty, NaN, None or NA).",
+        warn_once(log, "Leaving out %d of %d cells without a label in obs[%r] (empty, NaN, None or NA).",
                     int(unlabelled.sum()), adata.n_obs, label_key)
         adata = adata[~unlabelled].copy()
         labels = adata.obs[label_key]
@@ -255,7 +256,7 @@ def check_labels(
         dropped = {str(k): int(v) for k, v in rare.items()}
         adata = adata[~adata.obs[label_key].isin(rare.index)].copy()
         adata.obs[label_key] = adata.obs[label_key].cat.remove_unused_categories()
-        log.warning("Dropped %d cells of %d rare class(es): %s.", sum(dropped.values()), len(rare), _counts(rare))
+        warn_once(log, "Dropped %d cells of %d rare class(es): %s.", sum(dropped.values()), len(rare), _counts(rare))
         if adata.obs[label_key].nunique() < 2:
             raise InputDataError("Fewer than two classes are left after dropping rare classes.")
     return adata, dropped, n_cells - adata.n_obs - sum(dropped.values())

@@ -37,6 +37,7 @@ TUNED_BY_TAG = "scadapt.tuned_by"  # on a benchmark cell: the study run whose se
 # -- artifacts --------------------------------------------------------------------------------
 ANNOTATOR_ARTIFACT = "annotator"  # the fitted annotator folder (models.annotator's format)
 SERVING_ARTIFACT = "serving"  # genes.json and input_example.csv, for the served model's signature
+REPORT_ARTIFACT = "report"  # on a benchmark's parent run: report.md, its tables and figures
 BACKBONE_ARTIFACT = "backbone"  # in a served model: the base checkpoint folder (absent without a backbone)
 # MLflow 3's UI opens an experiment on the view its kind asks for; ours hold model training runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"

@@ -22,6 +22,7 @@ from scadapt.coordination import Coordinator
 from scadapt.data import DatasetInfo, Split, load_and_split
 from scadapt.devices import compute_dtype, resolve_device
 from scadapt.errors import CheckpointError, ScadaptError
+from scadapt.notices import warn_once
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
 from scadapt.tracking.checkpoints import local_checkpoint, publish_checkpoint
 from scadapt.training.config import TrainJob
@@ -143,10 +144,6 @@ def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | Non
         ctx.gene_overlap = ctx.cells.overlap.describe()
         overlap = ctx.cells.overlap
         coverage = GeneCoverage(info.name, overlap.n_genes, overlap.n_matched, f"checkpoint {ctx.checkpoint}")
-        if coverage.low and (info.name, ctx.weights_hash) not in _WARNED:
-            _WARNED.add((info.name, ctx.weights_hash))  # once per process: a pipeline prepares many jobs
-            log.warning(coverage.warning())
+        if coverage.low:
+            warn_once(log, coverage.warning())  # once per job: a pipeline prepares many fits, in several processes
     return ctx
-
-
-_WARNED: set[tuple[str, str | None]] = set()

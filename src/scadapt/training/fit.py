@@ -11,6 +11,7 @@ import torch
 
 from scadapt.evaluation.metrics import ClassificationReport, classification_report
 from scadapt.models.annotator import Annotator
+from scadapt.notices import warn_once
 from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
 from scadapt.training.classifier import FitResult
@@ -42,7 +43,7 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
     with PeakRSS(interval=0.02) as peak:
         fitted = strategy.fit(ctx, config, progress=progress, on_epoch=on_epoch)
     for name, value in fitted.adjusted.items():
-        log.warning("%s=%s cannot be used on these %d training cells x %d genes; %s=%s was used instead.", name,
+        warn_once(log, "%s=%s cannot be used on these %d training cells x %d genes; %s=%s was used instead.", name,
                     getattr(config, name), len(ctx.split.train), ctx.adata.n_vars, name, value)
     return FitOutcome(fitted.annotator, fitted.fit, time.perf_counter() - started, peak.peak_bytes, peak.added_bytes,
                       cuda_peak_bytes(ctx.device), fitted.total_parameters, fitted.adjusted)

@@ -17,6 +17,7 @@ import numpy as np
 from anndata import AnnData
 
 from scadapt.data import load_expression
+from scadapt.notices import warn_once
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 from scadapt.tokenization.tokenizer import COVERAGE_REMEDIES
 from scadapt.training.config import PretrainConfig
@@ -86,7 +87,7 @@ def check_coverage(adata: AnnData, name: str, vocabulary: BackboneVocabulary, mi
     _, overlap = tokenizer.match_genes(np.asarray(adata.var_names, dtype=str))
     coverage = GeneCoverage(name, overlap.n_genes, overlap.n_matched, vocabulary.description)
     if coverage.low:
-        log.warning(coverage.warning())
+        warn_once(log, coverage.warning())
     else:
         log.info("Gene coverage: %s.", coverage.describe())
     return coverage

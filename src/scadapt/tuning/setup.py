@@ -2,7 +2,8 @@
 
 Two ``tune`` calls share trials only when their data (content, not file name), split, backbone
 weights, fixed hyperparameters, seed, precision and pruning agree. The default study name ends
-with a digest of that setup, so another setup starts a study of its own; the setup is also
+with a digest of that setup (``{setup}`` in a given name stands for it too), so another setup
+starts a study of its own; the setup is also
 recorded in the study (a user attribute), so joining a study by an explicit name with another
 setup is refused with the difference named.
 """
@@ -21,6 +22,7 @@ from scadapt.training.config import TuneJob
 from scadapt.training.context import TrainingContext
 
 SETUP_ATTR = "scadapt_setup"
+SETUP_PLACEHOLDER = "{setup}"  # in a study name: the digest of the setup (the default name ends with it)
 
 
 def study_setup(job: TuneJob, ctx: TrainingContext, fixed: dict[str, object]) -> dict[str, str]:

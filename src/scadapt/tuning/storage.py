@@ -87,8 +87,8 @@ def _racing_another_creator(error: BaseException) -> bool:
     could lock the account), not a server that is down."""
     if isinstance(error, sqlalchemy.exc.IntegrityError):
         return True
-    if isinstance(error, sqlalchemy.exc.OperationalError):
-        return "locked" in str(error)
+    if isinstance(error, sqlalchemy.exc.OperationalError):  # SQLite: "database is locked", "table ... already exists"
+        return "locked" in str(error) or "already exists" in str(error)
     return isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error)
 
 

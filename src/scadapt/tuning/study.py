@@ -50,7 +50,7 @@ from scadapt.training.config import TuneJob
 from scadapt.training.context import TrainingContext, prepare
 from scadapt.training.fit import fit_strategy
 from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
-from scadapt.tuning.setup import claim_study, setup_digest, study_setup
+from scadapt.tuning.setup import SETUP_PLACEHOLDER, claim_study, setup_digest, study_setup
 from scadapt.tuning.storage import (
     WORKER_ATTR,
     coordinator,
@@ -89,7 +89,8 @@ def tune(job: TuneJob) -> TuneResult:
     board = coordinator(job.storage)
     ctx = prepare(job, needs_backbone=strategy.needs_backbone, board=board)
     setup = study_setup(job, ctx, fixed)
-    name = job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}/{setup_digest(setup)}"
+    name = (job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}/{SETUP_PLACEHOLDER}").replace(
+        SETUP_PLACEHOLDER, setup_digest(setup))
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 pruner=job.pruner(), sampler=WorkerSeededSampler(job.seed, name))
     with board.hold(f"study-setup:{name}"):
