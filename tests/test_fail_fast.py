@@ -170,3 +170,24 @@ def test_a_server_lost_mid_run_is_reported_once_a_minute_while_mlflow_retries(mo
     other = logging.LogRecord("urllib3.connectionpool", logging.WARNING, __file__, 1, "Connection pool is full", (),
                               None)
     assert notice.filter(other)  # other warnings pass unchanged
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers (as a host behind a firewall that drops packets)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_a_server_that_never_answers_is_given_up_after_the_connect_timeout(silent_port, capsys, caplog, monkeypatch):
+    code, output, seconds = _run(_tune(f"postgresql://me:silent-secret@127.0.0.1:{silent_port}/studies"), capsys,
+                                 caplog)
+    assert code == 2 and seconds < 10 and "no answer within 4 s" in output and "silent-secret" not in output, output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent_port}")
+    code, output, seconds = _run(_tune("sqlite:///optuna.db"), capsys, caplog)
+    assert code == 2 and seconds < 10 and "tracking server runs" in output, (seconds, output)

@@ -14,7 +14,7 @@ import sqlalchemy
 from scadapt.errors import ScadaptError
 from scadapt.redaction import url_password
 
-CONNECT_TIMEOUT_SEC = 5
+CONNECT_TIMEOUT_SEC = 4  # libpq may try twice (with SSL, then without): reported within 10 s
 # what a driver says -> what it means and what to do
 _DIAGNOSES = (
     (("password authentication failed", "authentication failed", "access denied", "no password supplied",

@@ -14,7 +14,9 @@ has not beaten for the grace period (``SCADAPT_HEARTBEAT_SEC``, default 60 s, ti
 failed by any other worker, on any host.
 
 The same database (or a SQLite file beside a journal) keeps the workers' locks
-(:func:`coordinator`).
+(:func:`coordinator`). A database server is connected to once with a short timeout before anything
+else (:func:`scadapt.databases.probe`): a refused login or a server that is down is reported at
+once, and only races between workers creating the same tables are retried.
 """
 
 from __future__ import annotations

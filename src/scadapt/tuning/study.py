@@ -3,9 +3,9 @@ child run per trial.
 
 The objective is validation macro-F1; test cells are scored for the best trial only. A study is
 its setup (:mod:`scadapt.tuning.setup`): another dataset, split, backbone or fixed setting starts
-(or joins) a study of its own. Trials
-report validation macro-F1 after every epoch so that hopeless ones are pruned (their child runs
-end KILLED). The study lives in a storage of its own (see :mod:`scadapt.tuning.storage`): a second
+(or joins) a study of its own. Trials report validation macro-F1 after every epoch so that
+hopeless ones are pruned (their child runs end KILLED). The study lives in a storage of its own
+(see :mod:`scadapt.tuning.storage`): a second
 ``tune`` process with the same study joins it, and a killed study resumes where it stopped.
 """
 
