@@ -5,7 +5,7 @@ Run:  python benchmarks/allocator.py  [--cells 4] [--seq-len 1200] [--repeats 3]
 At whole-human shapes (random weights), each strategy (``full``; ``lora`` on every layer) runs
 ``--repeats`` training steps (forward, backward) on ``--cells`` cells of ``--seq-len`` tokens in a
 fresh process, once with glibc's default allocator settings and once after
-:func:`scadapt.training.memory.return_freed_memory` (what every fit on a CPU does). Reported: the
+:func:`scadapt.fitting.memory.return_freed_memory` (what every fit on a CPU does). Reported: the
 bytes autograd saves for the backward pass (counted with saved-tensor hooks), how much the
 process grew in the first forward pass and at its peak over the steps, and the median seconds
 per step.
@@ -37,10 +37,10 @@ def worker(strategy: str, returning: bool, ckpt: Path, args: argparse.Namespace)
     import torch.nn.functional as F
 
     from scadapt.backbone import load_backbone
+    from scadapt.fitting.memory import return_freed_memory, saved_activation_bytes
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneVocab
     from scadapt.tracking.resources import PeakRSS
-    from scadapt.training.memory import return_freed_memory, saved_activation_bytes
 
     if returning:
         return_freed_memory()

@@ -46,9 +46,9 @@ def speed_worker(ckpt: Path, out: Path) -> dict:
 
     from scadapt.backbone import load_backbone
     from scadapt.devices import autocast
+    from scadapt.fitting.optim import Updater
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneVocab
-    from scadapt.training.optim import Updater
 
     dev = torch.device("cpu")
     vocab = GeneVocab.from_file(ckpt / "vocab.json")
@@ -161,7 +161,7 @@ def main() -> None:
             make_checkpoint(args.reference_dir, ckpt)
             speed = {p: run(p, "speed", str(ckpt)) for p in PRECISIONS}
         if "quality" in args.part:
-            from scadapt.training.pretrain import demo_backbone_dir
+            from scadapt.storage import demo_backbone_dir
 
             demo = str(demo_backbone_dir())
             quality = {(p, data): run(p, "quality", data, demo) for p in PRECISIONS for data in DATASETS}

@@ -28,9 +28,9 @@ import torch
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, embed_cells, load_backbone
 from scadapt.data import load_expression, make_splits
 from scadapt.errors import TrainingDiverged
+from scadapt.fitting.classifier import TokenSource, fit_classifier
 from scadapt.strategies import get_strategy
 from scadapt.tokenization import GeneTokenizer, GeneVocab
-from scadapt.training.classifier import TokenSource, fit_classifier
 
 
 def main() -> None:

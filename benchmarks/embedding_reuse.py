@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="jobs per strategy after the first")
     args = parser.parse_args()
 
-    from scadapt.training.pretrain import demo_backbone_dir
+    from scadapt.storage import demo_backbone_dir
 
     demo = demo_backbone_dir()
     if not (demo / "args.json").is_file():

@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from scadapt.backbone import load_backbone
-    from scadapt.training.pretrain import demo_backbone_dir
+    from scadapt.storage import demo_backbone_dir
 
     if not (demo_backbone_dir() / "args.json").is_file():
         sys.exit("No demo backbone: run `scadapt pretrain` first.")
@@ -87,7 +87,7 @@ def main() -> None:
         artifacts.mkdir()
         with mlflow_server(create_database(postgres, "mlflow"), artifacts) as tracking:
             os.environ["MLFLOW_TRACKING_URI"] = tracking
-            from scadapt.tracking.checkpoints import publish_checkpoint
+            from scadapt.artifacts.checkpoints import publish_checkpoint
 
             checkpoint = publish_checkpoint(demo_backbone_dir(), load_backbone(demo_backbone_dir()).weights_hash)
             env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}

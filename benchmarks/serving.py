@@ -217,7 +217,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from scadapt.data import load_expression
-    from scadapt.training.pretrain import demo_backbone_dir
+    from scadapt.storage import demo_backbone_dir
 
     results, load, stages = [], [], []
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -90,11 +90,11 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
 
     from scadapt.backbone import load_backbone
     from scadapt.devices import autocast, resolve_device
+    from scadapt.fitting.classifier import TrainingHooks
+    from scadapt.fitting.optim import Updater
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneVocab
     from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
-    from scadapt.training.classifier import TrainingHooks
-    from scadapt.training.optim import Updater
 
     dev = resolve_device(device)
     vocab = GeneVocab.from_file(ckpt / "vocab.json")
@@ -154,15 +154,15 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
 def epochs_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespace) -> dict:
     """``--epochs`` epochs of the shared training loop on ``--cells`` synthetic cells of ``--seq-len``
     tokens (a fifth of them for validation), as ``fit`` runs them: frozen layers below the adapted
-    ones run once per cell (:mod:`scadapt.training.frozen_layers`)."""
+    ones run once per cell (:mod:`scadapt.fitting.frozen_layers`)."""
     from scadapt.backbone import load_backbone
     from scadapt.devices import resolve_device
+    from scadapt.fitting.classifier import TokenSource, fit_classifier
+    from scadapt.fitting.frozen_layers import FrozenLayerCache
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells
     from scadapt.tokenization.tokenizer import GeneOverlap
     from scadapt.tracking.resources import PeakRSS
-    from scadapt.training.classifier import TokenSource, fit_classifier
-    from scadapt.training.frozen_layers import FrozenLayerCache
 
     dev = resolve_device(args.device)
     vocab = GeneVocab.from_file(ckpt / "vocab.json")
@@ -196,13 +196,13 @@ def budget_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
     within the budget ``args.budget`` (GB; 0: none), checkpointing ``args.checkpointing``."""
     from scadapt.backbone import load_backbone
     from scadapt.devices import resolve_device
+    from scadapt.fitting.classifier import TokenSource, fit_classifier
+    from scadapt.fitting.frozen_layers import FrozenLayerCache
+    from scadapt.fitting.memory import MemoryBudget
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells
     from scadapt.tokenization.tokenizer import GeneOverlap
     from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
-    from scadapt.training.classifier import TokenSource, fit_classifier
-    from scadapt.training.frozen_layers import FrozenLayerCache
-    from scadapt.training.memory import MemoryBudget
 
     dev = resolve_device(args.device)
     vocab = GeneVocab.from_file(ckpt / "vocab.json")

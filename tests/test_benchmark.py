@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from scadapt.benchmark import BenchmarkConfig, paired_comparison, rank_strategies, run_benchmark, summary_table
 from scadapt.benchmark import runner as benchmark_runner
+from scadapt.benchmark.local_workers import plan_workers, worker_share
 from scadapt.benchmark.matrix import MatrixCell, progress_grid
 from scadapt.benchmark.results import METRICS
 from scadapt.cli import main
@@ -30,7 +31,7 @@ def _config(checkpoint, tmp_path, **overrides) -> BenchmarkConfig:
     settings = dict(datasets=("pancreas_small",), strategies=("pca_logreg", "head"), regimes=("full", "low"),
                     label_fractions=(0.1,), n_folds=2, folds=2, n_trials=1, epochs=1, checkpoint=str(checkpoint) if checkpoint else None,
                     storage=f"sqlite:///{tmp_path / 'optuna.db'}", output_dir=str(tmp_path / "out"), progress=False,
-                    job_options={"max_seq_len": 64, "min_genes": 50}, workers=1)
+                    max_seq_len=64, min_genes=50, workers=1)
     settings.update(overrides)
     return BenchmarkConfig(**settings)
 
@@ -149,9 +150,12 @@ def test_per_fold_tuning_gives_every_cell_its_own_study(tiny_checkpoint, tmp_pat
 def test_helper_workers_share_the_matrix_and_give_the_results_of_one_worker(tiny_checkpoint, tmp_path):
     """Two processes on this machine split the cells; each study is run by one of them, so the
     chosen settings and the scores are those of a one-worker run."""
-    settings = dict(strategies=("lora", "head", "pca_logreg"), n_folds=3, folds=3, n_trials=2, epochs=4, promote=False)
+    # enough work that a helper, which needs seconds to start (imports, data, tokens), always gets some
+    settings = dict(strategies=("lora", "head", "pca_logreg"), n_folds=3, folds=3, n_trials=2, epochs=12, promote=False)
     two = run_benchmark(_config(tiny_checkpoint, tmp_path / "two", workers=2, experiment="two", **settings))
-    one = run_benchmark(_config(tiny_checkpoint, tmp_path / "one", workers=1, experiment="one", **settings))
+    _, threads = plan_workers(2, "cpu", None, n_cells=18)
+    with worker_share(1, threads):  # the same arithmetic: each of the two workers ran with this many torch threads
+        one = run_benchmark(_config(tiny_checkpoint, tmp_path / "one", workers=1, experiment="one", **settings))
 
     assert two.cells_run == one.cells_run == 18  # every cell once, the helper's counted in the timing
     cells = mlflow.search_runs(experiment_names=["two"], output_format="list",
@@ -321,7 +325,7 @@ def test_classes_a_split_never_trained_on_are_marked_in_the_report_and_figure(tm
     batches = ["x", "y", "z"] * 20 + ["z"] * 10  # class c only in technology z
     synthetic_adata(labels, batches, n_genes=60).write_h5ad(tmp_path / "toy.h5ad")
     result = run_benchmark(_config(None, tmp_path, datasets=(str(tmp_path / "toy.h5ad"),), strategies=("pca_logreg",),
-                                   regimes=("cross_study",), data_options={"label_key": "cell_type", "batch_key": "batch"}))
+                                   regimes=("cross_study",), label_key="cell_type", batch_key="batch"))
     per_class = result.tables.per_class
     untrained = per_class[~per_class["trained"]]
     assert set(zip(untrained["class"], untrained["replicate"], strict=True)) == {("c", "z")}
@@ -331,7 +335,7 @@ def test_classes_a_split_never_trained_on_are_marked_in_the_report_and_figure(tm
 
 
 def test_a_claimed_cell_ends_the_runs_a_dead_worker_left_running():
-    """A worker on another host died inside a cell; once its claim expired, the worker that claims
+    """A worker on another host died inside a cell, which released its claim; the worker that claims
     the cell ends that run (FAILED, with who closed it) and runs the cell again."""
     client = MlflowClient()
     experiment_id = client.create_experiment("bench-leftovers")

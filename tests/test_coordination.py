@@ -1,28 +1,67 @@
-"""The workers' locks: one holder at a time, renewed while held, expired when the holder died."""
+"""The workers' locks: one holder at a time, waiters queue, and a holder that is killed loses its
+lock at once, whether the locks live in PostgreSQL (advisory locks) or beside a SQLite file (file
+locks). No expiry: a lock held for longer than any timeout stays held."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
-from scadapt.coordination import Coordinator
+import pytest
+from servers import create_database, postgres_bin, postgres_cluster
+
+from scadapt.coordination import AdvisoryLocks, FileLocks, coordinator_for
+
+HOLDER = """
+import sys, time
+from scadapt.coordination import coordinator_for
+with coordinator_for(sys.argv[1]).hold(sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
 
 
-def test_a_lock_has_one_holder_and_a_dead_holders_lock_expires(tmp_path):
-    board = Coordinator(f"sqlite:///{tmp_path / 'locks.db'}", ttl=1.0)
-    assert board.try_acquire("cell:a", "dead-worker")  # taken, then never renewed nor released
-    assert not board.try_acquire("cell:a", "alive-worker")
-    with board.hold("cell:a", wait=False) as claimed:
-        assert not claimed
-    time.sleep(1.2)
-    with board.hold("cell:a", wait=False) as claimed:  # expired: another worker takes it over
-        assert claimed
-        assert not board.try_acquire("cell:a", "third-worker")
-    assert board.try_acquire("cell:a", "third-worker")  # released at the end of the block
+@pytest.fixture(scope="module")
+def postgres():
+    if postgres_bin() is None and not os.environ.get("CI"):
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with postgres_cluster() as server:
+        yield server
 
 
-def test_a_held_lock_is_renewed_past_its_ttl_and_waiters_queue(tmp_path):
-    board = Coordinator(f"sqlite:///{tmp_path / 'locks.db'}", ttl=0.8)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    return create_database(request.getfixturevalue("postgres"), f"locks_{abs(hash(str(tmp_path))) % 10**8}")
+
+
+def test_each_storage_gets_the_locks_its_database_keeps(tmp_path, postgres):
+    assert isinstance(coordinator_for(f"sqlite:///{tmp_path / 'a.db'}"), FileLocks)
+    assert isinstance(coordinator_for("sqlite:///:memory:"), FileLocks)
+    assert isinstance(coordinator_for("ignored", str(tmp_path / "studies.journal")), FileLocks)
+    assert isinstance(coordinator_for(create_database(postgres, "kinds")), AdvisoryLocks)
+
+
+def test_a_lock_has_one_holder_and_is_free_again_after_the_block(storage):
+    board = coordinator_for(storage)
+    with board.hold("cell:a", wait=False) as first:
+        assert first
+        taken = []
+        other = threading.Thread(target=lambda: taken.append(_try(board, "cell:a")))
+        other.start()
+        other.join()
+        assert taken == [False]  # held (by another thread here: each hold is its own holder)
+        assert _try(board, "cell:b")  # another name is another lock
+    assert _try(board, "cell:a")
+
+
+def test_waiters_queue_and_a_long_hold_never_expires(storage):
+    board = coordinator_for(storage)
     order = []
 
     def second() -> None:
@@ -32,7 +71,30 @@ def test_a_held_lock_is_renewed_past_its_ttl_and_waiters_queue(tmp_path):
     with board.hold("study-slots:s"):
         waiter = threading.Thread(target=second)
         waiter.start()
-        time.sleep(2.0)  # well past the ttl: the renewing thread keeps the lock
+        time.sleep(2.0)
         order.append("first")
     waiter.join(timeout=10)
     assert order == ["first", "second"]
+
+
+def test_a_killed_holders_lock_is_taken_by_another_worker_within_seconds(storage, tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, storage, "cell:x"], stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        board = coordinator_for(storage)
+        assert not _try(board, "cell:x")
+        holder.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        holder.wait(10)
+        while not _try(board, "cell:x"):
+            assert time.monotonic() - killed < 5, "the dead holder's lock was not released within 5 s"
+            time.sleep(0.1)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _try(board, name: str) -> bool:
+    with board.hold(name, wait=False) as taken:
+        return taken

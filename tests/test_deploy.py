@@ -163,7 +163,7 @@ def test_every_pin_the_dockerfile_installs_is_on_the_public_index(champion, tmp_
     pinned = [p for p in pins if "==" in p]
     assert len(pinned) >= len(pins) - 1  # at most an unpinned build tool (MLflow's "wheel")
     with ThreadPoolExecutor(4) as pool:
-        missing = [pin for pin, found in zip(pinned, pool.map(_on_public_index, pinned)) if not found]
+        missing = [pin for pin, found in zip(pinned, pool.map(_on_public_index, pinned), strict=True) if not found]
     assert not missing, f"not on the public package index: {missing}"
 
 

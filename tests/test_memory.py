@@ -13,11 +13,11 @@ import torch
 from test_strategies import _job, planted  # noqa: F401  (the planted dataset and its tiny backbone)
 
 from scadapt.errors import ScadaptError
+from scadapt.fitting.classifier import TokenSource, accumulate_gradients, class_weights
+from scadapt.fitting.memory import MemoryBudget, StepPlan, saved_activation_bytes
+from scadapt.fitting.optim import Updater
 from scadapt.strategies import get_strategy
-from scadapt.training.classifier import TokenSource, accumulate_gradients, class_weights
 from scadapt.training.context import prepare
-from scadapt.training.memory import MemoryBudget, StepPlan, saved_activation_bytes
-from scadapt.training.optim import Updater
 
 
 def _source(planted, strategy: str, **hparams):  # noqa: F811
@@ -189,9 +189,9 @@ def test_a_fit_within_a_small_budget_logs_its_plan_and_an_unmeetable_one_fails_t
 
 
 def test_memory_budgets_are_read_as_sizes_and_shared_by_local_workers(monkeypatch):
+    from scadapt.fitting.memory import SHARE_ENV
     from scadapt.options import parse_memory_size
     from scadapt.training.config import TrainJob
-    from scadapt.training.memory import SHARE_ENV
 
     assert parse_memory_size("auto") is None and parse_memory_size("8") == 8 * 2**30
     assert parse_memory_size("512MB") == parse_memory_size("0.5 gb") == 2**29

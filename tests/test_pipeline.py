@@ -16,8 +16,8 @@ import scipy.sparse as sp
 from conftest import REPO
 
 from scadapt.errors import ScadaptError, TrainingDiverged
-from scadapt.pipeline import run_pipeline
-from scadapt.training.config import PipelineConfig, TrainJob, TuneJob
+from scadapt.pipeline import pipeline_config, run_pipeline
+from scadapt.training.config import TrainJob, TuneJob
 from scadapt.training.train import train
 from scadapt.tuning import tune
 
@@ -68,10 +68,10 @@ def test_low_gene_coverage_is_logged_and_warned_with_the_remedies(pancreas, tiny
     data = _user_file(pancreas, tmp_path / "wide.h5ad", extra_genes=3000)
     policy = tmp_path / "strict.yaml"  # gates no runner on a random backbone can pass
     policy.write_text((REPO / "registry" / "policy.yaml").read_text().replace("val_macro_f1: 0.2", "val_macro_f1: 0.99"))
-    result = run_pipeline(PipelineConfig(
+    result = run_pipeline(pipeline_config(
         data=str(data), **KEYS, strategies=("head",), n_trials=1, epochs=1, checkpoint=str(tiny_checkpoint),
         min_genes=50, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False, policy=str(policy),
-        tune_overrides={"max_seq_len": 64}))
+        max_seq_len=64))
     assert result.promotion is None  # no runner passes the quality gates: said, not a crash
     assert "No champion for wide" in result.warnings[-1] and "quality gates" in result.warnings[-1]
     assert result.coverage.n_matched == 2000 and result.coverage.fraction == pytest.approx(0.4)
@@ -90,7 +90,7 @@ def test_low_gene_coverage_is_logged_and_warned_with_the_remedies(pancreas, tiny
 
 def test_pretrain_data_gives_the_demo_backbone_the_users_genes(pancreas, tmp_path):
     data = _user_file(pancreas, tmp_path / "wide.h5ad", extra_genes=300)
-    result = run_pipeline(PipelineConfig(
+    result = run_pipeline(pipeline_config(
         data=str(data), **KEYS, strategies=("head",), n_trials=1, epochs=1, pretrain_epochs=1,
         pretrain_data=(str(data),), storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False))
     assert result.coverage.fraction == 1.0 and not any("coverage" in w for w in result.warnings)
@@ -105,13 +105,13 @@ def test_pretrain_data_gives_the_demo_backbone_the_users_genes(pancreas, tmp_pat
 def test_checks_fail_before_any_pretraining(pancreas, tmp_path):
     data = _user_file(pancreas, tmp_path / "cells.h5ad")
     with pytest.raises(ScadaptError, match="Label key 'celltype' is not a column"):
-        run_pipeline(PipelineConfig(data=str(data), label_key="celltype", layer="counts", gene_column="symbol",
+        run_pipeline(pipeline_config(data=str(data), label_key="celltype", layer="counts", gene_column="symbol",
                                     strategies=("head",), progress=False))
     with pytest.raises(ScadaptError, match="negative values"):  # bad pretraining data is read and checked first
         bad = ad.AnnData(np.full((20, 300), -1.0, dtype=np.float32), layers={"counts": np.full((20, 300), -1.0)})
         bad.var["symbol"] = [f"G{i}" for i in range(300)]
         bad.write_h5ad(tmp_path / "scaled.h5ad")
-        run_pipeline(PipelineConfig(data=str(data), **KEYS, strategies=("head",), pretrain_data=(str(tmp_path / "scaled.h5ad"),),
+        run_pipeline(pipeline_config(data=str(data), **KEYS, strategies=("head",), pretrain_data=(str(tmp_path / "scaled.h5ad"),),
                                     progress=False))
     assert not (tmp_path / "cache" / "backbones").exists()
     assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -140,7 +140,7 @@ def test_clamped_settings_are_logged_as_used(tmp_path):
 
 
 def test_summary_has_the_measured_columns(pancreas, tmp_path):
-    result = run_pipeline(PipelineConfig(data="pancreas_small", strategies=("pca_logreg",), n_trials=1,
+    result = run_pipeline(pipeline_config(data="pancreas_small", strategies=("pca_logreg",), n_trials=1,
                                          storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False))
     assert list(result.summary.columns[:9]) == ["strategy", "test_macro_f1", "test_balanced_accuracy", "test_accuracy",
                                                 "val_macro_f1", "trainable_parameters", "runtime_sec", "peak_rss_mb",
@@ -151,9 +151,9 @@ def test_summary_has_the_measured_columns(pancreas, tmp_path):
 def test_a_lone_nan_loss_is_skipped_and_a_persistent_one_is_divergence():
     import torch
 
+    from scadapt.fitting.classifier import EmbeddingSource, fit_classifier
     from scadapt.models.head import BackboneClassifier, ClassifierHead
     from scadapt.strategies import get_strategy
-    from scadapt.training.classifier import EmbeddingSource, fit_classifier
 
     rng = np.random.default_rng(0)
     codes = np.repeat([0, 1], 40)

@@ -16,12 +16,12 @@ import requests
 from conftest import REPO
 from mlflow.exceptions import MlflowException
 
+from scadapt.artifacts.checkpoints import local_checkpoint
 from scadapt.backbone import load_backbone
 from scadapt.errors import ScadaptError
 from scadapt.registry import DowngradeRefused, PromotionPolicy, promote
 from scadapt.registry.policy import DEFAULT_POLICY
 from scadapt.serving.server import serving
-from scadapt.tracking.checkpoints import local_checkpoint
 from scadapt.training.config import TrainJob
 from scadapt.training.train import train
 

@@ -10,11 +10,11 @@ import torch
 from anndata import AnnData
 from conftest import random_backbone, tiny_config
 
+from scadapt.artifacts.annotators import read_annotator
 from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
-from scadapt.models.annotator import Annotator
+from scadapt.fitting.classifier import TokenSource, fit_classifier
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, without_backbone
 from scadapt.tokenization import GeneTokenizer, GeneVocab
-from scadapt.training.classifier import TokenSource, fit_classifier
 from scadapt.training.config import TrainJob
 from scadapt.training.train import train
 
@@ -192,7 +192,7 @@ def test_saved_annotator_reproduces_predictions_and_base_stays_untouched(strateg
     result = train(_job(path, backbone, strategy, **hparams))
     assert load_backbone(backbone, with_decoders=False).weights_hash == before  # never written to
     result.annotator.save(tmp_path / "annotator")
-    again = Annotator.load(tmp_path / "annotator")
+    again = read_annotator(tmp_path / "annotator")
     np.testing.assert_array_equal(again.predict_proba(adata), result.annotator.predict_proba(adata))
     # the served path (the request's matrix in the model's gene order, no AnnData) gives the same outputs
     for mine, served in zip(again.outputs(adata), again.matrix_outputs(adata.X, list(adata.var_names)), strict=True):
@@ -296,7 +296,7 @@ def test_injected_weights_alone_learn_the_planted_signal(strategy, planted):
     them kept out of the optimiser, nothing trains and this fails)."""
     from sklearn.metrics import f1_score
 
-    from scadapt.training.classifier import predict_logits
+    from scadapt.fitting.classifier import predict_logits
 
     lr, epochs, extra, gain = ALONE[strategy]
     model, config, source = _standardized_model(strategy, planted, head_layers=1, epochs=epochs, batch_size=16,
@@ -403,9 +403,9 @@ def test_frozen_bottom_layers_run_once_per_cell_with_the_same_results(strategy, 
     kept outputs serve every later fit, and the test evaluation, too. Training gives the same
     results with the cache off, shared, or kept per fit for only some cells; the test evaluation
     gives the served path's outputs."""
+    from scadapt.fitting.frozen_layers import BUDGET_ENV, SharedFrozenLayers
     from scadapt.training.context import prepare
     from scadapt.training.fit import fit_strategy
-    from scadapt.training.frozen_layers import BUDGET_ENV, SharedFrozenLayers
 
     SharedFrozenLayers.clear()
     _, path, backbone, _ = planted
@@ -459,8 +459,8 @@ def test_frozen_bottom_layers_run_once_per_cell_with_the_same_results(strategy, 
 def test_kept_frozen_outputs_do_not_depend_on_which_cells_are_asked_first(planted):
     """A cell's kept output is computed in a fixed batch of the whole data, so the same bits come
     out whether a fit asks for it with the training cells or the validation cells first."""
+    from scadapt.fitting.frozen_layers import SharedFrozenLayers, budget_bytes, frozen_depth
     from scadapt.training.context import prepare
-    from scadapt.training.frozen_layers import SharedFrozenLayers, budget_bytes, frozen_depth
 
     _, path, backbone, _ = planted
     ctx = prepare(_job(path, backbone, "lora"))
@@ -503,7 +503,7 @@ def test_annotators_saved_before_top_layer_adaptation_load_as_they_were_trained(
 def test_bad_precision_and_cache_settings_are_refused(variable, value, message, monkeypatch):
     from scadapt.devices import autocast
     from scadapt.errors import ScadaptError
-    from scadapt.training.frozen_layers import budget_bytes
+    from scadapt.fitting.frozen_layers import budget_bytes
 
     monkeypatch.setenv(variable, value)
     with pytest.raises(ScadaptError, match=message):

@@ -22,6 +22,8 @@ _LAZY = {
     "PretrainConfig": "scadapt.training.config",
     "PretrainResult": "scadapt.training.pretrain",
     "pretrain": "scadapt.training.pretrain",
+    "read_annotator": "scadapt.artifacts.annotators",
+    "load_annotator": "scadapt.artifacts.annotators",
     "DatasetInfo": "scadapt.data",
     "Split": "scadapt.data",
     "load_dataset": "scadapt.data",

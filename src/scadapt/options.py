@@ -1,5 +1,6 @@
-"""Options defined once: the constants and option groups that the console command, the MLproject
-and the job dataclasses share.
+"""Options declared once: the machinery that turns a dataclass field into a command-line option and
+an MLproject parameter, the parsers of option values, and the memory options every job shares.
+(What a dataset is and how it is split lives in :mod:`scadapt.data.options`.)
 
 This module imports nothing heavy (no torch, anndata or MLflow), so ``scadapt`` parses and
 rejects a bad option in a fraction of a second, before any work starts.
@@ -21,11 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scadapt.strategies import STRATEGY_NAMES  # light: the names, not the implementations
-
-REGIMES = ("full", "low", "cross_study")
-DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
-DEFAULT_N_FOLDS = 5
 TUNING_MODES = ("reuse", "per_fold")
 PRUNERS = ("median", "threshold", "none")
 CHECKPOINTING_MODES = ("auto", "on", "off")
@@ -83,19 +79,6 @@ def number_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def parse_study_groups(text: str) -> dict[str, tuple[str, ...]] | None:
-    """``name:value,value;name:value`` -> ``{name: (value, ...)}``; empty -> None."""
-    if not text:
-        return None
-    groups = {}
-    for entry in filter(None, (e.strip() for e in text.split(";"))):
-        name, sep, members = entry.partition(":")
-        if not sep or not name.strip() or not members.strip():
-            raise argparse.ArgumentTypeError(f"study groups are written name:value,value;name:value (got {entry!r})")
-        groups[name.strip()] = tuple(m.strip() for m in members.split(",") if m.strip())
-    return groups
-
-
 def parse_memory_size(text: str) -> int | None:
     """``"8GB"``, ``"512MB"``, ``"8"`` (gigabytes) -> bytes; ``"auto"`` (or empty) -> None.
     Units are binary (1 GB = 2**30 bytes)."""
@@ -117,69 +100,67 @@ def memory_size(text: str) -> str:
     return str(text).strip() or "auto"
 
 
-def strategy_names(text: str) -> tuple[str, ...]:
-    chosen = names(text)
-    if not chosen:
-        raise argparse.ArgumentTypeError("name at least one strategy")
-    if unknown := [s for s in chosen if s not in STRATEGY_NAMES]:
-        raise argparse.ArgumentTypeError(f"unknown strategies {', '.join(unknown)}; known: {', '.join(STRATEGY_NAMES)}")
-    return chosen
+def optional_count(text: str) -> int | None:
+    """A whole number, where 0 or nothing means "not given" (None)."""
+    return integer(text) or None if str(text).strip() else None
+
+
+def optional_seconds(text: str) -> float | None:
+    """Seconds, where 0 or nothing means "no limit" (None)."""
+    return number(text) or None if str(text).strip() else None
+
+
+def pairs(text: str) -> dict[str, str]:
+    """``name=value,name=value`` -> dict (values stay strings: their reader converts them)."""
+    found = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected name=value,name=value (got {entry!r})")
+        found[name.strip()] = value.strip()
+    return found
 
 
 # -- option groups -----------------------------------------------------------------------------
 
 def option(default: Any, help: str, parse: Callable[[str], Any] | None = None,
-           choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field (with an immutable default) that is also a command-line option."""
-    return field(default=default, metadata={"help": help, **({"parse": parse} if parse else {}),
-                                            **({"choices": choices} if choices else {})})
+           choices: tuple[str, ...] | None = None, *, flag: str | None = None) -> Any:
+    """A dataclass field that is also a command-line option and an MLproject parameter.
+
+    ``parse`` turns the option's text into the value (by default: from the field's type);
+    ``flag`` makes a yes/no option named ``--<flag>`` that sets the field to ``not default``
+    (``umap`` is switched off by ``--no-umap``). A dict default is copied for each instance."""
+    metadata = {"help": help, **({"parse": parse} if parse else {}), **({"choices": choices} if choices else {}),
+                **({"flag": flag} if flag else {})}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-@dataclass
-class DataOptions:
-    """How to read a labelled dataset: the same options for ``train``, ``tune``, ``splits``, the
-    pipeline (``main``) and the benchmark. Unset keys fall back to the catalogue's for catalogued
-    datasets; a user's ``.h5ad`` needs at least ``label_key``."""
-
-    label_key: str | None = option(None, "obs column with the cell types (required for your own .h5ad)")
-    batch_key: str | None = option(None, "obs column with the technology/batch (needed for cross_study)")
-    layer: str | None = option(None, "matrix to use: a layer name, or 'raw' for adata.raw (default: X, "
-                                     "or the catalogue's choice); counts or log-normalised values")
-    gene_column: str | None = option(None, "var column with gene symbols, when var_names are not symbols")
-    drop_rare_classes: bool = option(False, "drop classes too small for the regime instead of refusing "
-                                            "(the drop is logged)")
-    study_groups: dict[str, tuple[str, ...]] | None = option(
-        None, "cross-study groups as name:value,value;name:value (default: the catalogue's groups, else leave "
-              "one batch out)", parse=parse_study_groups)
-
-    def given(self) -> dict[str, Any]:
-        """The options set to something other than their default (what to pass on as overrides)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if getattr(self, f.name) != f.default and getattr(self, f.name) is not None}
-
-    def data_options(self) -> DataOptions:
-        """The data options alone (of a job dataclass that extends this group)."""
-        return DataOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataOptions)})
+def internal(default: Any = None) -> Any:
+    """A field that is not an option: set by library code (a parent run, tags, progress bars)."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default))
+    return field(default=default)
 
 
-@dataclass
-class SplitOptions:
-    """How to split a dataset into training, validation and test cells: the same options for
-    ``train``, ``tune`` and ``splits`` (the pipeline uses the defaults; the benchmark runs several
-    regimes). Splits are deterministic from ``seed``."""
+def option_fields(group: type) -> list[dataclasses.Field]:
+    """The fields of ``group`` that are options, in declaration order."""
+    return [f for f in dataclasses.fields(group) if "help" in f.metadata]
 
-    regime: str = option("full", "full (k-fold), low (1/5/10 %% of the training labels) or cross_study "
-                                 "(held-out technologies)", choices=REGIMES)
-    n_folds: int = option(DEFAULT_N_FOLDS, "folds of the full and low regimes")
-    validation_fraction: float = option(0.2, "share of the training cells kept to choose the epoch and the settings")
-    label_fractions: tuple[float, ...] = option(DEFAULT_LABEL_FRACTIONS,
-                                                f"training-label fractions for the low regime (default: "
-                                                f"{','.join(map(str, DEFAULT_LABEL_FRACTIONS))})", parse=number_list)
-    seed: int = option(0, "seed of the splits, the models and the search")
 
-    def split_options(self) -> SplitOptions:
-        """The split options alone (of a job dataclass that extends this group)."""
-        return SplitOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SplitOptions)})
+def option_name(f: dataclasses.Field) -> str:
+    """The field's ``argparse`` destination (also its MLproject parameter)."""
+    return f.metadata.get("flag", f.name).replace("-", "_")
+
+
+def check_keys(group: type, given: dict[str, Any], what: str) -> None:
+    """Refuse keys of ``given`` that are not fields of ``group``, naming the known ones."""
+    known = {f.name for f in dataclasses.fields(group)}
+    if unknown := sorted(set(given) - known):
+        from scadapt.errors import ScadaptError
+
+        raise ScadaptError(f"Unknown {what} {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
 
 
 @dataclass
@@ -201,12 +182,22 @@ class MemoryOptions:
         return MemoryOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MemoryOptions)})
 
 
-def add_options(parser: argparse.ArgumentParser, group: type) -> None:
-    """One ``--name`` option per field of the dataclass ``group``."""
+def add_options(parser: argparse.ArgumentParser, group: type, **defaults: Any) -> None:
+    """One ``--name`` option per option field of the dataclass ``group`` (its own and inherited);
+    ``defaults`` replace the fields' defaults for this parser (the pipeline's dataset, say)."""
     hints = typing.get_type_hints(group)
-    for f in dataclasses.fields(group):
+    for f in option_fields(group):
+        default = defaults.get(f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
+                               else f.default)
+        help_text = f.metadata["help"]
+        if default not in (None, "", (), {}, False) and "default" not in help_text and "flag" not in f.metadata:
+            help_text += " (default: %(default)s)"
+        if "flag" in f.metadata:  # --no-umap: the yes/no option that turns the field's default around
+            parser.add_argument(f"--{f.metadata['flag']}", dest=option_name(f), type=boolean, nargs="?", const=True,
+                                default=False, metavar="true|false", help=help_text)
+            continue
         parse = f.metadata.get("parse") or _parser_for(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "type": parse, "help": f.metadata.get("help")}
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "type": parse, "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if parse is boolean:
@@ -226,9 +217,16 @@ def dashed_option_names(argv: list[str]) -> list[str]:
     return [dashed(arg) for arg in argv]
 
 
-def from_args(group: type, args: argparse.Namespace) -> Any:
-    """The ``group`` dataclass filled from parsed arguments."""
-    return group(**{f.name: getattr(args, f.name) for f in dataclasses.fields(group)})
+def from_args(group: type, args: argparse.Namespace, **more: Any) -> Any:
+    """The ``group`` dataclass filled from parsed arguments (its options that were added to the
+    parser; ``more`` sets other fields)."""
+    values = {}
+    for f in option_fields(group):
+        if hasattr(args, option_name(f)):
+            value = getattr(args, option_name(f))
+            values[f.name] = (not f.default) if "flag" in f.metadata and value else \
+                (f.default if "flag" in f.metadata else value)
+    return group(**values, **more)
 
 
 def _parser_for(hint: Any) -> Callable[[str], Any]:

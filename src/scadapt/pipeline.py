@@ -14,21 +14,24 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 
-from scadapt.benchmark.config import BenchmarkConfig
+from scadapt.benchmark.config import PIPELINE_DATA, BenchmarkConfig
 from scadapt.benchmark.runner import BenchmarkResult, run_benchmark
 from scadapt.data import resolve_spec
+from scadapt.errors import ScadaptError
 from scadapt.notices import one_job
+from scadapt.options import check_keys
 from scadapt.registry import PromotionResult
+from scadapt.serving.server import SERVE_NOTE, serve_command
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params
-from scadapt.tracking.contract import RESULTS_RUN_TAG, WARNINGS_TAG
+from scadapt.tracking.contract import REPORT_ARTIFACT, RESULTS_RUN_TAG, WARNINGS_TAG
 from scadapt.tracking.runs import mark_model_development
-from scadapt.training.config import PipelineConfig
 from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_pretraining
 
@@ -46,34 +49,48 @@ class PipelineResult:
     coverage: GeneCoverage | None = None  # None when no strategy uses the backbone
     warnings: list[str] = field(default_factory=list)  # shown under the summary and logged with it
 
+    def closing_text(self) -> str:
+        """What the main job prints at the end: the summary, warnings, the champion, the report."""
+        lines = [self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+        lines += [f"\nWARNING: {warning}" for warning in self.warnings]
+        if (promotion := self.promotion) is not None:
+            lines.append(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}). "
+                         f"{promotion.note}")
+            lines.append(f"Serve it: {serve_command(f'models:/{promotion.model_name}@champion')}  ({SERVE_NOTE})")
+        run = self.benchmark.parent_run_id
+        lines.append(f"Report: {REPORT_ARTIFACT}/report.md on MLflow run {run} "
+                     f"(mlflow artifacts download -r {run} -a {REPORT_ARTIFACT} -d .)")
+        lines.append("Compare the runs: mlflow ui")
+        return "\n".join(lines)
 
-def pipeline_benchmark(cfg: PipelineConfig, output_dir: str) -> BenchmarkConfig:
-    """The main job as benchmark settings: one dataset, ``full_fold0``, a study per strategy."""
-    return BenchmarkConfig(
-        datasets=(cfg.data,), strategies=cfg.strategies, regimes=("full",), folds=1, tuning="reuse",
-        n_trials=cfg.n_trials, epochs=cfg.epochs, checkpoint=cfg.checkpoint, pretrain_epochs=cfg.pretrain_epochs,
-        pretrain_data=cfg.pretrain_data, storage=cfg.storage, policy=cfg.policy, force=cfg.force,
-        experiment=experiment_name(resolve_spec(cfg.data).name), output_dir=output_dir, name="pipeline",
-        seed=cfg.seed, device=cfg.device, workers=cfg.workers, progress=cfg.progress, data_options=cfg.data_options().given(),
-        job_options={"min_genes": cfg.min_genes, **cfg.tune_overrides}, **vars(cfg.memory_options()),
-    )
+
+def pipeline_config(data: str = PIPELINE_DATA, **settings: Any) -> BenchmarkConfig:
+    """The main job as benchmark settings: ``data`` alone, the full-label regime's fold 0, one
+    study per strategy, in the dataset's experiment. ``settings``: the other fields of
+    :class:`~scadapt.benchmark.config.BenchmarkConfig` (the data, study and memory options)."""
+    check_keys(BenchmarkConfig, settings, "pipeline settings")
+    if fixed := sorted(set(settings) & {"datasets", "regimes", "folds", "tuning", "name"}):
+        raise ScadaptError(f"The main job sets {', '.join(fixed)} itself; run `scadapt benchmark` to choose them.")
+    return BenchmarkConfig(**{"experiment": experiment_name(resolve_spec(data).name), **settings},
+                           datasets=(data,), regimes=("full",), folds=1, tuning="reuse", name="pipeline")
 
 
-def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
+def run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
     """Check everything, pretrain the demo backbone if needed, tune every strategy, promote, summarise."""
     with one_job():  # each data warning said once, in this process and its helpers alike
         return _run_pipeline(cfg)
 
 
-def _run_pipeline(cfg: PipelineConfig) -> PipelineResult:
+def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
     started = time.perf_counter()
+    data = cfg.datasets[0]
     # under `mlflow run` the launcher's run gets the summary, and the benchmark a parent run of its
     # own in the dataset's experiment (the launcher's may be "Default")
     launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     if not cfg.needs_backbone:
         log.info("No strategy of %s uses the backbone: none is loaded or pretrained.", ", ".join(cfg.strategies))
     with tempfile.TemporaryDirectory() as report:  # the report is logged on the run
-        result = run_benchmark(pipeline_benchmark(cfg, report))
+        result = run_benchmark(replace(cfg, output_dir=report))
     dataset = next(iter(dict.fromkeys(result.tables.runs["dataset"])))
     promotion = result.promotions.get(dataset)
     coverage = result.coverage.get(dataset)
@@ -83,10 +100,10 @@ def _run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         mark_model_development(mlflow.set_experiment(
             experiment_id=mlflow.MlflowClient().get_run(launcher).info.experiment_id))
     with mlflow.start_run(run_id=launcher or result.parent_run_id):
-        log_params({"data": cfg.data, "strategies": ",".join(cfg.strategies), "n_trials": cfg.n_trials,
+        log_params({"data": data, "strategies": ",".join(cfg.strategies), "n_trials": cfg.n_trials,
                     "epochs": cfg.epochs, "checkpoint": checkpoint, "seed": cfg.seed,
                     **{f"data.{k}": v for k, v in cfg.data_options().given().items()},
-                    **_backbone_params(cfg, checkpoint)})
+                    **_backbone_params(cfg, data, checkpoint)})
         champion = {"champion_model": promotion.model_name, "champion_version": promotion.version,
                     "champion_run_id": promotion.run_id} if promotion else {}
         mlflow.set_tags({**champion, ENTRY_POINT_TAG: "main", RESULTS_RUN_TAG: result.parent_run_id,
@@ -105,14 +122,14 @@ def _run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     return PipelineResult(summary, promotion, result, coverage, result.warnings)
 
 
-def _backbone_params(cfg: PipelineConfig, checkpoint: str | None) -> dict[str, object]:
+def _backbone_params(cfg: BenchmarkConfig, data: str, checkpoint: str | None) -> dict[str, object]:
     """Which cells the demo backbone saw (they matter for evaluation: see the README)."""
     if checkpoint is None or cfg.checkpoint:
         return {}
     pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data, cfg.layer,
                                    cfg.gene_column)
     return {"backbone.pretrained_on": ",".join(pretraining.data),
-            "backbone.pretrained_on_labelled_data": any(_same_data(d, cfg.data) for d in pretraining.data)}
+            "backbone.pretrained_on_labelled_data": any(_same_data(d, data) for d in pretraining.data)}
 
 
 def _same_data(a: str, b: str) -> bool:

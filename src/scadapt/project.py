@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from scadapt.options import integer, number
+from scadapt.options import integer, number, optional_count, optional_seconds
 
 MLPROJECT = Path(__file__).resolve().parents[2] / "MLproject"
 
@@ -68,7 +68,8 @@ def _entry_point(name: str, script: str, about: str, parser: argparse.ArgumentPa
     options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
     lines = [*textwrap.wrap(about, 100, initial_indent="  # ", subsequent_indent="  # "), f"  {name}:", "    parameters:"]
     for action in options:
-        kind = "float" if action.type in (integer, number) else "string"
+        kind = "float" if action.type in (integer, number) or \
+            (action.type in (optional_count, optional_seconds) and action.default is not None) else "string"
         default = "" if action.required else f", default: {_render(action.default)}"
         lines.append(f"      {action.dest}: {{type: {kind}{default}}}")
     command = " ".join([f"python entry_points/{script}.py",

@@ -18,6 +18,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "scadapt"
 
 
+def demo_backbone_dir() -> Path:
+    """Where the demo backbone lives when no checkpoint is given (``scadapt pretrain`` writes it,
+    later steps reuse it)."""
+    return default_cache_dir() / "backbones" / "demo"
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(handle)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)

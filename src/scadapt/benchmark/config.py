@@ -4,23 +4,44 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from scadapt.options import (
-    DEFAULT_LABEL_FRACTIONS,
-    REGIMES,
-    STRATEGY_NAMES,
-    TUNING_MODES,
-    MemoryOptions,
-)
-from scadapt.strategies import get_strategy  # strategy classes load on first use
-from scadapt.training.config import DEVICE_HELP, memory_problems, refuse, valid_device
+from scadapt.data.options import DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES, DataOptions
+from scadapt.options import TUNING_MODES, MemoryOptions, internal, names, number_list, option, optional_count
+from scadapt.strategies import STRATEGY_NAMES, get_strategy, strategy_names  # strategy classes load on first use
+from scadapt.tracking.contract import BENCHMARK_EXPERIMENT
+from scadapt.training.config import BackboneOptions, memory_problems, refuse
+
+PIPELINE_DATA = "pbmc68k_reduced"  # the main job's dataset by default (`mlflow run .`)
+PRETRAIN_DATA_HELP = ("pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or catalogued "
+                      "names, read with --layer and --gene-column) instead of the bundled data, so its vocabulary "
+                      "covers your genes")
 
 
 @dataclass
-class BenchmarkConfig(MemoryOptions):
-    """Which matrix to run and how.
+class StudyOptions(BackboneOptions):
+    """What the main job (the pipeline) and the benchmark share: the strategies and their studies'
+    budget, the backbone, where studies and champions live, and where the work runs."""
+
+    strategies: tuple[str, ...] = option(STRATEGY_NAMES, "comma-separated (default: all)", parse=strategy_names)
+    n_trials: int = option(3, "trials per study")
+    epochs: int = option(10, "epochs per fit, for the strategies trained by gradient descent")
+    pretrain_epochs: int = option(10, "epochs of the demo backbone's pretraining")
+    pretrain_data: tuple[str, ...] = option((), PRETRAIN_DATA_HELP, parse=names)
+    storage: str | None = option(None, "Optuna storage (default: sqlite:///optuna.db)")
+    policy: str | None = option(None, "ranking and promotion rule (default: registry/policy.yaml)")
+    force: bool = option(False, "promote each dataset's best runner even if it ranks below the current champion",
+                         flag="force")
+    seed: int = option(0, "seed of the splits, the models and the search")
+    workers: int = option(0, "processes on this machine sharing the work (0: one per CPU core, up to 4 and 4 GB of "
+                             "memory each; 1 on a GPU)")
+    progress: bool = internal(True)
+
+
+@dataclass
+class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
+    """Which matrix to run and how (the data options apply to every dataset).
 
     The matrix is datasets x strategies x splits, where the splits are those of each regime:
     ``full`` (one per fold), ``low`` (one per label fraction and fold) and ``cross_study`` (one
@@ -34,31 +55,20 @@ class BenchmarkConfig(MemoryOptions):
         validation cells only). ``n_trials`` times more fits.
     """
 
-    datasets: tuple[str, ...] = ("pbmc68k_reduced", "pancreas_small")
-    strategies: tuple[str, ...] = STRATEGY_NAMES
-    regimes: tuple[str, ...] = REGIMES
-    label_fractions: tuple[float, ...] = DEFAULT_LABEL_FRACTIONS
-    n_folds: int = 5  # K of the stratified folds
-    folds: int | None = 3  # run the first ``folds`` of the K folds (None, or more than K: all K)
-    tuning: str = "reuse"
-    n_trials: int = 3  # per study
-    epochs: int = 10  # per fit, for the strategies trained by gradient descent
-    checkpoint: str | None = None  # default: the demo backbone (pretrained on first use)
-    pretrain_epochs: int = 10
-    pretrain_data: tuple[str, ...] = ()  # pretrain the demo backbone on these cells (default: the bundled data)
-    storage: str | None = None  # Optuna storage (default: sqlite:///optuna.db)
-    policy: str | None = None  # ranking and promotion rule (default: registry/policy.yaml)
-    promote: bool = True  # register each dataset's champion at the end
-    force: bool = False  # promote even when the new champion ranks below the current one
-    experiment: str = "scadapt-benchmark"
-    output_dir: str = "benchmark_results"
-    name: str = "default"  # shown in run names and the report
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0  # processes on this machine sharing the matrix; 0: one per CPU core (up to 4 and 4 GB each), 1 on a GPU
-    progress: bool = True
-    data_options: dict[str, object] = field(default_factory=dict)  # label_key, batch_key, ... for every dataset
-    job_options: dict[str, object] = field(default_factory=dict)  # more TrainJob fields (max_seq_len, min_genes, ...)
+    datasets: tuple[str, ...] = option(("pbmc68k_reduced", "pancreas_small"),
+                                       "comma-separated catalogued names or .h5ad paths", parse=names)
+    regimes: tuple[str, ...] = option(REGIMES, "comma-separated from full, low, cross_study (default: all; "
+                                               "cross_study where there are batches)", parse=names)
+    label_fractions: tuple[float, ...] = option(DEFAULT_LABEL_FRACTIONS, "training-label fractions of the low regime",
+                                                parse=number_list)
+    n_folds: int = option(DEFAULT_N_FOLDS, "K of the stratified folds")
+    folds: int | None = option(3, "run the first F of the K folds (0: all K)", parse=optional_count)
+    tuning: str = option("reuse", "reuse: one study per dataset and strategy, its settings reused on every split; "
+                                  "per_fold: one study per split", choices=TUNING_MODES)
+    promote: bool = option(True, "do not register champions at the end", flag="no-promote")
+    experiment: str = option(BENCHMARK_EXPERIMENT, "MLflow experiment of all its runs")
+    output_dir: str = option("benchmark_results", "report, tables and figures")
+    name: str = option("default", "shown in run names and the report")
 
     def __post_init__(self) -> None:
         self.datasets, self.strategies, self.regimes = tuple(self.datasets), tuple(self.strategies), tuple(self.regimes)
@@ -73,14 +83,15 @@ class BenchmarkConfig(MemoryOptions):
              f"unknown regimes {bad_r if self.regimes else ''}; known: {', '.join(REGIMES)}"),
             (not self.regimes, "at least one regime is needed"),
             (self.tuning not in TUNING_MODES, f"tuning must be one of {', '.join(TUNING_MODES)} (got {self.tuning!r})"),
-            (self.n_trials < 1 or self.epochs < 1, "n_trials and epochs must be at least 1"),
+            (self.n_trials < 1 or self.epochs < 1 or self.pretrain_epochs < 1,
+             "n_trials, epochs and pretrain_epochs must be at least 1"),
             (self.workers < 0, f"workers must be 0 (automatic) or more (got {self.workers})"),
             (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),
             (self.folds is not None and self.folds < 1, f"folds must be at least 1 (got {self.folds})"),
             ("'" in self.name, "the benchmark name cannot contain a quote"),
             (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
              f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
-            (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
+            *self.backbone_problems(),
             *memory_problems(self),
             (bool(self.pretrain_data) and bool(self.checkpoint),
              "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
@@ -109,8 +120,9 @@ class BenchmarkConfig(MemoryOptions):
 
         keep = {
             "n_folds": self.n_folds, "tuning": self.tuning, "n_trials": self.n_trials, "epochs": self.epochs,
-            "seed": self.seed, **{name: {k: str(v) for k, v in sorted(getattr(self, name).items())}
-                                  for name in ("data_options", "job_options")},
+            "seed": self.seed, "data_options": {k: str(v) for k, v in sorted(self.data_options().given().items())},
+            "job_options": {k: str(getattr(self, k)) for k in ("max_seq_len", "min_genes")
+                            if getattr(self, k) != getattr(BackboneOptions, k)},
             "backbone": checkpoint_digest(checkpoint) if checkpoint else None,
             # the strategies' default settings: a release that changes one never reuses old cells
             "defaults": {name: get_strategy(name).config_class().to_params() for name in sorted(self.strategies)},

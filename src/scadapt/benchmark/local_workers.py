@@ -37,6 +37,7 @@ AUTO_MEMORY_PER_WORKER = 4 * 2**30  # available memory per worker for more than 
 STOP_WAIT_SEC = 30.0  # after an interrupt, how long a helper may take to close its runs
 OWN_INTERRUPT_SEC = 3.0  # how long a helper may take to end on a Ctrl-C that reached it directly
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+HELPER_MODULE = "scadapt.benchmark.helper"  # what a helper process runs
 
 
 def usable_cores() -> int:
@@ -84,8 +85,8 @@ def share_env(workers: int, threads: int) -> dict[str, str]:
     """The environment of one of ``workers`` workers: its threads, and its share of the memory
     budget of training and of the memory the frozen-layer cache may hold (both budgets are the
     machine's, not each process's)."""
-    from scadapt.training.frozen_layers import BUDGET_ENV, budget_bytes
-    from scadapt.training.memory import SHARE_ENV
+    from scadapt.fitting.frozen_layers import BUDGET_ENV, budget_bytes
+    from scadapt.fitting.memory import SHARE_ENV
 
     return {**dict.fromkeys(THREAD_ENV, str(threads)), BUDGET_ENV: f"{budget_bytes() / 2**20 / workers:g}",
             SHARE_ENV: str(workers)}
@@ -98,8 +99,8 @@ def worker_share(workers: int, threads: int) -> Iterator[None]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from scadapt.training.frozen_layers import BUDGET_ENV
-    from scadapt.training.memory import SHARE_ENV
+    from scadapt.fitting.frozen_layers import BUDGET_ENV
+    from scadapt.fitting.memory import SHARE_ENV
 
     before = torch.get_num_threads()
     saved = {name: os.environ.get(name) for name in (BUDGET_ENV, SHARE_ENV)}
@@ -134,7 +135,7 @@ class LocalWorkers:
             settings = asdict(replace(cfg, workers=1, progress=False))
             spec.write_text(json.dumps({"config": settings, "threads": threads, "parent_run_id": parent_run_id,
                                         "timing": str(self.folder / f"timing{i}.csv")}))
-            self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(spec)], env=env))
+            self.processes.append(subprocess.Popen([sys.executable, "-m", HELPER_MODULE, str(spec)], env=env))
         log.info("Started %d helper worker process%s (%d torch thread%s each) beside this one, to share the cells.",
                  n, "" if n == 1 else "es", threads, "" if threads == 1 else "s")
 
@@ -143,7 +144,7 @@ class LocalWorkers:
         tables = []
         for i, process in enumerate(self.processes):
             code = process.wait()
-            if code != 0:  # its claimed cells expired and ran here
+            if code != 0:  # its claims ended with it, and its cells ran here
                 log.warning("Helper worker %d (pid %d) ended with exit code %d; the cells it left ran in this "
                             "process. Its messages are above.", i, process.pid, code)
             path = self.folder / f"timing{i}.csv"
@@ -183,28 +184,3 @@ def merge_timing(*tables: pd.DataFrame) -> pd.DataFrame:
         return tables[0] if tables else pd.DataFrame()
     merged = pd.concat(tables, ignore_index=True)
     return merged.groupby(["dataset", "strategy"], sort=False, as_index=False).sum()
-
-
-def _helper_main(spec_path: str) -> int:
-    """A helper's life: the same benchmark, cells only, its timing written where it was told."""
-    from scadapt.benchmark.runner import run_cells
-    from scadapt.interrupts import interrupts_at_safe_points
-    from scadapt.redaction import redact_logs
-    from scadapt.tracking.runs import announce_server_retries
-
-    logging.basicConfig(level=logging.WARNING, format="helper %(process)d: %(levelname)s %(message)s")
-    redact_logs()
-    announce_server_retries()
-    spec = json.loads(Path(spec_path).read_text())
-    cfg = BenchmarkConfig(**spec["config"])
-    try:
-        with interrupts_at_safe_points(), worker_share(1, int(spec["threads"])):  # the budget share is in the env
-            timing = run_cells(cfg, spec["parent_run_id"])
-    except KeyboardInterrupt:
-        return 130
-    timing.to_csv(spec["timing"], index=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_helper_main(sys.argv[1]))

@@ -12,8 +12,8 @@ from anndata import AnnData
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split
 from scadapt.data.loading import load_for_regime, split_for_regime
+from scadapt.data.options import SplitOptions
 from scadapt.errors import ScadaptError
-from scadapt.options import DataOptions, SplitOptions
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def dataset_splits(data: str, cfg: BenchmarkConfig,
     """(dataset name, split) for every regime of ``cfg`` this dataset supports."""
     found: list[tuple[str, Split]] = []
     loaded: dict[int, AnnData] = {}
-    options = DataOptions(**cfg.data_options)
+    options = cfg.data_options()
     for regime in cfg.regimes:
         first = not loaded
         split_options = SplitOptions(regime=regime, n_folds=cfg.n_folds, label_fractions=cfg.label_fractions,

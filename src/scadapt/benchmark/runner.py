@@ -7,7 +7,7 @@ benchmark's parent run, which ends up holding the tables, figures and report.
 
 Several workers (on one machine or many, sharing the tracking store and the study storage)
 started with the same settings split the matrix: each cell is claimed through a lock in the
-study storage before it runs (a dead worker's claim expires and the cell runs elsewhere), a
+study storage before it runs (a dead worker's claim ends with it and the cell runs elsewhere), a
 study is run by the worker that claimed its cell while the others take other cells, and each
 worker waits for the others' cells, then writes the tables, figures and report (one worker at a
 time). On one machine, ``workers`` starts such helper processes itself (:mod:`.local_workers`).
@@ -29,6 +29,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from tqdm.auto import tqdm
 
+from scadapt.artifacts.checkpoints import local_checkpoint
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.figures import draw_all
 from scadapt.benchmark.local_workers import LocalWorkers, merge_timing, plan_workers, worker_share
@@ -42,7 +43,6 @@ from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult,
 from scadapt.storage import writable_dir
 from scadapt.strategies import epoch_budget
 from scadapt.tracking import log_params, shared_run
-from scadapt.tracking.checkpoints import local_checkpoint
 from scadapt.tracking.contract import (
     BENCHMARK_RUN_TAG,
     BENCHMARK_TAG,
@@ -50,6 +50,7 @@ from scadapt.tracking.contract import (
     CLOSED_BY_TAG,
     ENTRY_POINT_TAG,
     INTERRUPTED_TAG,
+    PER_CLASS_TEST_TABLE,
     REPORT_ARTIFACT,
     TUNED_BY_TAG,
     WORKER_TAG,
@@ -86,6 +87,18 @@ class BenchmarkResult:
     def cells_run(self) -> int:
         """Cells run by this call (the rest were found finished)."""
         return int(self.timing["cells_run"].sum())
+
+    def closing_text(self) -> str:
+        """What ``scadapt benchmark`` prints at the end: the ranking, the champions, the report."""
+        ranking = self.tables.ranking
+        shown = ranking[ranking["regime"] == "full"] if (ranking["regime"] == "full").any() else ranking
+        lines = [shown.drop(columns=["regime", "label_fraction"]).to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+        lines += [f"{dataset}: champion {champion['strategy']} ({champion['model']}, run {champion['run_id']})"
+                  for dataset, champion in self.tables.champions.items() if champion["model"]]
+        lines.append(f"\n{self.cells_run} cells run now, {len(self.tables.runs) - self.cells_run} found finished. "
+                     f"Report: {self.output_dir.resolve() / 'report.md'} (also {REPORT_ARTIFACT}/report.md on MLflow "
+                     f"run {self.parent_run_id}).")
+        return "\n".join(lines)
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
@@ -149,14 +162,13 @@ def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
     launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     writable_dir(cfg.output_dir, "the benchmark report", "--output-dir")
     pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data,
-                                   cfg.data_options.get("layer"), cfg.data_options.get("gene_column"))
+                                   cfg.layer, cfg.gene_column)
     coverage: dict[str, GeneCoverage] = {}
     given = str(local_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None  # a runs:/ URI is fetched once
     if cfg.needs_backbone:  # every dataset is checked against the backbone's genes before any work
         vocabulary = backbone_vocabulary(given, pretraining)
-        min_genes = int(cfg.job_options.get("min_genes", TrainJob.min_genes))
         cells = plan_matrix(cfg, inspect=lambda adata, name: coverage.setdefault(
-            name, check_coverage(adata, name, vocabulary, min_genes)))
+            name, check_coverage(adata, name, vocabulary, cfg.min_genes)))
     else:
         cells = plan_matrix(cfg)
     board = coordinator(cfg.storage)
@@ -223,7 +235,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
             left = [c for c in cells if c.key not in finished]
             if not left:
                 break
-            # the rest are claimed by other workers: wait for them (or for a dead one's claim to expire)
+            # the rest are claimed by other workers: wait for them (a dead one's claim ends with it)
             if not said_waiting:
                 log.info("%d cells run on other workers; waiting for them.", len(left))
                 said_waiting = True
@@ -287,7 +299,7 @@ def champion_per_class(tables: BenchmarkTables) -> pd.DataFrame:
         for dataset, champion in tables.champions.items():
             runs = tables.runs[(tables.runs["dataset"] == dataset) & (tables.runs["strategy"] == champion["strategy"])]
             for row in runs.itertuples():
-                path = mlflow.artifacts.download_artifacts(run_id=row.run_id, artifact_path="tables/per_class_test.csv",
+                path = mlflow.artifacts.download_artifacts(run_id=row.run_id, artifact_path=PER_CLASS_TEST_TABLE,
                                                            dst_path=str(Path(tmp) / row.run_id))
                 per_class = pd.read_csv(path)
                 if "trained" not in per_class:  # runs logged before the column existed
@@ -316,8 +328,8 @@ class _Context:
                          label_fractions=self.cfg.label_fractions, strategy=cell.strategy, checkpoint=self.checkpoint,
                          seed=self.cfg.seed, device=self.cfg.device, experiment=self.experiment, umap=False,
                          progress=False, parent_run_id=self.parent_id, **vars(self.cfg.memory_options()),
-                         **self.cfg.data_options,
-                         **self.cfg.job_options, **fields)
+                         min_genes=self.cfg.min_genes, max_seq_len=self.cfg.max_seq_len,
+                         **vars(self.cfg.data_options()), **fields)
 
     def cell_tags(self, cell: MatrixCell) -> dict[str, str]:
         return {BENCHMARK_TAG: self.fingerprint, CELL_TAG: cell.key, WORKER_TAG: worker_id()}
@@ -378,15 +390,15 @@ def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
 
 def close_leftover_runs(experiment_id: str, fingerprint: str, cell_key: str) -> list[Run]:
     """End the RUNNING runs of a cell this worker has just claimed: their worker died (on any
-    host) and its claim expired, so they will never finish."""
+    host), which released its claim, so they will never finish."""
     client = MlflowClient()
     leftovers = search_all_runs([experiment_id], f"tags.`{BENCHMARK_TAG}` = '{fingerprint}' and "
                                                  f"tags.`{CELL_TAG}` = '{cell_key}' and attributes.status = 'RUNNING'")
     for run in leftovers:
         client.set_tag(run.info.run_id, INTERRUPTED_TAG, "true")
-        client.set_tag(run.info.run_id, CLOSED_BY_TAG, f"{worker_id()}: the claim of its worker on the cell expired")
+        client.set_tag(run.info.run_id, CLOSED_BY_TAG, f"{worker_id()}: the claim of its worker on the cell ended with it")
         client.set_terminated(run.info.run_id, "FAILED")
-        log.warning("Cell %s: run %s of worker %s never finished (its claim expired); it runs again here.", cell_key,
+        log.warning("Cell %s: run %s of worker %s never finished (the worker died); it runs again here.", cell_key,
                     run.info.run_id, run.data.tags.get(WORKER_TAG, "unknown"))
     return leftovers
 
@@ -405,7 +417,7 @@ def _log_outputs(ctx: _Context, output_dir: Path, tables: BenchmarkTables, timin
         # the settings behind the fingerprint are fixed for this run; the matrix may grow on a rerun (tags)
         log_params({"n_folds": cfg.n_folds, "tuning": cfg.tuning, "n_trials": cfg.n_trials, "epochs": cfg.epochs,
                     "checkpoint": ctx.checkpoint, "seed": cfg.seed, "fingerprint": ctx.fingerprint,
-                    **{f"data.{k}": v for k, v in cfg.data_options.items()}})
+                    **{f"data.{k}": v for k, v in cfg.data_options().given().items()}})
         mlflow.set_tags({"matrix.datasets": ",".join(cfg.datasets), "matrix.strategies": ",".join(cfg.strategies),
                          "matrix.regimes": ",".join(cfg.regimes), "matrix.folds": str(cfg.folds_run),
                          "matrix.label_fractions": ",".join(map(str, cfg.label_fractions)),

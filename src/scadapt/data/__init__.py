@@ -2,38 +2,21 @@
 
 ``load_dataset`` reads a catalogued dataset or any ``.h5ad`` and validates it;
 ``make_splits`` divides its cells into named train/validation/test splits for a regime;
-``load_and_split`` does both, as every job does.
+``load_and_split`` does both, as every job does. The names load on first use, so reading the
+options (:mod:`scadapt.data.options`) imports no anndata.
 """
 
-from scadapt.data.catalog import CATALOG, DatasetSpec, resolve_spec
-from scadapt.data.dataset import DEFAULT_N_FOLDS, DatasetInfo, load_dataset, load_expression
-from scadapt.data.loading import load_and_split
-from scadapt.data.sources import read_h5ad
-from scadapt.data.splits import (
-    DEFAULT_LABEL_FRACTIONS,
-    REGIMES,
-    Split,
-    load_splits,
-    make_splits,
-    required_cells_per_class,
-    save_splits,
-)
+from scadapt.lazy import lazy_attributes
 
-__all__ = [
-    "CATALOG",
-    "DEFAULT_LABEL_FRACTIONS",
-    "DEFAULT_N_FOLDS",
-    "REGIMES",
-    "DatasetInfo",
-    "DatasetSpec",
-    "Split",
-    "load_and_split",
-    "load_dataset",
-    "load_expression",
-    "load_splits",
-    "make_splits",
-    "read_h5ad",
-    "required_cells_per_class",
-    "resolve_spec",
-    "save_splits",
-]
+_WHERE = {
+    **dict.fromkeys(("CATALOG", "DatasetSpec", "catalog_listing", "fetch_dataset", "resolve_spec"),
+                    "scadapt.data.catalog"),
+    **dict.fromkeys(("DatasetInfo", "load_dataset", "load_expression"), "scadapt.data.dataset"),
+    **dict.fromkeys(("DEFAULT_LABEL_FRACTIONS", "DEFAULT_N_FOLDS", "REGIMES"), "scadapt.data.options"),
+    "load_and_split": "scadapt.data.loading",
+    "read_h5ad": "scadapt.data.sources",
+    **dict.fromkeys(("Split", "load_splits", "make_splits", "required_cells_per_class", "save_splits"),
+                    "scadapt.data.splits"),
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+__all__ = list(_WHERE)

@@ -111,3 +111,29 @@ def resolve_spec(
     if "batch_key" in changed and "study_groups" not in changed and changed["batch_key"] != spec.batch_key:
         changed["study_groups"] = None  # the catalogue's groups name values of its own batch key
     return replace(spec, **changed)
+
+
+def catalog_listing() -> str:
+    """What ``scadapt datasets`` prints: each catalogued dataset, its keys and where it comes from."""
+    entries = []
+    for spec in CATALOG.values():
+        where = spec.source.describe()
+        if isinstance(spec.source, RemoteFile):
+            path = spec.source.cached_path()
+            where = f"cached at {path}" if path.is_file() else f"not downloaded yet (scadapt datasets --fetch {spec.name})"
+        groups = "; ".join(f"{g}: {','.join(m)}" for g, m in (spec.study_groups or {}).items())
+        entries.append(f"{spec.name}\n  {spec.description}\n  labels: obs[{spec.label_key!r}]"
+                       + (f", batches: obs[{spec.batch_key!r}]" if spec.batch_key else "")
+                       + (f", matrix: {spec.layer}" if spec.layer else "")
+                       + (f"\n  cross-study groups: {groups}" if groups else "")
+                       + f"\n  source: {where}")
+    return "\n".join(entries)
+
+
+def fetch_dataset(name: str) -> str:
+    """Download a catalogued dataset into the cache now; says where it is."""
+    if name not in CATALOG:
+        raise InputDataError(f"{name!r} is not catalogued; choose one of {', '.join(CATALOG)}.")
+    source = CATALOG[name].source
+    return f"{name}: {source.fetch()}" if isinstance(source, RemoteFile) else \
+        f"{name} needs no download ({source.describe()})."

@@ -15,6 +15,7 @@ from pathlib import Path
 from anndata import AnnData
 
 from scadapt.data.catalog import DatasetSpec, resolve_spec
+from scadapt.data.options import DEFAULT_N_FOLDS
 from scadapt.data.validation import (
     check_batch_key,
     check_cells,
@@ -28,7 +29,6 @@ from scadapt.data.validation import (
     value_kind,
 )
 from scadapt.errors import InputDataError
-from scadapt.options import DEFAULT_N_FOLDS
 
 log = logging.getLogger(__name__)
 

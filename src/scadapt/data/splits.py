@@ -25,9 +25,9 @@ from anndata import AnnData
 from sklearn.model_selection import StratifiedKFold
 
 from scadapt.data.dataset import DEFAULT_N_FOLDS, DatasetInfo
+from scadapt.data.options import DEFAULT_LABEL_FRACTIONS, REGIMES
 from scadapt.data.validation import check_study_groups, rare_classes_error
 from scadapt.errors import InputDataError
-from scadapt.options import DEFAULT_LABEL_FRACTIONS, REGIMES
 from scadapt.storage import atomic_write
 
 log = logging.getLogger(__name__)

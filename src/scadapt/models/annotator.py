@@ -3,7 +3,8 @@
 An annotator is saved as a folder with ``annotator.json`` (strategy, hyperparameters, classes,
 provenance) and ``weights.safetensors`` holding only what the strategy fitted: for backbone
 strategies the trainable weights plus the SHA-256 of the base checkpoint they sit on (the base
-itself is loaded from its own folder and checked against that hash). No pickle anywhere.
+itself is loaded from its own folder and checked against that hash). No pickle anywhere. A saved
+folder is read back by the strategy that fitted it (:mod:`scadapt.strategies.saved`).
 
 Three kinds exist: :class:`BackboneAnnotator` (scGPT + head), and two without a backbone:
 :class:`LinearExpressionAnnotator` (optional PCA, then a linear classifier, as plain arrays) and
@@ -29,7 +30,6 @@ from safetensors.numpy import save as numpy_bytes
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save as torch_bytes
 
-from scadapt.backbone import load_backbone
 from scadapt.backbone.inference import cell_outputs as backbone_outputs
 from scadapt.data.preprocess import log_normalized
 from scadapt.data.validation import check_values
@@ -37,7 +37,7 @@ from scadapt.devices import autocast
 from scadapt.errors import CheckpointError, InputDataError
 from scadapt.models.head import BackboneClassifier, ClassifierHead, trainable_state
 from scadapt.storage import atomic_write
-from scadapt.tokenization import GeneTokenizer
+from scadapt.tokenization import GeneTokenizer, GeneVocab
 
 if TYPE_CHECKING:
     from scadapt.strategies.base import StrategyConfig
@@ -147,24 +147,6 @@ class Annotator(ABC):
         atomic_write(directory / ANNOTATOR_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
         return directory
 
-    @staticmethod
-    def load(directory: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> Annotator:
-        """Read a saved annotator. Backbone strategies need their base checkpoint: ``checkpoint``
-        or the folder recorded at training time; its weights hash must match."""
-        directory = Path(directory)
-        manifest = read_manifest(directory)
-        try:
-            weights = (load_numpy if manifest["weights_format"] == "numpy" else load_torch)(str(directory / WEIGHTS_FILE))
-        except Exception as error:  # safetensors raises its own error types for damaged files
-            raise CheckpointError(f"{directory / WEIGHTS_FILE} cannot be read ({error}); save the annotator again.") from None
-        from scadapt.strategies import get_strategy  # the strategies sit above the models they build
-
-        config = get_strategy(manifest["strategy"]).config_class.from_saved(manifest["config"])
-        kinds = {k.kind: k for k in (BackboneAnnotator, LinearExpressionAnnotator, NetworkExpressionAnnotator)}
-        if manifest.get("kind") not in kinds:
-            raise CheckpointError(f"{directory}: unknown annotator kind {manifest.get('kind')!r}.")
-        return kinds[manifest["kind"]].from_saved(manifest, config, weights, checkpoint, device)
-
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The ``annotator.json`` of a saved annotator folder, checked for its format."""
@@ -175,34 +157,21 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory} is not a saved annotator ({error}).") from None
     if manifest.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{directory}: unsupported annotator format {manifest.get('format')!r}.")
+    if manifest.get("kind") not in (BackboneAnnotator.kind, *EXPRESSION_KINDS):
+        raise CheckpointError(f"{directory}: unknown annotator kind {manifest.get('kind')!r}.")
     return manifest
 
 
-def recorded_checkpoint(directory: str | Path) -> Path | None:
-    """The base checkpoint folder a saved annotator was trained on, on this machine (fetched
-    from the artifact store if needed; None for an annotator without a backbone)."""
+def read_saved(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and the fitted weights of a saved annotator folder (rebuilt into an annotator
+    by the strategy that fitted it: :func:`scadapt.strategies.saved.rebuild_annotator`)."""
+    directory = Path(directory)
     manifest = read_manifest(directory)
-    return base_checkpoint(manifest["backbone"]) if "backbone" in manifest else None
-
-
-def base_checkpoint(recorded: dict[str, str]) -> Path:
-    """A local folder with the base checkpoint an annotator recorded (``weights_hash``,
-    ``source`` folder, artifact ``uri``): the folder where it still holds that checkpoint, else
-    the copy in the artifact store, downloaded once into the cache."""
-    from scadapt.backbone.checkpoint import checkpoint_weights_hash
-
-    source, uri = Path(recorded["source"]), recorded.get("uri", "")
-    if source.is_dir() and (not uri or checkpoint_weights_hash(source) == recorded["weights_hash"]):
-        return source  # (a wrong checkpoint here, without a URI to fall back on, is refused when loaded)
-    if uri:
-        from scadapt.tracking.checkpoints import fetch_checkpoint
-
-        return fetch_checkpoint(uri, recorded["weights_hash"])
-    raise CheckpointError(
-        f"The backbone checkpoint this annotator was trained on ({source}, weights hash "
-        f"{recorded['weights_hash'][:16]}) is not on this machine, and the annotator recorded no copy in the "
-        "artifact store. Copy the checkpoint folder here, or pass its folder (or runs:/ URI) as the checkpoint."
-    )
+    try:
+        weights = (load_numpy if manifest["weights_format"] == "numpy" else load_torch)(str(directory / WEIGHTS_FILE))
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{directory / WEIGHTS_FILE} cannot be read ({error}); save the annotator again.") from None
+    return manifest, weights
 
 
 class BackboneAnnotator(Annotator):
@@ -276,24 +245,18 @@ class BackboneAnnotator(Annotator):
         }
 
     @classmethod
-    def from_saved(cls, manifest, config, weights, checkpoint, device) -> BackboneAnnotator:
-        recorded = manifest["backbone"]
-        source = checkpoint or base_checkpoint(recorded)
-        loaded = load_backbone(source, with_decoders=False, device=device)
-        if loaded.weights_hash != recorded["weights_hash"]:
-            raise CheckpointError(
-                f"The backbone in {source} (weights hash {loaded.weights_hash[:16]}) is not the one this annotator "
-                f"was trained on ({recorded['weights_hash'][:16]}). Pass the original checkpoint folder."
-            )
-        from scadapt.strategies import get_strategy
-
-        model = get_strategy(manifest["strategy"]).build_model(config, loaded.model, len(manifest["classes"])).to(device)
+    def from_saved(cls, manifest: dict[str, Any], config: StrategyConfig, weights: dict[str, torch.Tensor],
+                   model: BackboneClassifier, vocab: GeneVocab, source: str) -> BackboneAnnotator:
+        """The saved annotator on ``model`` (the strategy's model rebuilt on the base checkpoint
+        in ``source``, whose weights hash the caller has checked): its fitted weights loaded."""
         expected = set(trainable_state(model))
         if set(weights) != expected:
             missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
             raise CheckpointError(f"Saved annotator weights do not fit the model (missing {missing[:5]}, unexpected {extra[:5]}).")
+        device = next(model.parameters()).device
         model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
-        tokenizer = GeneTokenizer(loaded.vocab, **manifest["tokenizer"])
+        tokenizer = GeneTokenizer(vocab, **manifest["tokenizer"])
+        recorded = manifest["backbone"]
         return cls(manifest["strategy"], config, manifest["classes"], model, tokenizer,
                    recorded["weights_hash"], str(source), recorded.get("uri", ""))
 
@@ -388,7 +351,7 @@ class LinearExpressionAnnotator(ExpressionAnnotator):
         return {**super()._manifest(), "max_scaled": self.max_scaled}
 
     @classmethod
-    def from_saved(cls, manifest, config, weights, checkpoint, device) -> LinearExpressionAnnotator:
+    def from_saved(cls, manifest, config, weights, device) -> LinearExpressionAnnotator:
         return cls(manifest["strategy"], config, manifest["classes"], manifest["genes"], weights,
                    manifest.get("max_scaled"))
 
@@ -428,7 +391,7 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
         return {**super()._manifest(), "network": self.shape}
 
     @classmethod
-    def from_saved(cls, manifest, config, weights, checkpoint, device) -> NetworkExpressionAnnotator:
+    def from_saved(cls, manifest, config, weights, device) -> NetworkExpressionAnnotator:
         shape = manifest["network"]
         network = cls.make_network(len(manifest["genes"]), len(manifest["classes"]), shape["n_layers"], shape["width"])
         try:
@@ -436,3 +399,7 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
         except RuntimeError as error:
             raise CheckpointError(f"Saved network weights do not fit the model ({str(error)[:300]}).") from None
         return cls(manifest["strategy"], config, manifest["classes"], manifest["genes"], network.to(device), shape)
+
+
+EXPRESSION_KINDS: dict[str, type[ExpressionAnnotator]] = {
+    kind.kind: kind for kind in (LinearExpressionAnnotator, NetworkExpressionAnnotator)}

@@ -25,10 +25,20 @@ from mlflow.entities import Run, ViewType
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from scadapt.artifacts.annotators import download_annotator, download_serving_inputs, recorded_checkpoint
+from scadapt.backbone.checkpoint import ARGS_FILE
 from scadapt.errors import ScadaptError
 from scadapt.registry.policy import PromotionPolicy, invalid_model_name
 from scadapt.serving import log_served_model
-from scadapt.tracking.contract import CANDIDATE_TAG, annotator_checkpoint, download_annotator, download_serving_inputs
+from scadapt.tracking.contract import (
+    CANDIDATE_TAG,
+    DATASET_TAG,
+    GENES_FILE,
+    INPUT_EXAMPLE_FILE,
+    REGIME_TAG,
+    SPLIT_TAG,
+    STRATEGY_TAG,
+)
 from scadapt.tracking.runs import quiet_artifact_downloads, search_all_runs
 
 log = logging.getLogger(__name__)
@@ -69,9 +79,9 @@ def candidates(dataset: str, policy: PromotionPolicy, experiment: str | None = N
     else:
         experiment_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
                                                                               max_results=50_000)]
-    query = f"tags.`{CANDIDATE_TAG}` = 'true' and tags.dataset = '{dataset}' and attributes.status = 'FINISHED'"
+    query = f"tags.`{CANDIDATE_TAG}` = 'true' and tags.`{DATASET_TAG}` = '{dataset}' and attributes.status = 'FINISHED'"
     runs = search_all_runs(experiment_ids, query) if experiment_ids else []
-    return [run for run in runs if run.data.tags.get("regime") in policy.regimes]
+    return [run for run in runs if run.data.tags.get(REGIME_TAG) in policy.regimes]
 
 
 def rank(runs: list[Run], policy: PromotionPolicy) -> pd.DataFrame:
@@ -84,10 +94,10 @@ def rank(runs: list[Run], policy: PromotionPolicy) -> pd.DataFrame:
         metrics = run.data.metrics
         if missing := policy.missing_rank_metrics(metrics):
             log.warning("Run %s (%s) is left out of the ranking: it has no %s, which the promotion policy ranks by.",
-                        run.info.run_id, run.data.tags.get("strategy", "?"), ", ".join(missing))
+                        run.info.run_id, run.data.tags.get(STRATEGY_TAG, "?"), ", ".join(missing))
             continue
-        rows.append({"run_id": run.info.run_id, "strategy": run.data.tags.get("strategy", ""),
-                     "split": run.data.tags.get("split", ""),
+        rows.append({"run_id": run.info.run_id, "strategy": run.data.tags.get(STRATEGY_TAG, ""),
+                     "split": run.data.tags.get(SPLIT_TAG, ""),
                      **{k.metric: metrics.get(k.metric) for k in policy.rank_by},
                      "test_macro_f1": metrics.get("test_macro_f1"),
                      "gates_failed": "; ".join(policy.failed_gates(metrics)), "_key": policy.standing(metrics)})
@@ -125,7 +135,7 @@ def promote(dataset: str, policy_path: str | Path | None = None, experiment: str
     current = _version_by_alias(client, name, policy.champion_alias)
     if current is not None:
         kept = PromotionResult(name, str(current.version), current.run_id, False, table,
-                               current.tags.get("strategy", ""))
+                               current.tags.get(STRATEGY_TAG, ""))
         if current.run_id == winner.info.run_id:
             kept.note = f"{name}@{policy.champion_alias} already is the best runner (version {current.version})."
             log.info(kept.note)
@@ -162,7 +172,7 @@ def promote(dataset: str, policy_path: str | Path | None = None, experiment: str
             f"{version.version}; it is now @{policy.champion_alias}.")
     log.info(note)
     return PromotionResult(name, str(version.version), winner.info.run_id, True, table,
-                           winner.data.tags.get("strategy", ""), note)
+                           winner.data.tags.get(STRATEGY_TAG, ""), note)
 
 
 def recorded_metrics(client: MlflowClient, version: ModelVersion) -> dict[str, float]:
@@ -205,11 +215,11 @@ def _register(run: Run, name: str) -> ModelVersion:
     with tempfile.TemporaryDirectory() as tmp, quiet_artifact_downloads():
         annotator = download_annotator(run_id, tmp)
         serving = download_serving_inputs(run_id, tmp)
-        checkpoint = annotator_checkpoint(annotator)
-        if checkpoint is not None and not (checkpoint / "args.json").is_file():
+        checkpoint = recorded_checkpoint(annotator)
+        if checkpoint is not None and not (checkpoint / ARGS_FILE).is_file():
             raise ScadaptError(f"The winner's backbone checkpoint {checkpoint} is gone; it must be served with the model.")
-        genes = json.loads((serving / "genes.json").read_text())
-        example = pd.read_csv(serving / "input_example.csv")
+        genes = json.loads((serving / GENES_FILE).read_text())
+        example = pd.read_csv(serving / INPUT_EXAMPLE_FILE)
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             info = log_served_model(annotator, genes, example, checkpoint)
     return mlflow.register_model(info.model_uri, name)
@@ -218,7 +228,7 @@ def _register(run: Run, name: str) -> ModelVersion:
 def _describe(client: MlflowClient, name: str, version: str, run: Run, policy: PromotionPolicy) -> None:
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     values = {
-        "strategy": tags.get("strategy", ""), "regime": tags.get("regime", ""), "split": tags.get("split", ""),
+        "strategy": tags.get(STRATEGY_TAG, ""), "regime": tags.get(REGIME_TAG, ""), "split": tags.get(SPLIT_TAG, ""),
         "source_run": run.info.run_id, "backbone_weights_hash": params.get("backbone.weights_hash", ""),
         "trainable_parameters": str(int(metrics.get("trainable_parameters", 0))),
         **{k: f"{metrics[k]:.4f}" for k in ("val_macro_f1", "test_macro_f1", "test_balanced_accuracy", "test_accuracy")
@@ -229,7 +239,7 @@ def _describe(client: MlflowClient, name: str, version: str, run: Run, policy: P
     for key, value in values.items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=(
-        f"{values['strategy']} on {tags.get('dataset', '')} ({values['split']}): validation macro-F1 "
+        f"{values['strategy']} on {tags.get(DATASET_TAG, '')} ({values['split']}): validation macro-F1 "
         f"{values.get('val_macro_f1', '?')}, test macro-F1 {values.get('test_macro_f1', '?')}, "
         f"{values['trainable_parameters']} trainable parameters; run {run.info.run_id}, "
         f"backbone {values['backbone_weights_hash'][:16] or 'none'}."))

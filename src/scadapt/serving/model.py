@@ -21,18 +21,18 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from scadapt.devices import resolve_device
 from scadapt.errors import ScadaptError
-from scadapt.models.annotator import Annotator
 from scadapt.serving.request import OUTPUTS, matrix_from_table
-from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, SERVING_ARTIFACT
+from scadapt.strategies.saved import rebuild_annotator
+from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, GENES_FILE, SERVING_ARTIFACT
 
 
 class ServedAnnotator(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         artifacts = context.artifacts
         device = str(resolve_device("auto"))
-        self.annotator = Annotator.load(artifacts[ANNOTATOR_ARTIFACT], checkpoint=artifacts.get(BACKBONE_ARTIFACT),
-                                        device=device)
-        self.genes = json.loads((Path(artifacts[SERVING_ARTIFACT]) / "genes.json").read_text())
+        self.annotator = rebuild_annotator(artifacts[ANNOTATOR_ARTIFACT], checkpoint=artifacts.get(BACKBONE_ARTIFACT),
+                                           device=device)
+        self.genes = json.loads((Path(artifacts[SERVING_ARTIFACT]) / GENES_FILE).read_text())
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         output = (params or {}).get("output", "label")

@@ -29,7 +29,7 @@ from packaging.requirements import Requirement
 
 import scadapt
 from scadapt.errors import ScadaptError
-from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, SERVING_ARTIFACT
+from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, GENES_FILE, SERVING_ARTIFACT
 
 MODEL_CODE = Path(__file__).with_name("model.py")
 ARTIFACT_NAME = "served_model"
@@ -54,7 +54,7 @@ def log_served_model(annotator_dir: Path, genes: list[str], input_example: pd.Da
     with tempfile.TemporaryDirectory() as tmp:
         serving = Path(tmp) / SERVING_ARTIFACT
         serving.mkdir()
-        (serving / "genes.json").write_text(json.dumps(list(genes)))
+        (serving / GENES_FILE).write_text(json.dumps(list(genes)))
         artifacts = {ANNOTATOR_ARTIFACT: str(annotator_dir), SERVING_ARTIFACT: str(serving)}
         if checkpoint_dir is not None:
             artifacts[BACKBONE_ARTIFACT] = str(checkpoint_dir)

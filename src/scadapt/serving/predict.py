@@ -19,7 +19,7 @@ from scadapt.errors import ScadaptError
 from scadapt.serving.request import check_gene_coverage
 from scadapt.storage import atomic_write, writable_file
 from scadapt.tracking import log_params, tracked_run
-from scadapt.tracking.contract import ENTRY_POINT_TAG
+from scadapt.tracking.contract import ENTRY_POINT_TAG, PREDICT_EXPERIMENT
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class PredictResult:
 
 
 def predict_h5ad(model_uri: str, data: str | Path, output: str | Path | None = None, layer: str | None = None,
-                 gene_column: str | None = None, key: str = "scadapt", experiment: str = "scadapt-predict") -> PredictResult:
+                 gene_column: str | None = None, key: str = "scadapt", experiment: str = PREDICT_EXPERIMENT) -> PredictResult:
     """Annotate the cells of ``data`` with the model at ``model_uri`` (e.g. ``models:/name@champion``)
     and write ``output`` (default: ``<stem>_annotated.h5ad`` in the working directory)."""
     data = Path(data)

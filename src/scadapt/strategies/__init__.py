@@ -9,11 +9,13 @@ first asked for. A new strategy is its module plus its name here.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from typing import TYPE_CHECKING
 
 from scadapt.errors import ScadaptError
 from scadapt.lazy import lazy_attributes
+from scadapt.options import names
 
 if TYPE_CHECKING:
     from scadapt.strategies.base import Strategy
@@ -34,6 +36,16 @@ def get_strategy(name: str) -> type[Strategy]:
     if strategy is None:
         raise ImportError(f"{module.__name__} registers no strategy named {name!r}")
     return strategy
+
+
+def strategy_names(text: str) -> tuple[str, ...]:
+    """The option value ``"lora,head"`` -> ``("lora", "head")``, each a known strategy."""
+    chosen = names(text)
+    if not chosen:
+        raise argparse.ArgumentTypeError("name at least one strategy")
+    if unknown := [s for s in chosen if s not in NAMES]:
+        raise argparse.ArgumentTypeError(f"unknown strategies {', '.join(unknown)}; known: {', '.join(NAMES)}")
+    return chosen
 
 
 def all_strategies() -> dict[str, type[Strategy]]:

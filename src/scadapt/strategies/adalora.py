@@ -5,7 +5,7 @@ budget is reallocated while training: every ``delta_t`` steps the least importan
 ``A`` and ``B`` are kept near-orthogonal by a term in the loss.
 
 Both need the training loop: the budget step runs after every update and the orthogonality term
-is added to every loss (:class:`~scadapt.training.classifier.TrainingHooks`).
+is added to every loss (:class:`~scadapt.fitting.classifier.TrainingHooks`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from peft.tuners.adalora.layer import RankAllocator
 from torch import Tensor, nn
 
 from scadapt.errors import ScadaptError
+from scadapt.fitting.classifier import TrainingHooks
 from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
 from scadapt.strategies.lora import target_pattern
-from scadapt.training.classifier import TrainingHooks
 
 ADAPTER = "default"  # peft's adapter name
 

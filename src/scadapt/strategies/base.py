@@ -20,6 +20,7 @@ import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
@@ -29,8 +30,8 @@ from scadapt.errors import ScadaptError
 if TYPE_CHECKING:
     import numpy as np
 
+    from scadapt.fitting.classifier import FitResult
     from scadapt.models.annotator import Annotator
-    from scadapt.training.classifier import FitResult
     from scadapt.training.context import TrainingContext
 
 @dataclass
@@ -88,7 +89,7 @@ class TorchConfig(StrategyConfig):
     backbone_dropout: float = 0.0
     # A cell with more genes than fit in max_seq_len draws a new subset every epoch (augmentation).
     # False keeps its first draw, as scGPT's annotation tutorial does; then the frozen layers'
-    # output of every cell can be reused (scadapt.training.frozen_layers).
+    # output of every cell can be reused (scadapt.fitting.frozen_layers).
     resample_genes: bool = True
 
     def __post_init__(self) -> None:
@@ -125,7 +126,7 @@ class InjectedConfig(TorchConfig):
     """Hyperparameters of strategies that inject trainable modules into the backbone's layers."""
 
     # Adapt the top ``layers`` layers only (0: every layer). The frozen layers below run once per
-    # fit (scadapt.training.frozen_layers), so an epoch costs about layers / nlayers of a full pass.
+    # fit (scadapt.fitting.frozen_layers), so an epoch costs about layers / nlayers of a full pass.
     # 2 by default: on the bundled data, test macro-F1 with the top 1-2 of the demo backbone's 4
     # layers was as good as with all of them (benchmarks/top_layers.py in benchmarks/RESULTS.md).
     layers: int = 2
@@ -195,6 +196,13 @@ class Strategy:
     def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and probabilities of the context's cells ``indices``: the served path by default."""
         return annotator.outputs(ctx.adata[indices])
+
+    @classmethod
+    def rebuild(cls, manifest: dict[str, Any], config: StrategyConfig, weights: dict[str, Any],
+                checkpoint: Path | None, device: str) -> Annotator:
+        """The annotator this strategy saved (its ``annotator.json`` and fitted weights), ready to
+        predict; backbone strategies rebuild their model on the base ``checkpoint`` folder."""
+        raise NotImplementedError
 
 
 _REGISTERED: dict[str, type[Strategy]] = {}

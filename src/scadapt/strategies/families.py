@@ -13,12 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from scadapt.models.annotator import BackboneAnnotator
+from scadapt.backbone import load_backbone
+from scadapt.errors import CheckpointError
+from scadapt.fitting.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
+from scadapt.fitting.frozen_layers import FrozenLayerCache, SharedFrozenLayers
+from scadapt.fitting.linear import fit_logistic, load_into_head
+from scadapt.models.annotator import EXPRESSION_KINDS, BackboneAnnotator
 from scadapt.models.head import BackboneClassifier, ClassifierHead
 from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze, layers_used
-from scadapt.training.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
-from scadapt.training.frozen_layers import FrozenLayerCache, SharedFrozenLayers
-from scadapt.training.linear import fit_logistic, load_into_head
 
 if TYPE_CHECKING:
     from scadapt.models.annotator import Annotator
@@ -30,6 +32,10 @@ class ExpressionStrategy(Strategy):
 
     needs_backbone = False
     baseline = True
+
+    @classmethod
+    def rebuild(cls, manifest, config, weights, checkpoint, device) -> Annotator:
+        return EXPRESSION_KINDS[manifest["kind"]].from_saved(manifest, config, weights, device)
 
 
 class BackboneStrategy(Strategy):
@@ -55,6 +61,23 @@ class BackboneStrategy(Strategy):
     @classmethod
     def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return annotator.cell_outputs(ctx.cells, indices)  # the context's tokens: each cell keeps its gene subset
+
+    @classmethod
+    def rebuild(cls, manifest, config, weights, checkpoint, device) -> Annotator:
+        recorded = manifest["backbone"]
+        if checkpoint is None:
+            raise CheckpointError(
+                f"This {cls.name} annotator sits on a backbone checkpoint (weights hash {recorded['weights_hash'][:16]}"
+                f", trained from {recorded['source']}); pass that checkpoint's folder, or read the annotator with "
+                "scadapt.read_annotator, which finds it.")
+        loaded = load_backbone(checkpoint, with_decoders=False, device=device)
+        if loaded.weights_hash != recorded["weights_hash"]:
+            raise CheckpointError(
+                f"The backbone in {checkpoint} (weights hash {loaded.weights_hash[:16]}) is not the one this annotator "
+                f"was trained on ({recorded['weights_hash'][:16]}). Pass the original checkpoint folder."
+            )
+        model = cls.build_model(config, loaded.model, len(manifest["classes"])).to(device)
+        return BackboneAnnotator.from_saved(manifest, config, weights, model, loaded.vocab, str(checkpoint))
 
     @classmethod
     def _annotator(cls, ctx: TrainingContext, config: StrategyConfig, model: BackboneClassifier) -> BackboneAnnotator:

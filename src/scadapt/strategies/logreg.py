@@ -17,10 +17,10 @@ import scipy.sparse as sp
 
 from scadapt.data.preprocess import log_normalized
 from scadapt.errors import ScadaptError
+from scadapt.fitting.linear import fit_linear, gene_scale
 from scadapt.models.annotator import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy
-from scadapt.training.linear import fit_linear, gene_scale
 
 PENALTIES = ("l1", "l2")
 

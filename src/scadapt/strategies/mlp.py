@@ -13,11 +13,11 @@ import torch
 
 from scadapt.data.preprocess import log_normalized
 from scadapt.errors import ScadaptError
+from scadapt.fitting.classifier import EmbeddingSource, fit_classifier
+from scadapt.fitting.linear import most_variable
 from scadapt.models.annotator import NetworkExpressionAnnotator
 from scadapt.strategies.base import Fitted, TorchConfig, register
 from scadapt.strategies.families import ExpressionStrategy
-from scadapt.training.classifier import EmbeddingSource, fit_classifier
-from scadapt.training.linear import most_variable
 
 
 @dataclass

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from scadapt.errors import ScadaptError
+from scadapt.fitting.linear import fit_pca_logistic
 from scadapt.models.annotator import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy
-from scadapt.training.linear import fit_pca_logistic
 
 
 @dataclass

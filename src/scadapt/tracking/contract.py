@@ -1,19 +1,15 @@
 """The MLflow contract: what stages write into MLflow and read back from each other.
 
-Experiment names, tag names, artifact paths and the annotator artifact live here and nowhere else,
-so a stage never reads another's runs through a string literal of its own.
+Experiment names, tag names and artifact paths live here and nowhere else, so a stage never reads
+another's runs through a string literal of its own. Constants only: the artifacts themselves are
+written and read by :mod:`scadapt.artifacts`.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from scadapt.models.annotator import Annotator
-
 # -- tags -------------------------------------------------------------------------------------
+# what a train or tune run is about (plain names: the columns the MLflow UI compares runs by)
+DATASET_TAG, STRATEGY_TAG, REGIME_TAG, SPLIT_TAG, FOLD_TAG = "dataset", "strategy", "regime", "split", "fold"
 ENTRY_POINT_TAG = "scadapt.entry_point"  # which command made a run
 CANDIDATE_TAG = "scadapt.candidate"  # "true" on runs that compete for @champion
 WORKER_TAG = "scadapt.worker"  # host:pid:start of the process doing a run (to close it if that process died)
@@ -37,15 +33,25 @@ TUNED_BY_TAG = "scadapt.tuned_by"  # on a benchmark cell: the study run whose se
 # -- artifacts --------------------------------------------------------------------------------
 ANNOTATOR_ARTIFACT = "annotator"  # the fitted annotator folder (models.annotator's format)
 SERVING_ARTIFACT = "serving"  # genes.json and input_example.csv, for the served model's signature
+GENES_FILE, INPUT_EXAMPLE_FILE = "genes.json", "input_example.csv"  # in the serving artifact (and the served model)
+PER_CLASS_TEST_TABLE = "tables/per_class_test.csv"  # on a fit's run: test F1 per class
 REPORT_ARTIFACT = "report"  # on a benchmark's parent run: report.md, its tables and figures
 BACKBONE_ARTIFACT = "backbone"  # in a served model: the base checkpoint folder (absent without a backbone)
 # MLflow 3's UI opens an experiment on the view its kind asks for; ours hold model training runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+# -- experiments ------------------------------------------------------------------------------
+PRETRAIN_EXPERIMENT = "scadapt-pretrain"
+BACKBONE_EXPERIMENT = "scadapt-backbones"  # runs that hold a published backbone checkpoint
+BENCHMARK_EXPERIMENT = "scadapt-benchmark"
+PREDICT_EXPERIMENT = "scadapt-predict"
+
+
 def experiment_name(dataset: str) -> str:
     """The experiment of a dataset's train, tune and pipeline runs."""
     return f"scadapt-{dataset}"
+
 
 # Metrics of every fit besides the validation/test summary metrics (``val_macro_f1``, ...): what a
 # promotion policy may rank or gate on.
@@ -57,45 +63,3 @@ LOWER_IS_BETTER_METRICS = frozenset({"trainable_parameters", "total_parameters",
                                      "peak_rss_mb", "fit_added_rss_mb", "peak_cuda_mb", "embedding_sec",
                                      "runner_size_bytes"})
 UNORDERED_METRICS = frozenset({"best_epoch", "epochs_run"})  # neither better high nor low
-
-
-# -- the annotator artifact -----------------------------------------------------------------------
-def log_annotator(annotator: Annotator) -> int:
-    """Log the annotator into the active run; returns its size in bytes."""
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = annotator.save(Path(tmp) / ANNOTATOR_ARTIFACT)
-        mlflow.log_artifacts(str(folder), ANNOTATOR_ARTIFACT)
-        return sum(f.stat().st_size for f in folder.iterdir())
-
-
-def download_annotator(run_id: str, destination: str | Path) -> Path:
-    """The run's annotator folder, downloaded under ``destination``."""
-    import mlflow
-
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ANNOTATOR_ARTIFACT,
-                                                    dst_path=str(destination)))
-
-
-def download_serving_inputs(run_id: str, destination: str | Path) -> Path:
-    """The run's ``serving`` folder (``genes.json``, ``input_example.csv``), downloaded under ``destination``."""
-    import mlflow
-
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SERVING_ARTIFACT,
-                                                    dst_path=str(destination)))
-
-
-def annotator_checkpoint(annotator_dir: Path) -> Path | None:
-    """The base checkpoint a downloaded annotator needs (None without a backbone)."""
-    from scadapt.models.annotator import recorded_checkpoint
-
-    return recorded_checkpoint(annotator_dir)
-
-
-def load_annotator(run_id: str, device: str = "cpu") -> Annotator:
-    """The run's annotator, ready to predict (its backbone loaded from the recorded checkpoint)."""
-    from scadapt.models.annotator import Annotator
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return Annotator.load(download_annotator(run_id, tmp), device=device)

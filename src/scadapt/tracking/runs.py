@@ -146,7 +146,8 @@ def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,
                tags: Mapping[str, str] | None = None, launcher: str | None = None) -> tuple[str, bool]:
     """The run that several processes (or a resumed job) share, and whether this call created it:
     the oldest run of ``experiment`` carrying every ``identity`` tag, created with ``identity``
-    and ``tags`` if there is none.
+    and ``tags`` if there is none. Call it under the workers' lock for that run
+    (:mod:`scadapt.coordination`), so that only one process creates it.
 
     Under ``mlflow run`` the launcher's run (``launcher``, or ``MLFLOW_RUN_ID``, consumed here so
     nested runs do not resume it) becomes the shared run if none exists yet; otherwise the launcher
@@ -168,10 +169,7 @@ def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,
     own = launcher or client.create_run(experiment_id, run_name=run_name).info.run_id
     for key, value in {**dict(tags or {}), **identity}.items():
         client.set_tag(own, key, redact(value))
-    chosen = _runs_tagged(client, experiment_id, identity)[0]
-    if chosen != own:  # another process created the shared run at the same moment
-        client.delete_run(own)
-    return chosen, chosen == own
+    return own, True
 
 
 def search_all_runs(experiment_ids: list[str], query: str) -> list[mlflow.entities.Run]:

@@ -4,51 +4,61 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
+from scadapt.data.options import REGIMES, DataOptions, SplitOptions
 from scadapt.errors import ScadaptError
 from scadapt.options import (
     CHECKPOINTING_MODES,
     PRUNERS,
-    REGIMES,
-    STRATEGY_NAMES,
-    DataOptions,
     MemoryOptions,
-    SplitOptions,
+    internal,
+    names,
+    number_list,
+    option,
+    optional_count,
+    optional_seconds,
+    pairs,
     parse_memory_size,
 )
-from scadapt.strategies import get_strategy  # strategy classes load on first use
+from scadapt.strategies import STRATEGY_NAMES, get_strategy  # strategy classes load on first use
+from scadapt.tracking.contract import PRETRAIN_EXPERIMENT
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+DATA_HELP = "a catalogued dataset (`scadapt datasets` lists them) or the path of your own .h5ad"
 
 
 @dataclass
 class PretrainConfig:
-    """Settings of a pretraining job. Model-shape fields apply only to a new backbone."""
+    """Settings of a pretraining job. The shape (``d_model`` ... ``max_seq_len``) applies only to a
+    new backbone; ``checkpoint`` continues the pretraining of one that exists."""
 
-    data: tuple[str, ...] = ("pbmc68k_reduced", "pancreas_small")
-    layer: str | None = None
-    gene_column: str | None = None  # var column with gene symbols
-    checkpoint: str | None = None
-    output_dir: str | None = None
-    d_model: int = 64
-    nlayers: int = 4
-    nhead: int = 4
-    d_hid: int = 128
-    dropout: float = 0.1
-    n_bins: int = 51
-    max_seq_len: int = 512
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    mask_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
-    val_fraction: float = 0.05
-    min_genes: int = 100
-    seed: int = 0
-    device: str = "auto"
-    experiment: str = "scadapt-pretrain"
+    data: tuple[str, ...] = option(("pbmc68k_reduced", "pancreas_small"),
+                                   "comma-separated bundled dataset names or .h5ad paths", parse=names)
+    layer: str | None = option(None, "AnnData layer with counts or log-normalised values (default: X)")
+    gene_column: str | None = option(None, "var column with gene symbols")
+    checkpoint: str | None = option(None, "scGPT model directory to continue pretraining; omit for a new small model")
+    output_dir: str | None = option(None, "where to write the checkpoint (default: the demo backbone folder in the "
+                                          "scadapt cache)")
+    d_model: int = option(64, "embedding size of a new backbone")
+    nlayers: int = option(4, "transformer layers of a new backbone")
+    nhead: int = option(4, "attention heads of a new backbone")
+    d_hid: int = option(128, "feed-forward width of a new backbone")
+    dropout: float = option(0.1, "dropout of a new backbone")
+    n_bins: int = option(51, "expression bins of a new backbone")
+    max_seq_len: int = option(512, "tokens per cell")
+    epochs: int = option(10, "pretraining epochs")
+    batch_size: int = option(32, "cells per batch")
+    lr: float = option(1e-3, "learning rate")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup_steps: int = option(30, "steps of linear learning-rate warm-up")
+    mask_ratios: tuple[float, ...] = option((0.25, 0.5, 0.75), "masked shares of the genes, one per step in turn",
+                                            parse=number_list)
+    val_fraction: float = option(0.05, "share of the cells that measure the validation loss")
+    min_genes: int = option(100, "refuse data with fewer genes than this")
+    seed: int = option(0, "seed of the initial weights, the masks and the validation cells")
+    device: str = option("auto", DEVICE_HELP)
+    experiment: str = option(PRETRAIN_EXPERIMENT, "MLflow experiment")
 
     def __post_init__(self) -> None:
         self.data = tuple(self.data)
@@ -78,30 +88,45 @@ class PretrainConfig:
 
 
 @dataclass
-class TrainJob(MemoryOptions, SplitOptions, DataOptions):
+class BackboneOptions:
+    """Which backbone a job adapts, how many tokens a cell gives it, and where it runs: the same
+    options for ``train``, ``tune``, the pipeline and the benchmark."""
+
+    checkpoint: str | None = option(None, "scGPT model folder or runs:/ URI (default: the demo backbone, pretrained "
+                                          "on first use)")
+    max_seq_len: int | None = option(None, "tokens per cell (default: the checkpoint's)", parse=optional_count)
+    min_genes: int = option(200, "refuse data with fewer genes in the backbone's vocabulary")
+    device: str = option("auto", DEVICE_HELP)
+
+    def backbone_problems(self) -> list[tuple[bool, str]]:
+        return [(self.max_seq_len is not None and self.max_seq_len < 2,
+                 f"max_seq_len must be at least 2 (<cls> and one gene; got {self.max_seq_len})"),
+                (self.min_genes < 1, f"min_genes must be at least 1 (got {self.min_genes})"),
+                (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}")]
+
+
+@dataclass
+class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
     """One strategy on one split of one dataset, with fixed hyperparameters (the ``train`` entry point).
 
-    The data options (label key, batch key, layer, ...) come from :class:`~scadapt.options.DataOptions`,
-    the regime and its split settings from :class:`~scadapt.options.SplitOptions`, the memory
-    budget from :class:`~scadapt.options.MemoryOptions`;
+    The data options (label key, batch key, layer, ...) come from :class:`~scadapt.data.options.DataOptions`,
+    the regime and its split settings from :class:`~scadapt.data.options.SplitOptions`, the memory
+    budget from :class:`~scadapt.options.MemoryOptions`, the backbone from :class:`BackboneOptions`;
     ``hparams`` are the strategy's own settings (see ``scadapt.strategies``), given as values or
     strings; everything else chooses the data, the split and the backbone.
     """
 
-    data: str = "pancreas_small"
-    split: str | None = None  # e.g. "full_fold0"; default: the regime's first split
-    strategy: str = "head"
-    hparams: dict[str, object] = field(default_factory=dict)
-    checkpoint: str | None = None  # default: the demo backbone made by `scadapt pretrain`
-    max_seq_len: int | None = None  # tokens per cell; default: the checkpoint's
-    min_genes: int = 200  # refuse data with fewer genes in the backbone's vocabulary
-    device: str = "auto"
-    experiment: str | None = None  # default: "scadapt-<dataset>"
-    output_dir: str | None = None  # also save the trained annotator here
-    umap: bool = True
-    progress: bool = True
-    parent_run_id: str | None = None  # nest the job's run under this run (e.g. a benchmark's)
-    run_tags: dict[str, str] = field(default_factory=dict)  # more tags for the job's own run
+    data: str = option("pancreas_small", DATA_HELP)
+    split: str | None = option(None, "split name, e.g. full_fold0 or low_5pct_fold0 (default: the regime's first)")
+    strategy: str = option("head", "the adaptation strategy", choices=STRATEGY_NAMES)
+    hparams: dict[str, object] = option({}, "strategy hyperparameters as name=value,name=value (e.g. "
+                                            "lr=0.001,epochs=5)", parse=pairs)
+    experiment: str | None = option(None, "MLflow experiment (default: scadapt-<dataset>)")
+    output_dir: str | None = option(None, "also save the trained annotator here")
+    umap: bool = option(True, "skip the UMAP figure of the test embeddings", flag="no-umap")
+    progress: bool = internal(True)
+    parent_run_id: str | None = internal(None)  # nest the job's run under this run (e.g. a benchmark's)
+    run_tags: dict[str, str] = internal({})  # more tags for the job's own run
 
     def __post_init__(self) -> None:
         self.label_fractions = tuple(float(f) for f in self.label_fractions)
@@ -114,10 +139,7 @@ class TrainJob(MemoryOptions, SplitOptions, DataOptions):
              f"validation_fraction must lie between 0 and 1 (got {self.validation_fraction})"),
             (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
              f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
-            (self.max_seq_len is not None and self.max_seq_len < 2,
-             f"max_seq_len must be at least 2 (<cls> and one gene; got {self.max_seq_len})"),
-            (self.min_genes < 1, f"min_genes must be at least 1 (got {self.min_genes})"),
-            (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
+            *self.backbone_problems(),
             *memory_problems(self),
         ], "job settings")
 
@@ -131,14 +153,21 @@ class TuneJob(TrainJob):
     """A :class:`TrainJob` whose strategy settings are searched. ``hparams`` stay fixed (they
     override the search space)."""
 
-    n_trials: int = 10  # finished (complete or pruned) trials the study should reach
-    timeout: float | None = None  # seconds after which this worker starts no new trial
-    storage: str | None = None  # default: sqlite:///optuna.db in the working directory
-    study_name: str | None = None  # default: "<dataset>/<strategy>/<split>/<digest of the setup>"
-    pruning: str = "median"  # "median" (below the median of earlier trials), "threshold" or "none"
-    prune_below: float = 0.0  # "threshold": prune trials whose validation macro-F1 is below this
-    pruning_warmup_epochs: int = 2  # epochs a trial always gets
-    pruning_startup_trials: int = 2  # trials before median pruning starts
+    hparams: dict[str, object] = option({}, "fixed strategy hyperparameters, not searched, as name=value,name=value",
+                                        parse=pairs)
+    output_dir: str | None = internal(None)
+    n_trials: int = option(10, "finished trials the study should reach; a second worker or a rerun continues it")
+    timeout: float | None = option(None, "seconds after which this worker starts no new trial (0: none)",
+                                   parse=optional_seconds)
+    storage: str | None = option(None, "sqlite:///optuna.db (default), journal:PATH for several workers on one "
+                                       "host, or a database URL")
+    study_name: str | None = option(None, "default: <dataset>/<strategy>/<split>/{setup}, where {setup} is a digest "
+                                          "of the data, split, backbone and fixed settings; a study joined by name "
+                                          "must have the same setup")
+    pruning: str = option("median", "median (below the median of earlier trials), threshold or none", choices=PRUNERS)
+    prune_below: float = option(0.0, "with --pruning threshold: prune trials whose validation macro-F1 is below this")
+    pruning_warmup_epochs: int = option(2, "epochs a trial always gets")
+    pruning_startup_trials: int = internal(2)  # trials before median pruning starts
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -159,52 +188,6 @@ class TuneJob(TrainJob):
         if self.pruning == "threshold":
             return optuna.pruners.ThresholdPruner(lower=self.prune_below, n_warmup_steps=self.pruning_warmup_epochs)
         return optuna.pruners.NopPruner()
-
-
-@dataclass
-class PipelineConfig(MemoryOptions, DataOptions):
-    """The main job: demo backbone (or ``checkpoint``), a study per strategy, promotion, summary.
-
-    ``pretrain_data`` pretrains the demo backbone on those (unlabelled) cells instead of the
-    bundled data, so that its vocabulary covers the genes of your dataset.
-    """
-
-    data: str = "pbmc68k_reduced"
-    strategies: tuple[str, ...] = STRATEGY_NAMES
-    n_trials: int = 3  # per strategy
-    epochs: int = 10  # per trial, for the strategies trained by gradient descent
-    checkpoint: str | None = None  # default: the demo backbone (pretrained here on first use)
-    pretrain_epochs: int = 10
-    pretrain_data: tuple[str, ...] = ()  # default: the bundled datasets
-    min_genes: int = 200  # refuse data with fewer genes in the backbone's vocabulary
-    storage: str | None = None  # Optuna storage of the studies (default: sqlite:///optuna.db)
-    policy: str | None = None  # promotion policy (default: registry/policy.yaml)
-    force: bool = False  # promote even when the new champion ranks below the current one
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0  # processes on this machine sharing the studies; 0: one per CPU core (up to 4 and 4 GB each), 1 on a GPU
-    progress: bool = True
-    tune_overrides: dict[str, object] = field(default_factory=dict)  # more TuneJob fields (max_seq_len, ...)
-
-    def __post_init__(self) -> None:
-        self.strategies, self.pretrain_data = tuple(self.strategies), tuple(self.pretrain_data)
-        refuse([
-            (not self.strategies, "at least one strategy is needed"),
-            (bool(bad := [s for s in self.strategies if s not in STRATEGY_NAMES]),
-             f"unknown strategies {', '.join(bad)}; known: {', '.join(STRATEGY_NAMES)}"),
-            (self.n_trials < 1 or self.epochs < 1 or self.pretrain_epochs < 1,
-             "n_trials, epochs and pretrain_epochs must be at least 1"),
-            (self.min_genes < 1, f"min_genes must be at least 1 (got {self.min_genes})"),
-            (self.workers < 0, f"workers must be 0 (automatic) or more (got {self.workers})"),
-            (bool(self.pretrain_data) and bool(self.checkpoint),
-             "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
-            (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
-            *memory_problems(self),
-        ], "pipeline settings")
-
-    @property
-    def needs_backbone(self) -> bool:
-        return any(get_strategy(s).needs_backbone for s in self.strategies)
 
 
 def valid_device(name: str) -> bool:

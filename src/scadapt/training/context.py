@@ -16,19 +16,20 @@ import numpy as np
 import torch
 from anndata import AnnData
 
+from scadapt.artifacts.checkpoints import local_checkpoint, publish_checkpoint
 from scadapt.backbone import embed_cells, load_backbone
+from scadapt.backbone.checkpoint import ARGS_FILE
 from scadapt.backbone.embedding_cache import EmbeddingCache, embedding_key
 from scadapt.coordination import Coordinator
 from scadapt.data import DatasetInfo, Split, load_and_split
 from scadapt.devices import compute_dtype, resolve_device
 from scadapt.errors import CheckpointError, ScadaptError
+from scadapt.fitting.memory import MemoryBudget, inference_token_cap
 from scadapt.notices import warn_once
+from scadapt.storage import demo_backbone_dir
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
-from scadapt.tracking.checkpoints import local_checkpoint, publish_checkpoint
 from scadapt.training.config import TrainJob
-from scadapt.training.memory import MemoryBudget, inference_token_cap
 from scadapt.training.preflight import GeneCoverage
-from scadapt.training.pretrain import demo_backbone_dir
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | Non
                           checkpointing=job.activation_checkpointing)
     if needs_backbone:
         ctx.checkpoint = local_checkpoint(job.checkpoint) if job.checkpoint else demo_backbone_dir()
-        if not (ctx.checkpoint / "args.json").is_file() and not job.checkpoint:
+        if not (ctx.checkpoint / ARGS_FILE).is_file() and not job.checkpoint:
             raise CheckpointError(
                 f"No backbone checkpoint at {ctx.checkpoint}. Create the demo backbone with `scadapt pretrain` "
                 "(a few minutes on CPU) or pass the scGPT model folder with --checkpoint."

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from scadapt.evaluation.metrics import ClassificationReport, classification_report
+from scadapt.fitting.classifier import FitResult
 from scadapt.models.annotator import Annotator
 from scadapt.notices import warn_once
 from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
-from scadapt.training.classifier import FitResult
 from scadapt.training.context import TrainingContext
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from anndata import AnnData
 
+from scadapt.backbone.checkpoint import ARGS_FILE
 from scadapt.data import load_expression
 from scadapt.notices import warn_once
+from scadapt.storage import demo_backbone_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 from scadapt.tokenization.tokenizer import COVERAGE_REMEDIES
 from scadapt.training.config import PretrainConfig
-from scadapt.training.pretrain import demo_backbone_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def backbone_vocabulary(checkpoint: str | Path | None, pretrain: PretrainConfig)
         return BackboneVocabulary(read_vocabulary(checkpoint), f"checkpoint {checkpoint}")
     directory = Path(pretrain.output_dir) if pretrain.output_dir else demo_backbone_dir()
     where = f"the demo backbone in {directory}"
-    if (directory / "args.json").is_file():
+    if (directory / ARGS_FILE).is_file():
         return BackboneVocabulary(read_vocabulary(directory), where)
     genes = (gene for source in pretrain.data
              for gene in load_expression(source, layer=pretrain.layer, gene_column=pretrain.gene_column).var_names)

@@ -30,7 +30,8 @@ from scadapt.backbone.checkpoint import ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE
 from scadapt.data import load_expression
 from scadapt.devices import autocast, resolve_device
 from scadapt.errors import ScadaptError, TrainingDiverged
-from scadapt.storage import atomic_write, default_cache_dir, writable_dir
+from scadapt.fitting.optim import MAX_NONFINITE_STEPS, Updater
+from scadapt.storage import atomic_write, demo_backbone_dir, writable_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
 from scadapt.tokenization.batching import length_grouped_batches
 from scadapt.tracking import log_params, tracked_run
@@ -44,17 +45,11 @@ from scadapt.tracking.contract import (
 from scadapt.tracking.runs import close_orphaned_runs
 from scadapt.tracking.workers import worker_id
 from scadapt.training.config import PretrainConfig
-from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "pretrain_state.pt"
 EVAL_MASK_RATIO = 0.5
-
-
-def demo_backbone_dir() -> Path:
-    """Where the demo backbone lives when no checkpoint is given (reused by later steps)."""
-    return default_cache_dir() / "backbones" / "demo"
 
 
 @dataclass
@@ -292,7 +287,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         mlflow.log_metrics({"runtime_sec": runtime, "final_val_loss": history["val_loss"][-1]})
         for name in (ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE):
             mlflow.log_artifact(str(output_dir / name), artifact_path=BACKBONE_ARTIFACT)
-        mlflow.set_tags({"weights_hash": final_hash, BACKBONE_HASH_TAG: final_hash})  # published: see tracking.checkpoints
+        mlflow.set_tags({"weights_hash": final_hash, BACKBONE_HASH_TAG: final_hash})  # published: see artifacts.checkpoints
         mlflow.log_artifact(str(figure), artifact_path="figures")
         return PretrainResult(output_dir, final_hash, run.info.run_id, history["val_loss"][-1], history["train_loss"])
 
@@ -316,7 +311,7 @@ def ensure_demo_backbone(cfg: PretrainConfig | None = None,
     does not exist yet, or downloaded if another machine already pretrained it with the same
     settings into the tracking store. ``lock(name)``, shared by all workers, lets one of several
     workers that start together pretrain while the others wait for its checkpoint."""
-    from scadapt.tracking.checkpoints import fetch_checkpoint
+    from scadapt.artifacts.checkpoints import fetch_checkpoint
 
     cfg = cfg or demo_pretraining()
     directory = Path(cfg.output_dir) if cfg.output_dir else demo_backbone_dir()

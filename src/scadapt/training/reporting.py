@@ -14,13 +14,24 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from scadapt.artifacts.annotators import log_annotator
 from scadapt.data import save_splits
 from scadapt.devices import compute_dtype
 from scadapt.evaluation.figures import confusion_figure, curves_figure, umap_figure
 from scadapt.evaluation.metrics import ClassificationReport
 from scadapt.models.annotator import Annotator
 from scadapt.strategies import StrategyConfig, get_strategy
-from scadapt.tracking.contract import SERVING_ARTIFACT, log_annotator
+from scadapt.tracking.contract import (
+    DATASET_TAG,
+    FOLD_TAG,
+    GENES_FILE,
+    INPUT_EXAMPLE_FILE,
+    PER_CLASS_TEST_TABLE,
+    REGIME_TAG,
+    SERVING_ARTIFACT,
+    SPLIT_TAG,
+    STRATEGY_TAG,
+)
 from scadapt.tracking.runs import retry_racing_writers
 from scadapt.training.config import TrainJob
 from scadapt.training.context import TrainingContext
@@ -31,8 +42,8 @@ log = logging.getLogger(__name__)
 
 def run_tags(job: TrainJob, ctx: TrainingContext) -> dict[str, str]:
     """Tags that identify what a run is about, the same for ``train`` and ``tune`` runs."""
-    return {"dataset": ctx.info.name, "strategy": job.strategy, "regime": job.regime, "split": ctx.split.name,
-            "fold": "" if ctx.split.fold is None else str(ctx.split.fold)}
+    return {DATASET_TAG: ctx.info.name, STRATEGY_TAG: job.strategy, REGIME_TAG: job.regime, SPLIT_TAG: ctx.split.name,
+            FOLD_TAG: "" if ctx.split.fold is None else str(ctx.split.fold)}
 
 
 def job_run_tags(job: TrainJob) -> dict[str, str]:
@@ -121,10 +132,10 @@ def _log_serving_inputs(ctx: TrainingContext, folder: Path) -> None:
     and two training cells as the input example (``input_example.csv``)."""
     folder.mkdir()
     genes = [str(g) for g in ctx.adata.var_names]
-    (folder / "genes.json").write_text(json.dumps(genes))
+    (folder / GENES_FILE).write_text(json.dumps(genes))
     example = ctx.adata.X[ctx.split.train[:2]]
     example = example.toarray() if sp.issparse(example) else np.asarray(example)
-    pd.DataFrame(example, columns=genes).to_csv(folder / "input_example.csv", index=False)
+    pd.DataFrame(example, columns=genes).to_csv(folder / INPUT_EXAMPLE_FILE, index=False)
     mlflow.log_artifacts(str(folder), SERVING_ARTIFACT)
 
 
@@ -144,7 +155,7 @@ def log_test(ctx: TrainingContext, annotator: Annotator, umap: bool = True) -> d
                                 title, seed=annotator.config.seed) is None:
             log.info("Too few test cells for a UMAP.")
         # a class absent from the training cells (cross-study) cannot be predicted: say so beside its 0
-        test.per_class.assign(trained=test.per_class.index.isin(ctx.classes)).to_csv(tmp / "tables" / "per_class_test.csv")
+        test.per_class.assign(trained=test.per_class.index.isin(ctx.classes)).to_csv(tmp / PER_CLASS_TEST_TABLE)
         test.confusion.to_csv(tmp / "tables" / "confusion_test.csv")
         for folder in ("figures", "tables"):
             mlflow.log_artifacts(str(tmp / folder), folder)

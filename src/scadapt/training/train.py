@@ -16,7 +16,7 @@ import mlflow
 from scadapt.models.annotator import Annotator
 from scadapt.storage import writable_dir
 from scadapt.strategies import get_strategy
-from scadapt.tracking import CANDIDATE_TAG, ENTRY_POINT_TAG, log_params, tracked_run
+from scadapt.tracking import CANDIDATE_TAG, ENTRY_POINT_TAG, experiment_name, log_params, tracked_run
 from scadapt.training.config import TrainJob
 from scadapt.training.context import prepare
 from scadapt.training.fit import fit_strategy
@@ -39,7 +39,7 @@ def train(job: TrainJob) -> TrainResult:
     if job.output_dir:
         writable_dir(job.output_dir, "the trained annotator", "--output-dir")
     ctx = prepare(job, needs_backbone=strategy.needs_backbone)
-    experiment = job.experiment or f"scadapt-{ctx.info.name}"
+    experiment = job.experiment or experiment_name(ctx.info.name)
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "train", **job_run_tags(job)}
     with tracked_run(experiment, run_name=f"{job.strategy}/{ctx.split.name}", tags=tags) as run:
         log_params(run_params(job, ctx, config))

@@ -5,7 +5,7 @@ One ``storage`` string chooses the backend:
 - a SQLite URL (``sqlite:///optuna.db``, the default): one process at a time, or a few on one host;
 - ``journal:PATH`` (or a path ending in ``.journal``/``.log``): Optuna's journal file, for several
   worker processes on one host (file locks, no database);
-- any other SQLAlchemy URL (``postgresql://user:pass@host/db``): workers on several hosts.
+- a PostgreSQL URL (``postgresql://user:pass@host/db``): workers on several hosts.
 
 Optuna leaves the trial of a killed worker RUNNING forever. Every trial records its worker
 (host, process id, process start time); :func:`recover_interrupted` marks the trials of dead
@@ -13,8 +13,8 @@ workers on this host FAILED. Database storages also run Optuna's heartbeat: a tr
 has not beaten for the grace period (``SCADAPT_HEARTBEAT_SEC``, default 60 s, times five) is
 failed by any other worker, on any host.
 
-The same database (or a SQLite file beside a journal) keeps the workers' locks
-(:func:`coordinator`). A database server is connected to once with a short timeout before anything
+The workers' locks (:func:`coordinator`) are kept by the storage's own database (PostgreSQL's
+advisory locks) or, on one host, by OS file locks beside the SQLite or journal file. A database server is connected to once with a short timeout before anything
 else (:func:`scadapt.databases.probe`): a refused login or a server that is down is reported at
 once, and only races between workers creating the same tables are retried.
 """
@@ -113,11 +113,9 @@ def coordinator(url: str | None) -> Coordinator:
     journal = _journal_path(url)
     try:
         return coordinator_for(url, os.path.abspath(journal) if journal is not None else None)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-        raise ScadaptError(
-            f"Cannot keep the workers' locks in the study storage {describe_storage(url)}: {_first_line(error)}. "
-            "Check the URL, that the database is reachable and writable, and that the file is an Optuna database."
-        ) from None
+    except (ValueError, OSError) as error:
+        raise ScadaptError(f"Cannot keep the workers' locks beside the study storage {describe_storage(url)}: "
+                           f"{_first_line(error)}.") from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -28,10 +28,11 @@ from mlflow import MlflowClient
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from scadapt.artifacts.annotators import load_annotator
 from scadapt.coordination import Coordinator
 from scadapt.errors import ScadaptError, TrainingDiverged
 from scadapt.strategies import get_strategy
-from scadapt.tracking import CANDIDATE_TAG, log_params, shared_run, tracked_run
+from scadapt.tracking import CANDIDATE_TAG, experiment_name, log_params, shared_run, tracked_run
 from scadapt.tracking.contract import (
     BEST_RUN_TAG,
     BEST_TRIAL_TAG,
@@ -42,7 +43,6 @@ from scadapt.tracking.contract import (
     STUDY_RUN_TAG,
     STUDY_TAG,
     TRIAL_TAG,
-    load_annotator,
 )
 from scadapt.tracking.runs import quiet_artifact_downloads
 from scadapt.tracking.workers import worker_id
@@ -97,7 +97,7 @@ def tune(job: TuneJob) -> TuneResult:
         claim_study(study, setup)  # another setup's study is refused, naming what differs
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
     with board.hold(f"study-run:{name}"):  # one parent run, however many workers start together
-        parent_id, created = shared_run(job.experiment or f"scadapt-{ctx.info.name}",
+        parent_id, created = shared_run(job.experiment or experiment_name(ctx.info.name),
                                         {STUDY_TAG: name, STUDY_RUN_TAG: "true"},
                                         f"{job.strategy} study {ctx.info.name}/{ctx.split.name}", job_run_tags(job))
         log_params({**_fixed_params(job, ctx), "study_name": name, "storage": describe_storage(job.storage),

@@ -27,12 +27,11 @@ from mlflow.exceptions import MlflowException
 from scadapt.backbone.checkpoint import ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE
 from scadapt.errors import CheckpointError
 from scadapt.storage import default_cache_dir
-from scadapt.tracking.contract import BACKBONE_ARTIFACT, BACKBONE_HASH_TAG, ENTRY_POINT_TAG
+from scadapt.tracking.contract import BACKBONE_ARTIFACT, BACKBONE_EXPERIMENT, BACKBONE_HASH_TAG, ENTRY_POINT_TAG
 from scadapt.tracking.runs import ensure_experiment, quiet_artifact_downloads, search_all_runs
 
 log = logging.getLogger(__name__)
 
-BACKBONE_EXPERIMENT = "scadapt-backbones"
 URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 CHECKPOINT_FILES = (ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE)
 

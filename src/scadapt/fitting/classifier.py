@@ -7,7 +7,7 @@ embeddings computed once, or expression) through a head alone. A strategy may ho
 (:class:`TrainingHooks`): an extra loss term, a callback after every update.
 
 Through the backbone, an optimisation batch runs in micro-batches that fit a memory budget
-(:mod:`scadapt.training.memory`) and their gradients are accumulated: the step is the unsplit
+(:mod:`scadapt.fitting.memory`) and their gradients are accumulated: the step is the unsplit
 batch's. Running out of device memory halves the micro-batches and retries the step.
 """
 
@@ -30,11 +30,8 @@ from tqdm.auto import tqdm
 from scadapt.backbone.inference import cell_outputs
 from scadapt.devices import autocast, inference_tokens
 from scadapt.errors import ScadaptError, TrainingDiverged
-from scadapt.models.head import BackboneClassifier, trainable_state
-from scadapt.tokenization import GeneTokenizer, TokenizedCells
-from scadapt.tokenization.batching import inference_batches, length_grouped_batches
-from scadapt.training.frozen_layers import FrozenLayerCache, SharedFrozenLayers, frozen_depth
-from scadapt.training.memory import (
+from scadapt.fitting.frozen_layers import FrozenLayerCache, SharedFrozenLayers, frozen_depth
+from scadapt.fitting.memory import (
     LARGE_STEP_BYTES,
     MemoryBudget,
     StepPlan,
@@ -44,7 +41,10 @@ from scadapt.training.memory import (
     return_freed_memory,
     saved_activation_bytes,
 )
-from scadapt.training.optim import MAX_NONFINITE_STEPS, Updater
+from scadapt.fitting.optim import MAX_NONFINITE_STEPS, Updater
+from scadapt.models.head import BackboneClassifier, trainable_state
+from scadapt.tokenization import GeneTokenizer, TokenizedCells
+from scadapt.tokenization.batching import inference_batches, length_grouped_batches
 
 if TYPE_CHECKING:
     from scadapt.strategies.base import TorchConfig

@@ -1,0 +1,1 @@
+"""The annotator: a backbone (or none) with a classification head, as one saved model."""

@@ -1,0 +1,21 @@
+"""A saved annotator folder rebuilt by the strategy that fitted it, as peft reads an adapter's
+config class from its mapping and lets the tuner rebuild the model: the strategy's config class
+reads the saved settings, and the strategy rebuilds its model around the fitted weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scadapt.models.annotator import Annotator, read_saved
+from scadapt.strategies import get_strategy
+
+
+def rebuild_annotator(directory: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> Annotator:
+    """The annotator saved in ``directory``, ready to predict. Backbone strategies need the base
+    ``checkpoint`` folder it was trained on (its weights hash is checked); to find it where the
+    annotator recorded it (its folder, else the artifact store), use
+    :func:`scadapt.artifacts.annotators.read_annotator`."""
+    manifest, weights = read_saved(directory)
+    strategy = get_strategy(manifest["strategy"])
+    config = strategy.config_class.from_saved(manifest["config"])
+    return strategy.rebuild(manifest, config, weights, Path(checkpoint) if checkpoint else None, device)
