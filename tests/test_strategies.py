@@ -12,8 +12,10 @@ from conftest import random_backbone, tiny_config
 
 from scadapt.artifacts.annotators import read_annotator
 from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
+from scadapt.errors import CheckpointError
 from scadapt.fitting.classifier import TokenSource, fit_classifier
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, without_backbone
+from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 from scadapt.training.config import TrainJob
 from scadapt.training.train import train
@@ -193,6 +195,9 @@ def test_saved_annotator_reproduces_predictions_and_base_stays_untouched(strateg
     assert load_backbone(backbone, with_decoders=False).weights_hash == before  # never written to
     result.annotator.save(tmp_path / "annotator")
     again = read_annotator(tmp_path / "annotator")
+    if get_strategy(strategy).needs_backbone:  # the strategy alone cannot rebuild it without its base checkpoint
+        with pytest.raises(CheckpointError, match="pass that checkpoint's folder"):
+            rebuild_annotator(tmp_path / "annotator")
     np.testing.assert_array_equal(again.predict_proba(adata), result.annotator.predict_proba(adata))
     # the served path (the request's matrix in the model's gene order, no AnnData) gives the same outputs
     for mine, served in zip(again.outputs(adata), again.matrix_outputs(adata.X, list(adata.var_names)), strict=True):

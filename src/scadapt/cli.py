@@ -39,10 +39,10 @@ def _run_datasets(args: argparse.Namespace) -> None:
 
 
 def _add_splits(subparsers) -> None:
-    from scadapt.training.config import DATA_HELP
+    from scadapt.training.config import DATA_HELP, TrainJob
 
     p = subparsers.add_parser("splits", help="make the train/validation/test splits of a regime and save them")
-    p.add_argument("--data", default="pancreas_small", help=f"{DATA_HELP} (default: %(default)s)")
+    p.add_argument("--data", default=TrainJob.data, help=f"{DATA_HELP} (default: %(default)s)")
     add_options(p, DataOptions)
     add_options(p, SplitOptions)
     p.add_argument("--folds", type=optional_text, default=None, help="comma-separated fold numbers (default: all)")
@@ -67,10 +67,10 @@ def _run_splits(args: argparse.Namespace) -> None:
     echo(f"Saved {len(splits)} splits to {paths[0].parent}")
 
 
-def _add_job(subparsers, command: str, help: str, group: type, handler, **defaults) -> None:
+def _add_job(subparsers, command: str, help: str, group: type, handler) -> None:
     """A subcommand whose options are the option fields of the job dataclass ``group``."""
     p = subparsers.add_parser(command, help=help)
-    add_options(p, group, **defaults)
+    add_options(p, group)
     p.set_defaults(handler=handler, group=group)
 
 

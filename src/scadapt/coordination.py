@@ -24,14 +24,15 @@ import logging
 import re
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import sqlalchemy
 from filelock import FileLock, Timeout
 
-from scadapt.databases import engine_options
+from scadapt.databases import dialect, engine_options
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,13 @@ POLL_SEC = 0.2  # how often a waiting worker asks again
 _KEEPALIVE = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
 
-class Coordinator:
+class Coordinator(ABC):
     """Named locks that every worker on the same study storage sees."""
 
-    @contextmanager
-    def hold(self, name: str, wait: bool = True) -> Iterator[bool]:
+    @abstractmethod
+    def hold(self, name: str, wait: bool = True) -> AbstractContextManager[bool]:
         """Hold lock ``name`` for the block. With ``wait`` the block waits for the lock (and yields
         True); without, it yields whether the lock was free."""
-        raise NotImplementedError
 
 
 class AdvisoryLocks(Coordinator):
@@ -135,7 +135,7 @@ def coordinator_for(storage_url: str, journal_path: str | None = None) -> Coordi
     if key not in _COORDINATORS:
         if journal_path:
             _COORDINATORS[key] = FileLocks(Path(f"{journal_path}.locks"))
-        elif storage_url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        elif dialect(storage_url) == "postgresql":
             _COORDINATORS[key] = AdvisoryLocks(storage_url)
         elif storage_url.startswith("sqlite:///") and storage_url != "sqlite:///:memory:":
             _COORDINATORS[key] = FileLocks(Path(f"{Path(storage_url.removeprefix('sqlite:///')).resolve()}.locks"))
@@ -143,5 +143,5 @@ def coordinator_for(storage_url: str, journal_path: str | None = None) -> Coordi
             _COORDINATORS[key] = FileLocks(Path(tempfile.mkdtemp(prefix="scadapt-locks-")))
         else:
             raise ValueError(f"workers can share locks through PostgreSQL, a SQLite file or a journal file, "
-                             f"not {storage_url.split(':', 1)[0]}")
+                             f"not {dialect(storage_url)}")
     return _COORDINATORS[key]

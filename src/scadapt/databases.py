@@ -39,14 +39,26 @@ def engine_options(url: str) -> dict:
     return {}
 
 
+def dialect(url: str) -> str:
+    """The database of a SQLAlchemy URL without its driver: ``postgresql+psycopg://...`` -> ``postgresql``."""
+    name = url.split(":", 1)[0].split("+", 1)[0]
+    return "postgresql" if name == "postgres" else name
+
+
 def is_server_url(url: str) -> bool:
     """Whether ``url`` is a SQLAlchemy URL of a database server (PostgreSQL, MySQL), not a SQLite file."""
-    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql")
+    return dialect(url) in ("postgresql", "mysql")
+
+
+_REACHED: set[str] = set()
 
 
 def probe(url: str, what: str) -> None:
     """Connect once to the database server at ``url`` and disconnect; raise a :class:`ScadaptError`
-    naming ``what`` (e.g. "the study storage"), the cause and the remedy when that fails."""
+    naming ``what`` (e.g. "the study storage"), the cause and the remedy when that fails. A server
+    reached once is not asked again in this process (the command checks it before its job does)."""
+    if url in _REACHED:
+        return
     password = url_password(url) or ""
     if "@" in password:  # the driver would read the rest as a host and quote it, password tail included
         raise ScadaptError(f"{what.capitalize()} {url}: the password holds an unencoded @. Percent-encode it "
@@ -59,7 +71,7 @@ def probe(url: str, what: str) -> None:
         raise ScadaptError(f"{what.capitalize()} {url} needs a database driver: {error}.") from None
     try:
         with engine.connect():
-            pass
+            _REACHED.add(url)
     except sqlalchemy.exc.DBAPIError as error:
         raise ScadaptError(describe_failure(url, what, error)) from None
     finally:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scadapt.errors import ScadaptError
+
 TUNING_MODES = ("reuse", "per_fold")
 PRUNERS = ("median", "threshold", "none")
 CHECKPOINTING_MODES = ("auto", "on", "off")
@@ -158,8 +160,6 @@ def check_keys(group: type, given: dict[str, Any], what: str) -> None:
     """Refuse keys of ``given`` that are not fields of ``group``, naming the known ones."""
     known = {f.name for f in dataclasses.fields(group)}
     if unknown := sorted(set(given) - known):
-        from scadapt.errors import ScadaptError
-
         raise ScadaptError(f"Unknown {what} {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
 
 
@@ -182,13 +182,11 @@ class MemoryOptions:
         return MemoryOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MemoryOptions)})
 
 
-def add_options(parser: argparse.ArgumentParser, group: type, **defaults: Any) -> None:
-    """One ``--name`` option per option field of the dataclass ``group`` (its own and inherited);
-    ``defaults`` replace the fields' defaults for this parser (the pipeline's dataset, say)."""
+def add_options(parser: argparse.ArgumentParser, group: type) -> None:
+    """One ``--name`` option per option field of the dataclass ``group`` (its own and inherited)."""
     hints = typing.get_type_hints(group)
     for f in option_fields(group):
-        default = defaults.get(f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
-                               else f.default)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         help_text = f.metadata["help"]
         if default not in (None, "", (), {}, False) and "default" not in help_text and "flag" not in f.metadata:
             help_text += " (default: %(default)s)"

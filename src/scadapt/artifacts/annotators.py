@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 
 from scadapt.artifacts.checkpoints import fetch_checkpoint
+from scadapt.backbone.checkpoint import checkpoint_weights_hash
 from scadapt.errors import CheckpointError
 from scadapt.models.annotator import Annotator, read_manifest
 from scadapt.strategies.saved import rebuild_annotator
@@ -51,8 +52,6 @@ def recorded_checkpoint(folder: str | Path) -> Path | None:
     """The base checkpoint folder a saved annotator was trained on, on this machine: the folder it
     recorded where that still holds the checkpoint, else its copy in the artifact store,
     downloaded once into the cache (None for an annotator without a backbone)."""
-    from scadapt.backbone.checkpoint import checkpoint_weights_hash
-
     manifest = read_manifest(folder)
     if "backbone" not in manifest:
         return None

@@ -7,13 +7,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scadapt.data.options import DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES, DataOptions
+from scadapt.data.options import BUNDLED_DATASETS, DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES, DataOptions
 from scadapt.options import TUNING_MODES, MemoryOptions, internal, names, number_list, option, optional_count
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, strategy_names  # strategy classes load on first use
 from scadapt.tracking.contract import BENCHMARK_EXPERIMENT
 from scadapt.training.config import BackboneOptions, memory_problems, refuse
 
-PIPELINE_DATA = "pbmc68k_reduced"  # the main job's dataset by default (`mlflow run .`)
+PIPELINE_DATA = BUNDLED_DATASETS[0]  # the main job's dataset by default (`mlflow run .`)
 PRETRAIN_DATA_HELP = ("pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or catalogued "
                       "names, read with --layer and --gene-column) instead of the bundled data, so its vocabulary "
                       "covers your genes")
@@ -55,8 +55,7 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
         validation cells only). ``n_trials`` times more fits.
     """
 
-    datasets: tuple[str, ...] = option(("pbmc68k_reduced", "pancreas_small"),
-                                       "comma-separated catalogued names or .h5ad paths", parse=names)
+    datasets: tuple[str, ...] = option(BUNDLED_DATASETS, "comma-separated catalogued names or .h5ad paths", parse=names)
     regimes: tuple[str, ...] = option(REGIMES, "comma-separated from full, low, cross_study (default: all; "
                                                "cross_study where there are batches)", parse=names)
     label_fractions: tuple[float, ...] = option(DEFAULT_LABEL_FRACTIONS, "training-label fractions of the low regime",

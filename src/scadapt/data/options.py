@@ -16,6 +16,7 @@ from scadapt.options import number_list, option
 REGIMES = ("full", "low", "cross_study")
 DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
 DEFAULT_N_FOLDS = 5
+BUNDLED_DATASETS = ("pbmc68k_reduced", "pancreas_small")  # what the demo backbone and the benchmark use by default
 
 
 def parse_study_groups(text: str) -> dict[str, tuple[str, ...]] | None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from scadapt.data.options import REGIMES, DataOptions, SplitOptions
+from scadapt.data.options import BUNDLED_DATASETS, REGIMES, DataOptions, SplitOptions
 from scadapt.errors import ScadaptError
 from scadapt.options import (
     CHECKPOINTING_MODES,
@@ -33,8 +33,7 @@ class PretrainConfig:
     """Settings of a pretraining job. The shape (``d_model`` ... ``max_seq_len``) applies only to a
     new backbone; ``checkpoint`` continues the pretraining of one that exists."""
 
-    data: tuple[str, ...] = option(("pbmc68k_reduced", "pancreas_small"),
-                                   "comma-separated bundled dataset names or .h5ad paths", parse=names)
+    data: tuple[str, ...] = option(BUNDLED_DATASETS, "comma-separated bundled dataset names or .h5ad paths", parse=names)
     layer: str | None = option(None, "AnnData layer with counts or log-normalised values (default: X)")
     gene_column: str | None = option(None, "var column with gene symbols")
     checkpoint: str | None = option(None, "scGPT model directory to continue pretraining; omit for a new small model")
