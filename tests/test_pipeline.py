@@ -201,3 +201,13 @@ def test_a_data_warning_is_said_once_per_job_and_the_report_is_named_where_it_la
     assert len(closing) == 1 and str(tmp_path) not in closing[0] and "/tmp/" not in closing[0]
     run_id = closing[0].split("MLflow run ")[1].split()[0]
     assert "report.md" in {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(run_id, "report")}
+
+
+def test_the_main_job_preset_refuses_unknown_or_fixed_settings():
+    with pytest.raises(ScadaptError, match=r"Unknown pipeline settings n_trail; known: .*n_trials"):
+        pipeline_config(n_trail=5)
+    with pytest.raises(ScadaptError, match="sets folds, regimes itself"):
+        pipeline_config(regimes=("low",), folds=3)
+    cfg = pipeline_config("pancreas_small", n_trials=2, max_seq_len=64)
+    assert (cfg.datasets, cfg.regimes, cfg.folds, cfg.n_trials, cfg.max_seq_len) == (("pancreas_small",), ("full",), 1, 2, 64)
+    assert cfg.experiment == "scadapt-pancreas_small"
