@@ -44,6 +44,7 @@ def _runs(rows: list[dict]) -> pd.DataFrame:
 
 
 # -- the matrix, end to end ----------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_a_two_by_two_by_two_matrix_completes_with_tables_figures_report_and_champion(tiny_checkpoint, tmp_path):
     result = run_benchmark(_config(tiny_checkpoint, tmp_path))
 
@@ -92,6 +93,7 @@ def test_a_two_by_two_by_two_matrix_completes_with_tables_figures_report_and_cha
     assert set(per_class["setting"]) == {"full", "low 10%"} and per_class["f1"].between(0, 1).all()
 
 
+@pytest.mark.integration
 def test_an_interrupted_benchmark_resumes_without_redoing_finished_cells(tiny_checkpoint, tmp_path, monkeypatch):
     cfg = _config(tiny_checkpoint, tmp_path, strategies=("pca_logreg",), regimes=("full", "low"), promote=False)
     trained = []
@@ -147,6 +149,7 @@ def test_per_fold_tuning_gives_every_cell_its_own_study(tiny_checkpoint, tmp_pat
                                      for s in studies)  # the study name ends with the digest of its setup
 
 
+@pytest.mark.integration
 def test_helper_workers_share_the_matrix_and_give_the_results_of_one_worker(tiny_checkpoint, tmp_path):
     """Two processes on this machine split the cells; each study is run by one of them, so the
     chosen settings and the scores are those of a one-worker run."""
@@ -223,6 +226,7 @@ def test_bad_benchmark_settings_are_refused_with_a_message(tmp_path, capsys):
             BenchmarkConfig(**bad)
 
 
+@pytest.mark.integration
 def test_mlflow_project_benchmark_entry_point_makes_the_launcher_the_parent_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     submitted = mlflow.projects.run(
@@ -292,6 +296,7 @@ def test_progress_grid_shows_the_matrix_filling():
     assert grid.loc[("d", "x"), "low 1%"] == "0/1" and grid.loc[("d", "y"), "low 1%"] == "-"
 
 
+@pytest.mark.integration
 def test_benchmark_then_promote_then_benchmark_keeps_one_champion_without_duplicate_versions(tiny_checkpoint,
                                                                                                tmp_path):
     from scadapt.registry import promote

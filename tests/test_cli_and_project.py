@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from anndata import AnnData
 from conftest import REPO
 
@@ -49,6 +50,7 @@ def _project_python(monkeypatch) -> None:
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
+@pytest.mark.integration
 def test_mlflow_project_main_entry_point_runs_the_pipeline(tmp_path, monkeypatch):
     _project_python(monkeypatch)
     submitted = mlflow.projects.run(str(REPO), env_manager="local", synchronous=True, parameters={
@@ -67,6 +69,7 @@ def test_mlflow_project_main_entry_point_runs_the_pipeline(tmp_path, monkeypatch
     assert {r.data.tags["strategy"] for r in studies} == {"pca_logreg", "head"}
 
 
+@pytest.mark.integration
 def test_mlflow_project_pretrain_entry_point(tmp_path, monkeypatch):
     _project_python(monkeypatch)
     out = tmp_path / "backbone"
@@ -82,6 +85,7 @@ def test_mlflow_project_pretrain_entry_point(tmp_path, monkeypatch):
     assert load_backbone(out).config.d_model == 16
 
 
+@pytest.mark.integration
 def test_mlflow_project_train_entry_point_logs_a_comparable_run(tmp_path, monkeypatch):
     _project_python(monkeypatch)
     submitted = mlflow.projects.run(str(REPO), entry_point="train", env_manager="local", synchronous=True,

@@ -77,6 +77,7 @@ def test_waiters_queue_and_a_long_hold_never_expires(storage):
     assert order == ["first", "second"]
 
 
+@pytest.mark.integration
 def test_a_killed_holders_lock_is_taken_by_another_worker_within_seconds(storage, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, storage, "cell:x"], stdout=subprocess.PIPE, text=True,
                               cwd=tmp_path)

@@ -79,6 +79,7 @@ def test_redact_masks_every_credential_form(monkeypatch):
         "sqlite:///optuna.db and http://127.0.0.1:5000/path"  # nothing secret, nothing changed
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("form", ["encoded", "unencoded", "query"])
 def test_a_refused_study_storage_is_reported_at_once_after_one_login_and_no_secret(guarded, form, capsys, caplog):
     url, log = guarded
@@ -95,6 +96,7 @@ def test_a_refused_study_storage_is_reported_at_once_after_one_login_and_no_secr
         assert secret not in output, (secret, output)
 
 
+@pytest.mark.integration
 def test_a_wrong_database_name_and_a_refused_tracking_store_say_what_to_do(guarded, capsys, caplog, monkeypatch):
     url, log = guarded
     code, output, seconds = _run(_tune(f"{url}/no_such_db"), capsys, caplog)
@@ -108,6 +110,7 @@ def test_a_wrong_database_name_and_a_refused_tracking_store_say_what_to_do(guard
     assert _failed_logins(log) - before == 1 and "wrong-pw-42" not in output
 
 
+@pytest.mark.integration
 def test_a_tracking_server_that_is_down_is_reported_in_seconds_without_its_password(capsys, caplog, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://me:http-secret-1@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "token-secret-2")
@@ -117,6 +120,7 @@ def test_a_tracking_server_that_is_down_is_reported_in_seconds_without_its_passw
     assert "http-secret-1" not in output and "token-secret-2" not in output
 
 
+@pytest.mark.integration
 def test_a_refused_model_registry_and_a_checkpoint_uri_print_no_secret(guarded, capsys, caplog, monkeypatch):
     url, log = guarded
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"postgresql://scadapt:reg-secret-3@{_host(url)}/studies")
@@ -129,6 +133,7 @@ def test_a_refused_model_registry_and_a_checkpoint_uri_print_no_secret(guarded, 
         assert code == 2 and seconds < 30 and "ckpt-secret-4" not in output, output
 
 
+@pytest.mark.integration
 def test_a_study_storage_with_a_password_leaves_no_secret_in_the_output_or_the_mlflow_store(guarded, tmp_path, capsys,
                                                                                              caplog):
     url, _ = guarded
@@ -146,6 +151,7 @@ def test_a_study_storage_with_a_password_leaves_no_secret_in_the_output_or_the_m
         assert secret not in output and not any(secret in v for v in values), secret
 
 
+@pytest.mark.integration
 def test_a_server_lost_mid_run_is_reported_once_a_minute_while_mlflow_retries(monkeypatch):
     from scadapt.tracking import runs
 
@@ -184,6 +190,7 @@ def silent_port():
     server.close()
 
 
+@pytest.mark.integration
 def test_a_server_that_never_answers_is_given_up_after_the_connect_timeout(silent_port, capsys, caplog, monkeypatch):
     code, output, seconds = _run(_tune(f"postgresql://me:silent-secret@127.0.0.1:{silent_port}/studies"), capsys,
                                  caplog)

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytest
+
+pytestmark = pytest.mark.integration  # kill and Ctrl-C tests: real processes and signals
 
 TINY_PRETRAIN = ["pretrain", "--data", "pancreas_small", "--d-model", "16", "--nlayers", "1", "--nhead", "2",
                  "--d-hid", "16", "--max-seq-len", "64", "--min-genes", "50", "--batch-size", "8"]

@@ -13,7 +13,7 @@ import torch
 from test_strategies import _job, planted  # noqa: F401  (the planted dataset and its tiny backbone)
 
 from scadapt.errors import ScadaptError
-from scadapt.fitting.classifier import TokenSource, accumulate_gradients, class_weights
+from scadapt.fitting.classifier import TokenSource, accumulate_gradients
 from scadapt.fitting.memory import MemoryBudget, StepPlan, saved_activation_bytes
 from scadapt.fitting.optim import Updater
 from scadapt.strategies import get_strategy
@@ -37,8 +37,8 @@ def _gradients(ctx, model, source, batch: np.ndarray, weighted: bool) -> dict[st
     params = [p for p in model.parameters() if p.requires_grad]
     updater = Updater(params, 1e-3, 0.0, 1, 10, ctx.device)
     targets = torch.as_tensor(ctx.codes)
-    weight = torch.as_tensor(class_weights(ctx.codes[ctx.split.train], len(ctx.classes)), dtype=torch.float32) \
-        if weighted else None
+    # unequal weights (the planted classes are balanced, so class_weights would give 1 to each)
+    weight = torch.linspace(0.5, 3.0, len(ctx.classes)) if weighted else None
     value = accumulate_gradients(source, updater, batch, 0, targets, weight, None)
     assert np.isfinite(value)
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
@@ -46,11 +46,14 @@ def _gradients(ctx, model, source, batch: np.ndarray, weighted: bool) -> dict[st
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_accumulated_micro_batch_gradients_equal_the_whole_batch_gradients(planted, strategy):  # noqa: F811
-    """One optimisation batch of cells of different lengths, run whole and in micro-batches of a
-    few cells: the same loss gradient for every trainable weight (class-weighted loss too)."""
+    """One optimisation batch of cells of different lengths and classes, run whole and in
+    micro-batches of a few cells: the same loss gradient for every trainable weight, with a
+    class-weighted loss too (whose mean divides by the batch's summed weights, not its size)."""
     ctx, model, source = _source(planted, strategy)
     model.eval()  # no dropout: the two runs draw no random numbers
-    batch = ctx.split.train[:24]
+    train_codes = ctx.codes[ctx.split.train]
+    batch = np.concatenate([ctx.split.train[train_codes == c][:8] for c in range(len(ctx.classes))])
+    assert len(np.unique(ctx.codes[batch])) == len(ctx.classes) == 3
     lengths = ctx.tokenizer.token_lengths(ctx.cells, batch)
     assert len(set(lengths.tolist())) > 1  # padding differs between micro-batches
     for weighted in (False, True):

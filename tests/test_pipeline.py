@@ -46,6 +46,7 @@ def _user_file(pancreas, path: Path, extra_genes: int = 0) -> Path:
 KEYS = {"label_key": "cell_label", "batch_key": "platform", "layer": "counts", "gene_column": "symbol"}
 
 
+@pytest.mark.integration
 def test_main_entry_point_on_a_user_h5ad_with_its_keys(pancreas, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     data = _user_file(pancreas, tmp_path / "my_islets.h5ad")
@@ -88,6 +89,7 @@ def test_low_gene_coverage_is_logged_and_warned_with_the_remedies(pancreas, tiny
     assert "pretrain" in Path(warnings).read_text()
 
 
+@pytest.mark.integration
 def test_pretrain_data_gives_the_demo_backbone_the_users_genes(pancreas, tmp_path):
     data = _user_file(pancreas, tmp_path / "wide.h5ad", extra_genes=300)
     result = run_pipeline(pipeline_config(
@@ -175,6 +177,7 @@ def test_a_lone_nan_loss_is_skipped_and_a_persistent_one_is_divergence():
         fit(np.full_like(embeddings, np.nan))
 
 
+@pytest.mark.integration
 def test_a_data_warning_is_said_once_per_job_and_the_report_is_named_where_it_lasts(pancreas, tmp_path):
     """Two worker processes prepare the same data for every fit: the dropped class is still
     reported once, and the closing lines name the report on its MLflow run (the folder it was

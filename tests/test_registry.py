@@ -132,6 +132,7 @@ def test_gates_and_missing_candidates_are_explained(tiny_checkpoint, tmp_path):
         PromotionPolicy.load(broken)
 
 
+@pytest.mark.integration
 def test_mlflow_project_promote_entry_point(tiny_checkpoint, lenient_policy, monkeypatch):
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     pca = _train(tiny_checkpoint, "pca_logreg", n_components=20)
@@ -142,6 +143,7 @@ def test_mlflow_project_promote_entry_point(tiny_checkpoint, lenient_policy, mon
     assert champion.run_id == pca.run_id
 
 
+@pytest.mark.integration
 def test_champion_served_by_the_mlflow_scoring_server(tiny_checkpoint, lenient_policy, pancreas, monkeypatch):
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     _train(tiny_checkpoint, "pca_logreg", n_components=20)
@@ -171,6 +173,7 @@ def test_champion_served_by_the_mlflow_scoring_server(tiny_checkpoint, lenient_p
         assert requests.get(f"{base}/ping", timeout=5).status_code == 200  # still serving
 
 
+@pytest.mark.integration
 def test_mlflow_project_predict_entry_point_annotates_an_h5ad(tiny_checkpoint, lenient_policy, pancreas, tmp_path,
                                                              monkeypatch):
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
@@ -227,6 +230,26 @@ def test_champion_only_moves_up_across_experiments_and_each_run_is_registered_on
     # the version records what it was ranked with, for comparisons after its run is gone
     assert float(client.get_model_version("scadapt-pancreas_small", "1").tags["metric.val_macro_f1"]) == \
         pytest.approx(pca.metrics["val_macro_f1"])
+
+
+def test_a_candidate_that_ties_with_the_champion_leaves_the_champion_in_place(tiny_checkpoint, lenient_policy,
+                                                                             tmp_path):
+    """The same fit run again ranks equal under a policy without runtime: a tie keeps the champion
+    (no new version, no alias moved), while the champion's own rank is compared by value."""
+    no_runtime = tmp_path / "no_runtime.yaml"
+    no_runtime.write_text(lenient_policy.read_text().replace("  - {metric: runtime_sec, higher_is_better: false}\n", ""))
+    first = _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    assert promote("pancreas_small", no_runtime).run_id == first.run_id
+    again = train(TrainJob(data="pancreas_small", strategy="pca_logreg", checkpoint=str(tiny_checkpoint),
+                           hparams={"n_components": 20}, max_seq_len=64, min_genes=50, progress=False, umap=False,
+                           experiment="elsewhere"))
+    assert again.run_id != first.run_id
+    assert {k: again.metrics[k] for k in ("val_macro_f1", "val_balanced_accuracy", "val_accuracy")} == \
+        {k: first.metrics[k] for k in ("val_macro_f1", "val_balanced_accuracy", "val_accuracy")}
+    kept = promote("pancreas_small", no_runtime, experiment="elsewhere")
+    assert not kept.changed and kept.run_id == first.run_id and "ties with the champion" in kept.note
+    versions = mlflow.MlflowClient().search_model_versions("name = 'scadapt-pancreas_small'")
+    assert [v.run_id for v in versions] == [first.run_id]
 
 
 def test_promote_command_refuses_a_downgrade_with_a_message(tiny_checkpoint, lenient_policy, capsys):
@@ -341,6 +364,7 @@ def test_custom_aliases_and_a_missing_backbone_checkpoint(tiny_checkpoint, tmp_p
     assert client.get_model_version_by_alias("scadapt-pancreas_small", "rollback").run_id == head.run_id
 
 
+@pytest.mark.integration
 def test_a_port_taken_before_the_server_binds_it_is_retried(tiny_checkpoint, lenient_policy, monkeypatch):
     import socket
 

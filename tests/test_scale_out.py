@@ -20,8 +20,8 @@ from servers import create_database, mlflow_server, postgres_bin, postgres_clust
 from studies import load_study
 
 # CI installs PostgreSQL (.ci/run): there a missing server fails instead of skipping
-pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"),
-                                reason="PostgreSQL is not installed (apt-get install postgresql)")
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"),
+                                reason="PostgreSQL is not installed (apt-get install postgresql)")]
 
 SCADAPT = [sys.executable, "-m", "scadapt.cli"]
 

@@ -83,6 +83,7 @@ def _tune_command(checkpoint, storage: str, n_trials: int, epochs: int = 3) -> l
             "--storage", storage, "--pruning", "none"]
 
 
+@pytest.mark.integration
 def test_two_workers_on_one_journal_finish_one_study(tiny_checkpoint, tmp_path):
     command = _tune_command(tiny_checkpoint, f"journal:{tmp_path / 'study.journal'}", n_trials=6)
     mlflow.search_experiments()  # create the tracking store's tables first: two new processes would race
@@ -106,6 +107,7 @@ def test_two_workers_on_one_journal_finish_one_study(tiny_checkpoint, tmp_path):
     assert {w.split(":")[1] for w in (t.user_attrs["scadapt_worker"] for t in trials)} == {str(w.pid) for w in workers}
 
 
+@pytest.mark.integration
 def test_a_killed_study_resumes_with_the_interrupted_trial_failed(tiny_checkpoint, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.storages.RDBStorage(storage)  # both stores exist before this process polls them while the worker runs
@@ -137,6 +139,7 @@ def test_a_killed_study_resumes_with_the_interrupted_trial_failed(tiny_checkpoin
     assert result.trial_states == {"fail": 1, "complete": 2}
 
 
+@pytest.mark.integration
 def test_mlflow_project_tune_entry_point_makes_the_launcher_run_the_study(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     submitted = mlflow.projects.run(

@@ -52,14 +52,14 @@ entry_points:
 def mlproject_text() -> str:
     from scadapt.cli import build_parser
 
-    subcommands = _subparsers(build_parser())
+    subcommands = subparsers(build_parser())
     parts = [HEADER]
     for entry, (command, script, about) in ENTRY_POINTS.items():
         parts.append(_entry_point(entry, script, about, subcommands[command]))
     return "\n".join(parts)
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
 

@@ -155,7 +155,7 @@ def read_vocabulary(model_dir: str | Path) -> GeneVocab:
     """The vocabulary of a model directory, checked without loading its weights."""
     model_dir = Path(model_dir)
     _check_files(model_dir)
-    _read_args(model_dir / ARGS_FILE)
+    read_args(model_dir / ARGS_FILE)
     return GeneVocab.from_file(model_dir / VOCAB_FILE)
 
 
@@ -174,7 +174,8 @@ def _check_files(model_dir: Path) -> None:
         )
 
 
-def _read_args(path: Path) -> dict:
+def read_args(path: Path) -> dict:
+    """The model settings of a checkpoint's ``args.json``, refused with a remedy when unreadable."""
     try:
         args = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -232,7 +233,7 @@ def load_backbone(
     """
     model_dir = Path(model_dir)
     _check_files(model_dir)
-    args = _read_args(model_dir / ARGS_FILE)
+    args = read_args(model_dir / ARGS_FILE)
     vocab = GeneVocab.from_file(model_dir / VOCAB_FILE)
     state = to_our_layout(read_state_dict(model_dir / WEIGHTS_FILE))
     embedding = state.get("encoder.embedding.weight")

@@ -21,7 +21,7 @@ RESULTS_RUN_TAG = "scadapt.results_run"  # on a pipeline's summary run: the pare
 STUDY_TAG = "scadapt.study"  # the Optuna study name, on the study's parent run and its trials
 STUDY_RUN_TAG = "scadapt.study_run"  # "true" on a study's parent run
 TRIAL_TAG = "scadapt.trial"  # the trial number of a trial's run
-PRUNED_AFTER_EPOCH_TAG = "scadapt.pruned_after_epoch"
+PRUNED_AFTER_EPOCH_TAG = "scadapt.pruned_after_epoch"  # on a pruned trial's run: the epoch it was stopped after
 BEST_RUN_TAG, BEST_TRIAL_TAG = "scadapt.best_run_id", "scadapt.best_trial"  # on a study's parent run
 BACKBONE_HASH_TAG = "scadapt.backbone_hash"  # on a run that logged a backbone checkpoint: its weights hash
 PRETRAIN_FINGERPRINT_TAG = "scadapt.pretrain_fingerprint"  # on a pretraining run: its settings' fingerprint
@@ -42,10 +42,10 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 
 
 # -- experiments ------------------------------------------------------------------------------
-PRETRAIN_EXPERIMENT = "scadapt-pretrain"
+PRETRAIN_EXPERIMENT = "scadapt-pretrain"  # pretraining runs (demo backbone, continued pretraining)
 BACKBONE_EXPERIMENT = "scadapt-backbones"  # runs that hold a published backbone checkpoint
-BENCHMARK_EXPERIMENT = "scadapt-benchmark"
-PREDICT_EXPERIMENT = "scadapt-predict"
+BENCHMARK_EXPERIMENT = "scadapt-benchmark"  # the benchmark's parent run and its cells (unless launched by mlflow run)
+PREDICT_EXPERIMENT = "scadapt-predict"  # runs of `scadapt predict`
 
 
 def experiment_name(dataset: str) -> str:
@@ -53,6 +53,7 @@ def experiment_name(dataset: str) -> str:
     return f"scadapt-{dataset}"
 
 
+# -- metrics ----------------------------------------------------------------------------------
 # Metrics of every fit besides the validation/test summary metrics (``val_macro_f1``, ...): what a
 # promotion policy may rank or gate on.
 FIT_METRICS = ("trainable_parameters", "total_parameters", "trainable_fraction", "runtime_sec", "peak_rss_mb",
