@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 from anndata import AnnData
 from reference_scgpt import import_scgpt
 
@@ -38,11 +39,39 @@ def test_binning_matches_reference(pancreas, pancreas_vocab):
     binned = reference.layers["X_binned"]
     assert binned.max() == 50 and binned.min() == 0
     gene_ids = np.array([pancreas_vocab[g] for g in in_vocab])
+    n_tied = 0
     for cell in range(pancreas.n_obs):
         nonzero = np.flatnonzero(binned[cell])
         start, stop = cells.indptr[cell], cells.indptr[cell + 1]
         np.testing.assert_array_equal(cells.gene_ids[start:stop], gene_ids[nonzero])
-        np.testing.assert_array_equal(cells.bins[start:stop], binned[cell, nonzero])
+        values = reference.X[cell].toarray().ravel()[nonzero]
+        edges = np.quantile(values, np.linspace(0, 1, 50))
+        left, right = np.searchsorted(edges, values, side="right"), np.searchsorted(edges, values, side="left")
+        untied = left == right  # one bin possible: scGPT's exactly
+        np.testing.assert_array_equal(cells.bins[start:stop][untied], binned[cell, nonzero][untied])
+        ours = cells.bins[start:stop][~untied]  # a tie: a bin between its edges, as scGPT draws one
+        assert ((ours >= np.minimum(left, right)[~untied]) & (ours <= np.maximum(left, right)[~untied])).all()
+        n_tied += int((~untied).sum())
+    assert n_tied > 1000  # counts tie a lot: the second branch was exercised
+
+
+def test_a_cells_bins_do_not_depend_on_the_other_cells(pancreas, pancreas_vocab):
+    """Tie-breaking is a function of the cell alone: a cell tokenized in a chunk, alone or after
+    other cells gets the same bins (annotation in chunks and served requests rely on it)."""
+    tokenizer = _tokenizer(pancreas_vocab, seed=3)
+    whole = tokenizer.tokenize(pancreas[:60])
+    for first, last in ((0, 7), (13, 14), (40, 60)):
+        part = tokenizer.tokenize(pancreas[first:last])
+        np.testing.assert_array_equal(part.bins, whole.bins[whole.indptr[first]:whole.indptr[last]])
+    reordered = tokenizer.tokenize(pancreas[[5, 0]])
+    np.testing.assert_array_equal(reordered.bins[:reordered.indptr[1]], whole.bins[whole.indptr[5]:whole.indptr[6]])
+    other_seed = _tokenizer(pancreas_vocab, seed=4).tokenize(pancreas[:60])
+    assert not np.array_equal(other_seed.bins, whole.bins)  # the seed still matters
+    short = _tokenizer(pancreas_vocab, seed=3, max_seq_len=32)  # long cells keep a random subset of genes
+    alone = short.batch(short.tokenize(pancreas[40:60]), np.arange(20))
+    among = short.batch(short.tokenize(pancreas[:60]), np.arange(40, 60))
+    for name in ("gene_ids", "values"):
+        assert torch.equal(alone[name], among[name]), name
 
 
 def test_padded_batch_matches_reference(pancreas, pancreas_vocab):

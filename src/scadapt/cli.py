@@ -17,7 +17,15 @@ from scadapt.data.options import DataOptions, SplitOptions
 from scadapt.errors import ScadaptError
 from scadapt.interrupts import interrupts_at_safe_points
 from scadapt.notices import one_job
-from scadapt.options import MemoryOptions, add_options, boolean, dashed_option_names, from_args, optional_text
+from scadapt.options import (
+    MemoryOptions,
+    add_options,
+    boolean,
+    dashed_option_names,
+    from_args,
+    optional_count,
+    optional_text,
+)
 from scadapt.redaction import redact, redact_logs
 
 
@@ -124,13 +132,21 @@ def _add_predict(subparsers) -> None:
     p.add_argument("--layer", type=optional_text, default=None, help="AnnData layer to read ('raw' for .raw; default: X)")
     p.add_argument("--gene-column", type=optional_text, default=None, help="var column with gene symbols")
     p.add_argument("--key", default="scadapt", help="obs/obsm key prefix (default: %(default)s)")
+    p.add_argument("--majority-voting", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
+                   help="give each cluster of an over-clustering its most frequent label (obs <key>_majority_voting)")
+    p.add_argument("--over-clustering", type=optional_text, default=None,
+                   help="obs column of clusters to vote in (default: Leiden clusters of the model's embedding)")
+    p.add_argument("--batch-size", type=optional_count, default=None,
+                   help="cells read, labelled and written at a time (default: 10000)")
     p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> None:
     from scadapt.serving.predict import predict_h5ad
 
-    result = predict_h5ad(args.model, args.data, args.output, args.layer, args.gene_column, args.key)
+    result = predict_h5ad(args.model, args.data, args.output, args.layer, args.gene_column, args.key,
+                          majority_voting=args.majority_voting, over_clustering=args.over_clustering,
+                          batch_size=args.batch_size)
     echo(result.label_counts.to_string())
     echo(f"\nWrote {result.output} (obs {args.key}_label, {args.key}_confidence; obsm X_{args.key}); "
           f"MLflow run {result.run_id}.")

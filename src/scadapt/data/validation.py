@@ -20,6 +20,8 @@ from scadapt.notices import warn_once
 
 log = logging.getLogger(__name__)
 
+MAX_MISSING_FRACTION = 0.5  # of a model's genes that data to annotate may lack (they count as zero)
+
 RAW = "raw"  # layer name that selects adata.raw, as scanpy's use_raw does
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}")
 _GENERIC_FIX = "Use adata.raw, layers['counts'], or the matrix from before scaling."
@@ -40,23 +42,48 @@ def looks_like_ensembl(names) -> bool:
     return bool(sample) and np.mean([bool(_ENSEMBL.match(n)) for n in sample]) > 0.5
 
 
+def check_gene_coverage(names, genes: list[str], max_missing: float = MAX_MISSING_FRACTION) -> np.ndarray:
+    """Which of the model's ``genes`` are among ``names`` (bool ``[len(genes)]``); refuse when more
+    than ``max_missing`` of them are absent."""
+    found = pd.Index(pd.Index(names).astype(str)).get_indexer(genes) >= 0
+    missing = 1.0 - found.mean()
+    if missing > max_missing:
+        raise InputDataError(
+            f"The data has {found.sum()} of the {len(genes)} genes this model reads ({missing:.0%} missing, at "
+            f"most {max_missing:.0%} allowed); e.g. missing {', '.join(np.asarray(genes)[~found][:5])}. "
+            "Use gene symbols as column names / var_names."
+        )
+    return found
+
+
 def select_matrix(adata: AnnData, layer: str | None) -> AnnData:
     """An AnnData whose ``X`` is the chosen expression matrix (``X``, a layer, or ``raw``)."""
+    expression_matrix(adata, layer)  # refuses a missing matrix, naming what there is
     if layer is None:
-        if adata.X is None:
-            raise InputDataError(f"adata.X is empty; pass layer=... (layers: {_names(adata.layers.keys())}).")
         return adata
     if layer in adata.layers:
         return AnnData(
             X=adata.layers[layer], obs=adata.obs.copy(), var=adata.var.copy(), uns=dict(adata.uns),
             obsm=dict(adata.obsm), layers=dict(adata.layers),
         )
+    out = adata.raw.to_adata()
+    out.obs = adata.obs.copy()
+    out.uns = dict(adata.uns)
+    out.obsm = dict(adata.obsm)
+    return out
+
+
+def expression_matrix(adata: AnnData, layer: str | None):
+    """The chosen expression matrix (``X``, a layer, or ``raw``) and the ``var`` table of its genes,
+    without copying: for a backed AnnData, ``X`` stays on disk and is read by row slices."""
+    if layer is None:
+        if adata.X is None:
+            raise InputDataError(f"adata.X is empty; pass layer=... (layers: {_names(adata.layers.keys())}).")
+        return adata.X, adata.var
+    if layer in adata.layers:
+        return adata.layers[layer], adata.var
     if layer == RAW and adata.raw is not None:
-        out = adata.raw.to_adata()
-        out.obs = adata.obs.copy()
-        out.uns = dict(adata.uns)
-        out.obsm = dict(adata.obsm)
-        return out
+        return adata.raw.X, adata.raw.var
     raise InputDataError(
         f"Layer {layer!r} is not in adata.layers (layers: {_names(adata.layers.keys())}"
         f"{'; adata.raw is set, select it with layer=' + repr(RAW) if adata.raw is not None else ''})."
@@ -173,37 +200,51 @@ def use_gene_symbols(adata: AnnData, gene_column: str | None) -> AnnData:
     With ``gene_column`` the symbols come from that ``var`` column (the old names are kept in
     ``var["original_var_name"]``); genes without a symbol are dropped and counted.
     """
+    symbols, kept = gene_symbols(adata.var, gene_column)
+    if gene_column is None:
+        return adata
+    if not kept.all():
+        adata = adata[:, kept].copy()
+    adata.var["original_var_name"] = adata.var_names.astype(str)
+    adata.var_names = symbols
+    return adata
+
+
+def gene_symbols(var: pd.DataFrame, gene_column: str | None) -> tuple[pd.Index, np.ndarray]:
+    """The gene symbols of the genes ``var`` describes (its index, or its column ``gene_column``)
+    and which genes have one (bool ``[len(var)]``), checked as :func:`use_gene_symbols` says,
+    without touching the matrix (annotation reads it in chunks)."""
+    kept = np.ones(len(var), dtype=bool)
     if gene_column is not None:
-        if gene_column not in adata.var.columns:
+        if gene_column not in var.columns:
             raise InputDataError(
-                f"Gene column {gene_column!r} is not in adata.var (columns: {_names(adata.var.columns)}); "
+                f"Gene column {gene_column!r} is not in adata.var (columns: {_names(var.columns)}); "
                 "leave it out to use var_names."
             )
-        symbols = adata.var[gene_column]
-        missing = symbols.isna().to_numpy() | (symbols.astype(str).str.strip() == "").to_numpy()
-        if missing.all():
+        column = var[gene_column]
+        kept = ~(column.isna().to_numpy() | (column.astype(str).str.strip() == "").to_numpy())
+        if not kept.any():
             raise InputDataError(f"adata.var[{gene_column!r}] holds no gene symbols (all empty).")
-        if missing.any():
-            warn_once(log, "Dropping %d genes without a symbol in var[%r].", int(missing.sum()), gene_column)
-            adata = adata[:, ~missing].copy()
-            symbols = symbols[~missing]
-        adata.var["original_var_name"] = adata.var_names.astype(str)
-        adata.var_names = pd.Index(symbols.astype(str).to_numpy())
-    elif looks_like_ensembl(adata.var_names):
-        candidates = [c for c in adata.var.columns if _looks_like_symbols(adata.var[c])]
-        raise InputDataError(
-            f"adata.var_names look like Ensembl ids (e.g. {adata.var_names[0]}); the scGPT vocabulary uses gene "
-            "symbols. Pass the var column that holds symbols"
-            + (f", e.g. gene_column={candidates[0]!r} (candidates: {_names(candidates)})." if candidates else
-               f" with gene_column=... (var columns: {_names(adata.var.columns)}).")
-        )
-    duplicated = adata.var_names[adata.var_names.duplicated()].unique()
+        if not kept.all():
+            warn_once(log, "Dropping %d genes without a symbol in var[%r].", int((~kept).sum()), gene_column)
+        symbols = pd.Index(column[kept].astype(str).to_numpy())
+    else:
+        symbols = pd.Index(var.index.astype(str))
+        if looks_like_ensembl(symbols):
+            candidates = [c for c in var.columns if _looks_like_symbols(var[c])]
+            raise InputDataError(
+                f"adata.var_names look like Ensembl ids (e.g. {symbols[0]}); the scGPT vocabulary uses gene "
+                "symbols. Pass the var column that holds symbols"
+                + (f", e.g. gene_column={candidates[0]!r} (candidates: {_names(candidates)})." if candidates else
+                   f" with gene_column=... (var columns: {_names(var.columns)}).")
+            )
+    duplicated = symbols[symbols.duplicated()].unique()
     if len(duplicated):
         raise InputDataError(
             f"{len(duplicated)} gene name(s) occur more than once, e.g. {_names(duplicated[:5])}. Make them unique: "
             "sum the duplicated genes, or keep one of each (adata = adata[:, ~adata.var_names.duplicated()])."
         )
-    return adata
+    return symbols, kept
 
 
 def _looks_like_symbols(column: pd.Series) -> bool:

@@ -82,16 +82,6 @@ class Annotator(ABC):
         expresses none of the model's genes is ``unassigned`` with confidence 0."""
         return self.table(adata.obs_names, self.outputs(adata)[1], self.expressed(adata))
 
-    def annotate(self, adata: AnnData, key: str = "scadapt", progress: bool = True) -> AnnData:
-        """Write ``obs[f"{key}_label"]``, ``obs[f"{key}_confidence"]`` and ``obsm[f"X_{key}"]``."""
-        embedding, proba = self.outputs(adata, progress=progress)
-        table = self.table(adata.obs_names, proba, self.expressed(adata))
-        categories = self.classes + ([UNASSIGNED] if (table["label"] == UNASSIGNED).any() else [])
-        adata.obs[f"{key}_label"] = pd.Categorical(table["label"], categories=categories)
-        adata.obs[f"{key}_confidence"] = table["confidence"].to_numpy()
-        adata.obsm[f"X_{key}"] = embedding
-        return adata
-
     def expressed(self, adata: AnnData) -> np.ndarray:
         """Whether each cell expresses at least one gene this model reads (bool ``[n_cells]``)."""
         return self.matrix_expressed(adata.X, adata.var_names.astype(str))
@@ -115,8 +105,6 @@ class Annotator(ABC):
         labels = np.asarray(self.classes, dtype=object)[best]
         confidence = proba[np.arange(len(best)), best].astype(np.float64)
         if expressed is not None and not expressed.all():
-            log.warning("%d of %d cells express none of the model's genes: labelled %r with confidence 0.",
-                        int((~expressed).sum()), len(expressed), UNASSIGNED)
             labels[~expressed], confidence[~expressed] = UNASSIGNED, 0.0
         return pd.DataFrame({"label": labels, "confidence": confidence}, index=pd.Index(index, name="cell"))
 

@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from scadapt.annotation.labelling import label_cells, report_unexpressed
 from scadapt.devices import resolve_device
 from scadapt.errors import ScadaptError
 from scadapt.serving.request import OUTPUTS, matrix_from_table
@@ -40,14 +41,15 @@ class ServedAnnotator(mlflow.pyfunc.PythonModel):
             if output not in OUTPUTS:
                 raise ScadaptError(f"Unknown output {output!r}; choose one of {', '.join(OUTPUTS)}.")
             matrix = matrix_from_table(model_input, self.genes)  # no AnnData: the lean path of one request
-            embedding, proba = self.annotator.matrix_outputs(matrix, self.genes)
+            labels = label_cells(self.annotator, matrix, self.genes)  # as annotate() labels each chunk
         except ScadaptError as error:  # a bad request: HTTP 400 with the message, the server keeps serving
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-        expressed = self.annotator.matrix_expressed(matrix, self.genes)
-        table = self.annotator.table(range(len(proba)), proba, expressed).reset_index(drop=True)
+        report_unexpressed(labels)
+        table = labels.table()
         if output == "probabilities":
-            table = table.join(pd.DataFrame(proba, columns=[f"p_{c}" for c in self.annotator.classes]))
+            table = table.join(pd.DataFrame(labels.probabilities, columns=[f"p_{c}" for c in self.annotator.classes]))
         elif output == "embedding":
+            embedding = labels.embedding
             table = table.join(pd.DataFrame(embedding, columns=[f"emb_{i}" for i in range(embedding.shape[1])]))
         return table
 

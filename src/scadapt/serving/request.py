@@ -9,27 +9,12 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from scadapt.data.validation import check_values
+from scadapt.data.validation import MAX_MISSING_FRACTION, check_gene_coverage, check_values
 from scadapt.errors import InputDataError
 
 log = logging.getLogger(__name__)
 
-MAX_MISSING_FRACTION = 0.5  # of the model's genes a request may leave out (they count as zero)
 OUTPUTS = ("label", "probabilities", "embedding")
-
-
-def check_gene_coverage(names, genes: list[str], max_missing: float = MAX_MISSING_FRACTION) -> np.ndarray:
-    """Which of the model's ``genes`` are among ``names`` (bool ``[len(genes)]``); refuse when more
-    than ``max_missing`` of them are absent."""
-    found = pd.Index(pd.Index(names).astype(str)).get_indexer(genes) >= 0
-    missing = 1.0 - found.mean()
-    if missing > max_missing:
-        raise InputDataError(
-            f"The data has {found.sum()} of the {len(genes)} genes this model reads ({missing:.0%} missing, at "
-            f"most {max_missing:.0%} allowed); e.g. missing {', '.join(np.asarray(genes)[~found][:5])}. "
-            "Use gene symbols as column names / var_names."
-        )
-    return found
 
 
 def cells_from_table(table: pd.DataFrame, genes: list[str], max_missing: float = MAX_MISSING_FRACTION) -> AnnData:

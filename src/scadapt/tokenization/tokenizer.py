@@ -184,7 +184,7 @@ class GeneTokenizer:
         key = self._cache_key(matrix, gene_ids)
         if self.cache is not None and (hit := self.cache.load(key)) is not None:
             return TokenizedCells(hit["indptr"], hit["gene_ids"], hit["bins"], overlap, key)
-        bins = bin_cells(matrix.indptr, matrix.data, self.n_bins, self.seed)
+        bins = bin_cells(matrix.indptr, matrix.data, self.n_bins, self.seed, gene_ids)
         cells = TokenizedCells(matrix.indptr.astype(np.int64), gene_ids, bins, overlap, key)
         if self.cache is not None:
             self.cache.save(key, indptr=cells.indptr, gene_ids=cells.gene_ids, bins=cells.bins)
@@ -192,10 +192,17 @@ class GeneTokenizer:
 
     def _cache_key(self, matrix: sp.csr_matrix, gene_ids: np.ndarray) -> str:
         digest = hashlib.blake2b(digest_size=16)
-        digest.update(f"v1|{self.n_bins}|{self.seed}|{matrix.shape}|".encode())
+        digest.update(f"v2|{self.n_bins}|{self.seed}|{matrix.shape}|".encode())  # v2: per-cell tie-breaking
         for array in (matrix.indptr.astype(np.int64), gene_ids, matrix.data):
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
+
+    @staticmethod
+    def _content_key(cells: TokenizedCells, start: int, stop: int) -> int:
+        """A number that names a tokenized cell by its content, not its place among other cells."""
+        digest = hashlib.blake2b(cells.gene_ids[start:stop].tobytes(), digest_size=8)
+        digest.update(cells.bins[start:stop].tobytes())
+        return int.from_bytes(digest.digest(), "little")
 
     def varies_by_epoch(self, cells: TokenizedCells, indices: np.ndarray) -> np.ndarray:
         """Whether each cell's tokens differ between epochs (bool ``[len(indices)]``): cells with
@@ -212,8 +219,8 @@ class GeneTokenizer:
         """Padded tensors for the cells ``indices``.
 
         A cell with more genes than ``max_seq_len - 1`` keeps a random subset, drawn from a
-        generator seeded by (seed, epoch, cell index): the same cell gets the same subset in any
-        batch, and training sees new subsets each epoch.
+        generator seeded by (seed, epoch, the cell's genes and bins): the same cell gets the same
+        subset in any batch, chunk or request, and training sees new subsets each epoch.
 
         Returns:
             ``gene_ids`` ``[B, L]`` long, ``values`` ``[B, L]`` float, ``padding_mask`` ``[B, L]``
@@ -230,7 +237,7 @@ class GeneTokenizer:
             start, stop = cells.indptr[cell], cells.indptr[cell + 1]
             keep = np.arange(start, stop)
             if stop - start > self.max_seq_len - 1:  # as in varies_by_epoch
-                rng = np.random.default_rng((self.seed, epoch, int(cell)))
+                rng = np.random.default_rng((self.seed, epoch, self._content_key(cells, start, stop)))
                 keep = start + np.sort(rng.choice(stop - start, self.max_seq_len - 1, replace=False))
             gene_ids[row, 1 : len(keep) + 1] = cells.gene_ids[keep]
             values[row, 1 : len(keep) + 1] = cells.bins[keep]

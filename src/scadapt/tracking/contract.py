@@ -36,6 +36,8 @@ SERVING_ARTIFACT = "serving"  # genes.json and input_example.csv, for the served
 GENES_FILE, INPUT_EXAMPLE_FILE = "genes.json", "input_example.csv"  # in the serving artifact (and the served model)
 PER_CLASS_TEST_TABLE = "tables/per_class_test.csv"  # on a fit's run: test F1 per class
 REPORT_ARTIFACT = "report"  # on a benchmark's parent run: report.md, its tables and figures
+LABEL_COUNTS_FILE = "label_counts.csv"  # on a predict run: cells per label (majority-voted where asked)
+PREDICTIONS_FILE = "predictions.csv.gz"  # on a predict run: the annotation columns of every cell, compressed
 BACKBONE_ARTIFACT = "backbone"  # in a served model: the base checkpoint folder (absent without a backbone)
 # MLflow 3's UI opens an experiment on the view its kind asks for; ours hold model training runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"

@@ -1,0 +1,105 @@
+"""An ``.h5ad`` file annotated into a new file, chunk by chunk: the input is read backed, each
+chunk's embedding goes straight into the output, so memory follows the chunk size (plus a label
+and a confidence per cell), not the file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import h5py
+import pandas as pd
+from anndata.io import write_elem
+
+from scadapt.annotation.annotate import write_labels, write_majority_vote
+from scadapt.annotation.labelling import CellLabels, report_unexpressed
+from scadapt.annotation.model import AnnotationModel, load_model
+from scadapt.annotation.query import Query, label_query
+from scadapt.annotation.voting import over_cluster
+from scadapt.errors import InputDataError, ScadaptError
+from scadapt.storage import writable_file
+
+log = logging.getLogger(__name__)
+
+_ARRAY = {"encoding-type": "array", "encoding-version": "0.2.0"}  # how anndata marks a dense array
+_MAPPING = {"encoding-type": "dict", "encoding-version": "0.1.0"}
+
+
+@dataclass
+class FileAnnotation:
+    """What :func:`annotate_h5ad` wrote."""
+
+    output: Path
+    model: AnnotationModel
+    labels: CellLabels        # labels and confidences of every cell (no embeddings: they are in the file)
+    obs: pd.DataFrame         # the output's obs: the input's columns plus the annotation's
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.labels)
+
+
+def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None, *, key: str = "scadapt",
+                  majority_voting: bool = False, over_clustering: str | None = None, batch_size: int | None = None,
+                  layer: str | None = None, gene_column: str | None = None, progress: bool = True) -> FileAnnotation:
+    """Annotate the cells of the file ``data`` with ``model`` (see :func:`scadapt.annotate`) and
+    write ``output`` (default: ``<stem>_annotated.h5ad`` in the working directory): the input's
+    content plus the annotation. The output appears only when complete."""
+    data = Path(data)
+    if data.suffix != ".h5ad" or not data.is_file():
+        raise ScadaptError(f"{data} is not an .h5ad file.")
+    output = Path(output) if output else Path.cwd() / f"{data.stem}_annotated.h5ad"
+    if output.resolve() == data.resolve():
+        raise ScadaptError("The output would overwrite the input; choose another --output.")
+    writable_file(output, "the annotated cells", "--output")
+    loaded = load_model(model)
+    source = ad.read_h5ad(data, backed="r")
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        if over_clustering is not None and over_clustering not in source.obs.columns:
+            raise InputDataError(f"Over-clustering column {over_clustering!r} is not in the obs of {data} (columns: "
+                                 f"{', '.join(map(str, source.obs.columns[:10])) or 'none'}).")
+        query = Query.of(source, loaded, layer, gene_column)
+        voting = majority_voting or over_clustering is not None
+        shutil.copyfile(data, partial)
+        with h5py.File(partial, "r+") as written:
+            obsm = written.require_group("obsm")
+            obsm.attrs.update(_MAPPING)
+            embedding_key = f"X_{key}"
+
+            def write_embedding(start: int, stop: int, embedding) -> None:
+                if start == 0:
+                    if embedding_key in obsm:
+                        del obsm[embedding_key]
+                    obsm.create_dataset(embedding_key, shape=(query.n_cells, embedding.shape[1]), dtype="float32",
+                                        chunks=(min(query.n_cells, 4096), embedding.shape[1]))
+                    obsm[embedding_key].attrs.update(_ARRAY)
+                obsm[embedding_key][start:stop] = embedding
+
+            labels = label_query(loaded, query, batch_size, keep_embedding=False, on_embedding=write_embedding,
+                                 progress=progress)
+            report_unexpressed(labels)
+            annotated = ad.AnnData(obs=source.obs.copy())
+            write_labels(annotated, labels, key, loaded)
+            if voting:
+                clusters = annotated.obs[over_clustering].to_numpy(dtype=str) if over_clustering is not None else \
+                    over_cluster(obsm[embedding_key][:])  # the one step that holds every cell's embedding
+                write_majority_vote(annotated, labels.labels, clusters, key)
+            del written["obs"]
+            write_elem(written, "obs", annotated.obs)
+            uns = written.require_group("uns")
+            name = f"{key}_annotation"
+            if name in uns:
+                del uns[name]
+            write_elem(uns, name, annotated.uns[name])
+        os.replace(partial, output)
+    finally:
+        source.file.close()
+        partial.unlink(missing_ok=True)
+    log.info("Annotated %d cells of %s with %s; wrote %s.", len(labels), data, loaded.source, output)
+    return FileAnnotation(output, loaded, labels, annotated.obs)

@@ -1,0 +1,150 @@
+"""scadapt.annotate on an AnnData (in memory and backed), file to file in chunks, majority voting,
+and what it refuses."""
+
+from __future__ import annotations
+
+import anndata
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scadapt
+from scadapt.annotation import annotate_h5ad, majority_vote, over_cluster
+from scadapt.annotation.voting import over_clustering_resolution
+from scadapt.errors import InputDataError, ScadaptError
+from scadapt.training.config import TrainJob
+from scadapt.training.train import train
+
+
+@pytest.fixture(scope="module")
+def pca_folder(tmp_path_factory):
+    """A pca_logreg annotator trained on the bundled pancreas cells, saved as a folder with its genes."""
+    root = tmp_path_factory.mktemp("pca")
+    with pytest.MonkeyPatch.context() as patch:  # its own MLflow store and cache (the per-test ones come later)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("SCADAPT_CACHE", str(root / "cache"))
+        patch.chdir(root)  # MLflow puts a SQLite store's artifacts under ./mlruns
+        result = train(TrainJob(data="pancreas_small", strategy="pca_logreg", hparams={"n_components": 20},
+                                progress=False, umap=False))
+    return result.annotator.save(root / "annotator")
+
+
+def test_annotate_writes_labels_confidences_and_embeddings_in_place(pca_folder, pancreas):
+    query = pancreas[:60].copy()
+    query.obs["kept"] = "yes"
+    returned = scadapt.annotate(query, pca_folder, progress=False)
+    assert returned is query  # in place, and returned (scanpy's convention)
+    annotator = scadapt.read_annotator(pca_folder)
+    expected = annotator.predict(pancreas[:60])
+    assert list(query.obs["scadapt_label"]) == list(expected["label"])
+    np.testing.assert_allclose(query.obs["scadapt_confidence"], expected["confidence"], rtol=1e-6)
+    assert query.obsm["X_scadapt"].shape == (60, 20)
+    assert list(query.obs["kept"]) == ["yes"] * 60
+    assert query.uns["scadapt_annotation"]["strategy"] == "pca_logreg"
+    copied = scadapt.annotate(pancreas[:60].copy(), annotator, key="again", copy=True, batch_size=13, progress=False)
+    assert list(copied.obs["again_label"]) == list(expected["label"])  # chunks of 13 cells: the same labels
+
+
+def test_a_backed_file_is_annotated_in_place_and_read_only_is_refused(pca_folder, pancreas, tmp_path):
+    pancreas[:50].copy().write_h5ad(tmp_path / "cells.h5ad")
+    read_only = anndata.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    with pytest.raises(ScadaptError, match="open it with backed='r\\+'"):
+        scadapt.annotate(read_only, pca_folder, progress=False)
+    read_only.file.close()
+    backed = anndata.read_h5ad(tmp_path / "cells.h5ad", backed="r+")
+    scadapt.annotate(backed, pca_folder, batch_size=16, progress=False)
+    backed.file.close()
+    again = anndata.read_h5ad(tmp_path / "cells.h5ad")
+    assert again.obsm["X_scadapt"].shape == (50, 20)
+    assert list(again.obs["scadapt_label"]) == list(scadapt.read_annotator(pca_folder).predict(pancreas[:50])["label"])
+
+
+def test_a_file_is_annotated_chunk_by_chunk_into_a_new_file(pca_folder, pancreas, tmp_path):
+    query = pancreas[:70].copy()
+    query.obs["kept"] = np.arange(70)
+    query.write_h5ad(tmp_path / "query.h5ad")
+    result = annotate_h5ad(pca_folder, tmp_path / "query.h5ad", tmp_path / "out.h5ad", batch_size=32,
+                           majority_voting=True, progress=False)
+    written = anndata.read_h5ad(result.output)
+    in_memory = scadapt.annotate(pancreas[:70].copy(), pca_folder, majority_voting=True, progress=False)
+    assert list(written.obs["kept"]) == list(range(70))  # the user's data is kept
+    for column in ("scadapt_label", "scadapt_majority_voting", "scadapt_over_clustering"):
+        assert list(written.obs[column]) == list(in_memory.obs[column]), column
+    np.testing.assert_allclose(written.obsm["X_scadapt"], in_memory.obsm["X_scadapt"], rtol=1e-6)
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_majority_voting_gives_each_cluster_its_most_frequent_label():
+    labels = np.array(["a", "a", "b", "b", "b", "a", "c"])
+    clusters = np.array(["0", "0", "0", "1", "1", "1", "2"])
+    assert list(majority_vote(labels, clusters)) == ["a", "a", "a", "b", "b", "b", "c"]
+    assert over_clustering_resolution(1_000) == 10 and over_clustering_resolution(150_000) == 25
+    assert over_clustering_resolution(2_000_000) == 30
+
+
+def test_over_clustering_separates_distinct_groups_of_cells():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (3, 8))
+    points = np.concatenate([centre + rng.normal(0, 0.3, (40, 8)) for centre in centres])
+    clusters = over_cluster(points, resolution=0.5)
+    truth = np.repeat([0, 1, 2], 40)
+    for group in range(3):  # no cluster mixes two groups
+        assert len(set(clusters[truth == group]) & set(clusters[truth != group])) == 0
+
+
+def test_majority_voting_mends_noisy_calls_and_costs_a_good_model_nothing(pancreas, tmp_path):
+    """Voting in clusters of `logreg`'s embedding keeps its accuracy, and mends a noisy classifier
+    (a third of its calls replaced by random labels)."""
+    model = train(TrainJob(data="pancreas_small", strategy="logreg", progress=False, umap=False)).annotator
+    annotated = scadapt.annotate(pancreas.copy(), model, majority_voting=True, progress=False)
+    truth = load_truth(pancreas)
+    single = np.mean(annotated.obs["scadapt_label"].astype(str).to_numpy() == truth)
+    voted = np.mean(annotated.obs["scadapt_majority_voting"].astype(str).to_numpy() == truth)
+    assert voted >= single - 0.01, (single, voted)
+    rng = np.random.default_rng(0)
+    noisy = annotated.obs["scadapt_label"].astype(str).to_numpy().copy()
+    flipped = rng.random(len(noisy)) < 0.33
+    noisy[flipped] = rng.permutation(noisy)[flipped]
+    clusters = annotated.obs["scadapt_over_clustering"].to_numpy()
+    assert np.mean(majority_vote(noisy, clusters) == truth) > np.mean(noisy == truth) + 0.1
+
+
+def load_truth(adata) -> np.ndarray:
+    labelled = scadapt.load_dataset("pancreas_small")
+    label_key = scadapt.DatasetInfo.of(labelled).label_key
+    return labelled.obs[label_key].reindex(adata.obs_names).astype(str).to_numpy()
+
+
+def test_an_obs_column_can_be_the_over_clustering(pca_folder, pancreas):
+    query = pancreas[:40].copy()
+    query.obs["mine"] = ["x"] * 20 + ["y"] * 20
+    scadapt.annotate(query, pca_folder, over_clustering="mine", progress=False)
+    voted = query.obs["scadapt_majority_voting"].astype(str)
+    assert voted.iloc[:20].nunique() == 1 and voted.iloc[20:].nunique() == 1
+    assert list(query.obs["scadapt_over_clustering"]) == list(query.obs["mine"])
+
+
+def test_bad_requests_are_refused_before_anything_is_written(pca_folder, pancreas, tmp_path):
+    query = pancreas[:20].copy()
+    with pytest.raises(InputDataError, match="Over-clustering column 'nope' is not in adata.obs"):
+        scadapt.annotate(query, pca_folder, over_clustering="nope", progress=False)
+    with pytest.raises(InputDataError, match="300 of the 2000 genes this model reads|genes this model uses"):
+        scadapt.annotate(pancreas[:20, :300].copy(), pca_folder, progress=False)
+    assert "scadapt_label" not in query.obs
+    with pytest.raises(ScadaptError, match="neither an MLflow model"):
+        scadapt.annotate(query, tmp_path, progress=False)
+    with pytest.raises(ScadaptError, match="No model at"):
+        scadapt.annotate(query, str(tmp_path / "missing"), progress=False)
+    with pytest.raises(ScadaptError, match="Cannot annotate with a int"):
+        scadapt.annotate(query, 3, progress=False)
+    scaled = query.copy()
+    scaled.X = sp.csr_matrix(scaled.X.toarray() - 1.0)
+    with pytest.raises(InputDataError, match="negative values"):
+        scadapt.annotate(scaled, pca_folder, progress=False)
+    with pytest.raises(InputDataError, match="batch_size must be a positive"):
+        scadapt.annotate(query, pca_folder, batch_size=-3, progress=False)
+    query.write_h5ad(tmp_path / "query.h5ad")
+    with pytest.raises(InputDataError, match="Over-clustering column"):
+        annotate_h5ad(pca_folder, tmp_path / "query.h5ad", tmp_path / "out.h5ad", over_clustering="nope")
+    assert not (tmp_path / "out.h5ad").exists() and not list(tmp_path.glob(".*.partial"))
+    assert "scadapt_label" not in query.obs
