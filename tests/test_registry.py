@@ -112,7 +112,7 @@ def test_served_backbone_model_matches_the_annotator_and_refuses_bad_requests(ti
     silent = cells.copy()
     silent.iloc[0] = 0.0
     flagged = model.predict(silent)
-    assert flagged.loc[0, "label"] == "unassigned" and flagged.loc[0, "confidence"] == 0.0
+    assert flagged.loc[0, "label"] == "Unassigned" and flagged.loc[0, "confidence"] == 0.0
     assert flagged["label"].iloc[1:].tolist() == served["label"].iloc[1:].tolist()
 
 

@@ -220,10 +220,11 @@ def test_saved_annotator_reproduces_predictions_and_base_stays_untouched(strateg
     # the served path (the request's matrix in the model's gene order, no AnnData) gives the same outputs
     for mine, served in zip(again.outputs(adata), again.matrix_outputs(adata.X, list(adata.var_names)), strict=True):
         np.testing.assert_array_equal(served, mine)
-    annotated = annotate(adata, again, copy=True, progress=False)
+    annotated = annotate(adata, again, copy=True, unknown=None, progress=False)
     assert set(annotated.obs["scadapt_label"].cat.categories) == {"alpha", "beta", "gamma"}
+    assert again.novelty is not None  # saved with its novelty scorer, calibrated on the validation cells
     np.testing.assert_allclose(annotated.obsm["X_scadapt"], again.embed(adata), rtol=1e-4, atol=1e-5)
-    chunked = annotate(adata, again, copy=True, batch_size=7, progress=False)  # 7 cells at a time: the same answer
+    chunked = annotate(adata, again, copy=True, unknown=None, batch_size=7, progress=False)  # 7 at a time: the same
     assert list(chunked.obs["scadapt_label"]) == list(annotated.obs["scadapt_label"])
     np.testing.assert_allclose(chunked.obsm["X_scadapt"], annotated.obsm["X_scadapt"], rtol=1e-4, atol=1e-5)
 

@@ -25,6 +25,7 @@ from scadapt.options import (
     from_args,
     optional_count,
     optional_text,
+    unknown_cells,
 )
 from scadapt.redaction import redact, redact_logs
 
@@ -136,6 +137,9 @@ def _add_predict(subparsers) -> None:
                    help="give each cluster of an over-clustering its most frequent label (obs <key>_majority_voting)")
     p.add_argument("--over-clustering", type=optional_text, default=None,
                    help="obs column of clusters to vote in (default: Leiden clusters of the model's embedding)")
+    p.add_argument("--unknown", type=unknown_cells, default="auto",
+                   help="cells unlike every trained type are Unassigned: auto (the model's threshold, 5%% of known "
+                        "cells rejected), a fraction of known cells to reject, or none (default: %(default)s)")
     p.add_argument("--batch-size", type=optional_count, default=None,
                    help="cells read, labelled and written at a time (default: 10000)")
     p.set_defaults(handler=_run_predict)
@@ -146,7 +150,7 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     result = predict_h5ad(args.model, args.data, args.output, args.layer, args.gene_column, args.key,
                           majority_voting=args.majority_voting, over_clustering=args.over_clustering,
-                          batch_size=args.batch_size)
+                          unknown=args.unknown, batch_size=args.batch_size)
     echo(result.label_counts.to_string())
     echo(f"\nWrote {result.output} (obs {args.key}_label, {args.key}_confidence; obsm X_{args.key}); "
           f"MLflow run {result.run_id}.")

@@ -112,6 +112,23 @@ def optional_seconds(text: str) -> float | None:
     return number(text) or None if str(text).strip() else None
 
 
+def unknown_cells(text: str) -> str | float | None:
+    """How annotation treats cells unlike any trained type: ``auto`` (the model's calibrated
+    threshold), a fraction of known cells to reject (``0.1``), or ``none`` (no rejection)."""
+    text = str(text).strip().lower()
+    if text in ("", "none", "off"):
+        return None
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a fraction between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"the fraction of known cells to reject is between 0 and 1, got {text!r}")
+    return value
+
+
 def pairs(text: str) -> dict[str, str]:
     """``name=value,name=value`` -> dict (values stay strings: their reader converts them)."""
     found = {}

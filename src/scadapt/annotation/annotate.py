@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scadapt.annotation.labelling import CellLabels, report_unexpressed
+from scadapt.annotation.labelling import CellLabels, report_rejected
 from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import majority_vote, over_cluster
@@ -20,13 +20,16 @@ log = logging.getLogger(__name__)
 
 
 def annotate(adata: AnnData, model: Any, *, key: str = "scadapt", majority_voting: bool = False,
-             over_clustering: str | None = None, batch_size: int | None = None, layer: str | None = None,
-             gene_column: str | None = None, copy: bool = False, progress: bool = True) -> AnnData:
+             over_clustering: str | None = None, unknown: float | str | None = "auto", batch_size: int | None = None,
+             layer: str | None = None, gene_column: str | None = None, copy: bool = False,
+             progress: bool = True) -> AnnData:
     """Label the cells of ``adata`` with ``model`` and return the annotated AnnData.
 
     Writes ``obs[f"{key}_label"]`` (categorical), ``obs[f"{key}_confidence"]`` (the top class's
-    probability) and ``obsm[f"X_{key}"]`` (the model's embedding ``[n_cells, d]``); with majority
-    voting also ``obs[f"{key}_over_clustering"]`` and ``obs[f"{key}_majority_voting"]``.
+    probability) and ``obsm[f"X_{key}"]`` (the model's embedding ``[n_cells, d]``); for a model
+    with a novelty scorer also ``obs[f"{key}_predicted"]`` (the top class, also for ``Unassigned``
+    cells) and ``obs[f"{key}_novelty"]``; with majority voting ``obs[f"{key}_over_clustering"]``
+    and ``obs[f"{key}_majority_voting"]``.
 
     Args:
         adata: counts or log-normalised expression, in memory or backed (``backed="r+"`` to write
@@ -37,6 +40,9 @@ def annotate(adata: AnnData, model: Any, *, key: str = "scadapt", majority_votin
         over_clustering: an ``obs`` column of clusters to vote in (implies majority voting); by
             default Leiden clusters of the model's embedding, at a resolution that grows with the
             number of cells.
+        unknown: cells unlike every trained type are ``Unassigned``: ``"auto"`` at the threshold
+            calibrated on the model's validation cells (5 % of known cells rejected), a number in
+            [0, 1] for another fraction, ``None`` for no rejection.
         batch_size: cells read and labelled at a time (default 10,000).
         layer: the matrix to read (a layer, or ``"raw"``; default ``X``).
         gene_column: the ``var`` column with gene symbols, when ``var_names`` are not symbols.
@@ -51,11 +57,12 @@ def annotate(adata: AnnData, model: Any, *, key: str = "scadapt", majority_votin
         raise ScadaptError(f"{adata.filename} is open read-only (backed='r'), so the annotation cannot be written into "
                            "it: open it with backed='r+', pass copy=True, or write a new file with scadapt predict.")
     loaded = load_model(model)
+    threshold = loaded.annotator.unknown_threshold(unknown)
     target = (adata.to_memory() if adata.isbacked else adata.copy()) if copy else adata
     query = Query.of(target, loaded, layer, gene_column)
     voting = majority_voting or over_clustering is not None
-    labels = label_query(loaded, query, batch_size, progress=progress)
-    report_unexpressed(labels)
+    labels = label_query(loaded, query, batch_size, threshold=threshold, progress=progress)
+    report_rejected(labels)
     write_labels(target, labels, key, loaded)
     target.obsm[f"X_{key}"] = labels.embedding
     if voting:
@@ -75,6 +82,9 @@ def write_labels(adata: AnnData, labels: CellLabels, key: str, model: Annotation
     categories = classes + ([UNASSIGNED] if (labels.labels == UNASSIGNED).any() else [])
     adata.obs[f"{key}_label"] = pd.Categorical(labels.labels, categories=categories)
     adata.obs[f"{key}_confidence"] = labels.confidence
+    if model.annotator.novelty is not None:
+        adata.obs[f"{key}_predicted"] = pd.Categorical(labels.predicted, categories=classes)
+        adata.obs[f"{key}_novelty"] = labels.novelty
     adata.uns[f"{key}_annotation"] = {"model": model.source, "strategy": model.annotator.strategy,
                                       "classes": np.asarray(classes, dtype=object)}
 

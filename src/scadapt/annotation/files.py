@@ -17,7 +17,7 @@ import pandas as pd
 from anndata.io import write_elem
 
 from scadapt.annotation.annotate import write_labels, write_majority_vote
-from scadapt.annotation.labelling import CellLabels, report_unexpressed
+from scadapt.annotation.labelling import CellLabels, report_rejected
 from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import over_cluster
@@ -45,8 +45,9 @@ class FileAnnotation:
 
 
 def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None, *, key: str = "scadapt",
-                  majority_voting: bool = False, over_clustering: str | None = None, batch_size: int | None = None,
-                  layer: str | None = None, gene_column: str | None = None, progress: bool = True) -> FileAnnotation:
+                  majority_voting: bool = False, over_clustering: str | None = None,
+                  unknown: float | str | None = "auto", batch_size: int | None = None, layer: str | None = None,
+                  gene_column: str | None = None, progress: bool = True) -> FileAnnotation:
     """Annotate the cells of the file ``data`` with ``model`` (see :func:`scadapt.annotate`) and
     write ``output`` (default: ``<stem>_annotated.h5ad`` in the working directory): the input's
     content plus the annotation. The output appears only when complete."""
@@ -58,6 +59,7 @@ def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None
         raise ScadaptError("The output would overwrite the input; choose another --output.")
     writable_file(output, "the annotated cells", "--output")
     loaded = load_model(model)
+    threshold = loaded.annotator.unknown_threshold(unknown)
     source = ad.read_h5ad(data, backed="r")
     partial = output.with_name(f".{output.name}.partial")
     try:
@@ -81,9 +83,9 @@ def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None
                     obsm[embedding_key].attrs.update(_ARRAY)
                 obsm[embedding_key][start:stop] = embedding
 
-            labels = label_query(loaded, query, batch_size, keep_embedding=False, on_embedding=write_embedding,
-                                 progress=progress)
-            report_unexpressed(labels)
+            labels = label_query(loaded, query, batch_size, threshold=threshold, keep_embedding=False,
+                                 on_embedding=write_embedding, progress=progress)
+            report_rejected(labels)
             annotated = ad.AnnData(obs=source.obs.copy())
             write_labels(annotated, labels, key, loaded)
             if voting:

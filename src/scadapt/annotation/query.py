@@ -53,10 +53,10 @@ class Query:
             yield start, stop, (part if self.kept.all() else part[:, self.kept])
 
 
-def label_query(model: AnnotationModel, query: Query, chunk_cells: int | None = None, *, keep_embedding: bool = True,
-                on_embedding: Callable[[int, int, np.ndarray], None] | None = None,
+def label_query(model: AnnotationModel, query: Query, chunk_cells: int | None = None, *, threshold: float = float("inf"),
+                keep_embedding: bool = True, on_embedding: Callable[[int, int, np.ndarray], None] | None = None,
                 progress: bool = True) -> CellLabels:
-    """Every cell of ``query`` labelled, chunk by chunk. ``on_embedding(start, stop, embedding)``
+    """Every cell of ``query`` labelled, chunk by chunk (novelty above ``threshold``: ``Unassigned``). ``on_embedding(start, stop, embedding)``
     receives each chunk's embedding (to write it out); ``keep_embedding=False`` then drops it from
     the result."""
     size = chunk_cells or CHUNK_CELLS
@@ -65,7 +65,8 @@ def label_query(model: AnnotationModel, query: Query, chunk_cells: int | None = 
     parts = []
     bar = tqdm(total=query.n_cells, unit="cells", desc="annotating", disable=not progress or query.n_cells <= size)
     for start, stop, matrix in query.chunks(size):
-        labels = label_cells(model.annotator, matrix, query.symbols, progress=progress and query.n_cells <= size)
+        labels = label_cells(model.annotator, matrix, query.symbols, threshold,
+                             progress=progress and query.n_cells <= size)
         if on_embedding is not None:
             on_embedding(start, stop, labels.embedding)
         if not keep_embedding:  # the caller wrote it out: memory stays that of one chunk

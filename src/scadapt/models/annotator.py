@@ -36,6 +36,7 @@ from scadapt.data.validation import check_values
 from scadapt.devices import autocast
 from scadapt.errors import CheckpointError, InputDataError
 from scadapt.models.head import BackboneClassifier, ClassifierHead, trainable_state
+from scadapt.models.novelty import DEFAULT_REJECTED, NoveltyScorer
 from scadapt.storage import atomic_write
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 ANNOTATOR_FILE = "annotator.json"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT_VERSION = 1
-UNASSIGNED = "unassigned"  # the label of a cell that expresses none of the model's genes
+UNASSIGNED = "Unassigned"  # the label of a cell the model does not call: no expression of its genes, or unlike any
+#                             type it was trained on (CellTypist's word)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Annotator(ABC):
         self.strategy = strategy
         self.config = config
         self.classes = [str(c) for c in classes]
+        self.novelty: NoveltyScorer | None = None  # set by calibration after the fit; saved beside the weights
 
     # -- prediction --------------------------------------------------------------------------
     def outputs(self, adata: AnnData, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +80,30 @@ class Annotator(ABC):
     def embed(self, adata: AnnData) -> np.ndarray:
         return self.outputs(adata)[0]
 
-    def predict(self, adata: AnnData) -> pd.DataFrame:
+    def predict(self, adata: AnnData, unknown: float | str | None = "auto") -> pd.DataFrame:
         """One row per cell: ``label`` and ``confidence`` (the top class probability); a cell that
-        expresses none of the model's genes is ``unassigned`` with confidence 0."""
-        return self.table(adata.obs_names, self.outputs(adata)[1], self.expressed(adata))
+        expresses none of the model's genes, or is unlike every trained type (see
+        :meth:`unknown_threshold`), is ``Unassigned``."""
+        embedding, proba = self.outputs(adata)
+        novelty = self.novelty.score(embedding) if self.novelty is not None else None
+        return self.table(adata.obs_names, proba, self.expressed(adata), novelty, self.unknown_threshold(unknown))
+
+    def unknown_threshold(self, unknown: float | str | None = "auto") -> float:
+        """The novelty score above which a cell is ``Unassigned``: ``"auto"`` rejects the calibrated
+        5 % of known cells (nothing for a model saved without a novelty scorer), a number in [0, 1]
+        that fraction, ``None`` nothing (``inf``)."""
+        if unknown is None:
+            return float("inf")
+        if isinstance(unknown, str):
+            if unknown != "auto":
+                raise InputDataError(f"unknown must be 'auto', a fraction between 0 and 1 or None, not {unknown!r}.")
+            return self.novelty.threshold(DEFAULT_REJECTED) if self.novelty is not None else float("inf")
+        if isinstance(unknown, bool) or not 0.0 <= float(unknown) <= 1.0:
+            raise InputDataError(f"unknown is the fraction of known cells to reject, between 0 and 1; got {unknown!r}.")
+        if self.novelty is None:
+            raise InputDataError("This model was saved without a novelty scorer, so it cannot reject cells of unknown "
+                                 "types: train it again, or pass unknown=None.")
+        return self.novelty.threshold(float(unknown))
 
     def expressed(self, adata: AnnData) -> np.ndarray:
         """Whether each cell expresses at least one gene this model reads (bool ``[n_cells]``)."""
@@ -99,14 +122,24 @@ class Annotator(ABC):
     def genes_read(self) -> Container[str]:
         """The gene symbols whose expression the model reads."""
 
-    def table(self, index, proba: np.ndarray, expressed: np.ndarray | None = None) -> pd.DataFrame:
-        """``label`` and ``confidence`` per cell; cells not ``expressed`` are flagged, not labelled."""
+    def table(self, index, proba: np.ndarray, expressed: np.ndarray | None = None, novelty: np.ndarray | None = None,
+              threshold: float = float("inf")) -> pd.DataFrame:
+        """``label``, ``confidence`` and ``predicted`` (the top class) per cell, plus ``novelty``
+        when scores are given. A cell not ``expressed`` is ``Unassigned`` with confidence 0; a
+        cell whose novelty is above ``threshold`` is ``Unassigned`` and keeps its confidence."""
         best = proba.argmax(axis=1)
-        labels = np.asarray(self.classes, dtype=object)[best]
+        predicted = np.asarray(self.classes, dtype=object)[best]
         confidence = proba[np.arange(len(best)), best].astype(np.float64)
+        labels = predicted.copy()
+        if novelty is not None:
+            labels[novelty > threshold] = UNASSIGNED
         if expressed is not None and not expressed.all():
             labels[~expressed], confidence[~expressed] = UNASSIGNED, 0.0
-        return pd.DataFrame({"label": labels, "confidence": confidence}, index=pd.Index(index, name="cell"))
+        table = pd.DataFrame({"label": labels, "confidence": confidence, "predicted": predicted},
+                             index=pd.Index(index, name="cell"))
+        if novelty is not None:
+            table["novelty"] = novelty
+        return table
 
     # -- persistence -------------------------------------------------------------------------
     @property
@@ -131,6 +164,8 @@ class Annotator(ABC):
         weights, framework = self._weights()
         blob = (numpy_bytes if framework == "numpy" else torch_bytes)(weights)
         atomic_write(directory / WEIGHTS_FILE, lambda f: f.write(blob))
+        if self.novelty is not None:
+            self.novelty.save(directory)
         manifest = {**self._manifest(), "weights_format": framework}
         atomic_write(directory / ANNOTATOR_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
         return directory

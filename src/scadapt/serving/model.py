@@ -12,6 +12,7 @@ Input: a table of cells x gene symbols (counts or log-normalised). Output: one r
 from __future__ import annotations
 
 import json
+from argparse import ArgumentTypeError
 from pathlib import Path
 
 import mlflow
@@ -19,9 +20,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from scadapt.annotation.labelling import label_cells, report_unexpressed
+from scadapt.annotation.labelling import label_cells, report_rejected
 from scadapt.devices import resolve_device
 from scadapt.errors import ScadaptError
+from scadapt.options import unknown_cells
 from scadapt.serving.request import OUTPUTS, matrix_from_table
 from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, GENES_FILE, SERVING_ARTIFACT
@@ -40,18 +42,27 @@ class ServedAnnotator(mlflow.pyfunc.PythonModel):
         try:
             if output not in OUTPUTS:
                 raise ScadaptError(f"Unknown output {output!r}; choose one of {', '.join(OUTPUTS)}.")
+            threshold = self.annotator.unknown_threshold(_unknown((params or {}).get("unknown", "auto")))
             matrix = matrix_from_table(model_input, self.genes)  # no AnnData: the lean path of one request
-            labels = label_cells(self.annotator, matrix, self.genes)  # as annotate() labels each chunk
+            labels = label_cells(self.annotator, matrix, self.genes, threshold)  # as annotate() labels each chunk
         except ScadaptError as error:  # a bad request: HTTP 400 with the message, the server keeps serving
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
-        report_unexpressed(labels)
-        table = labels.table()
+        report_rejected(labels)
+        table = labels.table(with_novelty=self.annotator.novelty is not None)
         if output == "probabilities":
             table = table.join(pd.DataFrame(labels.probabilities, columns=[f"p_{c}" for c in self.annotator.classes]))
         elif output == "embedding":
             embedding = labels.embedding
             table = table.join(pd.DataFrame(embedding, columns=[f"emb_{i}" for i in range(embedding.shape[1])]))
         return table
+
+
+def _unknown(value):
+    """The ``unknown`` param as a request sends it (a string or a number)."""
+    try:
+        return unknown_cells(str(value))
+    except ArgumentTypeError as error:
+        raise ScadaptError(f"unknown: {error}") from None
 
 
 mlflow.models.set_model(ServedAnnotator())

@@ -37,14 +37,17 @@ DISTRIBUTION = "scadapt"
 
 
 def signature() -> ModelSignature:
-    """Label and confidence out, ``output`` as a param.
+    """Label and confidence out (with the top class and the novelty score where the model has a
+    novelty scorer), ``output`` and ``unknown`` (auto, none or a fraction) as params.
 
     No input schema: MLflow would check requests against it before the model sees them, and
     answer a duplicated or unknown gene column with an internal error instead of our message.
     The model's genes are in its ``serving/genes.json`` artifact and its input example.
     """
-    outputs = Schema([ColSpec("string", "label"), ColSpec("double", "confidence")])
-    return ModelSignature(None, outputs, ParamSchema([ParamSpec("output", "string", "label")]))
+    outputs = Schema([ColSpec("string", "label"), ColSpec("double", "confidence"),
+                      ColSpec("string", "predicted", required=False), ColSpec("double", "novelty", required=False)])
+    return ModelSignature(None, outputs, ParamSchema([ParamSpec("output", "string", "label"),
+                                                      ParamSpec("unknown", "string", "auto")]))
 
 
 def log_served_model(annotator_dir: Path, genes: list[str], input_example: pd.DataFrame,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scadapt.models.annotator import Annotator, read_saved
+from scadapt.models.novelty import NoveltyScorer
 from scadapt.strategies import get_strategy
 
 
@@ -18,4 +19,6 @@ def rebuild_annotator(directory: str | Path, checkpoint: str | Path | None = Non
     manifest, weights = read_saved(directory)
     strategy = get_strategy(manifest["strategy"])
     config = strategy.config_class.from_saved(manifest["config"])
-    return strategy.rebuild(manifest, config, weights, Path(checkpoint) if checkpoint else None, device)
+    annotator = strategy.rebuild(manifest, config, weights, Path(checkpoint) if checkpoint else None, device)
+    annotator.novelty = NoveltyScorer.read(Path(directory))
+    return annotator

@@ -60,9 +60,9 @@ def experiment_name(dataset: str) -> str:
 # promotion policy may rank or gate on.
 FIT_METRICS = ("trainable_parameters", "total_parameters", "trainable_fraction", "runtime_sec", "peak_rss_mb",
                "fit_added_rss_mb", "peak_cuda_mb", "embedding_sec", "best_epoch", "epochs_run", "runner_size_bytes",
-               "gene_coverage")
+               "gene_coverage", "novelty_threshold")
 # costs: smaller is better (the summary metrics and gene_coverage are larger-is-better)
 LOWER_IS_BETTER_METRICS = frozenset({"trainable_parameters", "total_parameters", "trainable_fraction", "runtime_sec",
                                      "peak_rss_mb", "fit_added_rss_mb", "peak_cuda_mb", "embedding_sec",
                                      "runner_size_bytes"})
-UNORDERED_METRICS = frozenset({"best_epoch", "epochs_run"})  # neither better high nor low
+UNORDERED_METRICS = frozenset({"best_epoch", "epochs_run", "novelty_threshold"})  # neither better high nor low

@@ -12,6 +12,7 @@ import torch
 from scadapt.evaluation.metrics import ClassificationReport, classification_report
 from scadapt.fitting.classifier import FitResult
 from scadapt.models.annotator import Annotator
+from scadapt.models.novelty import DEFAULT_REJECTED, NoveltyScorer
 from scadapt.notices import warn_once
 from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
@@ -65,3 +66,16 @@ def evaluate(ctx: TrainingContext, annotator: Annotator, part: str) -> tuple[Cla
     embedding, proba = get_strategy(annotator.strategy).outputs(ctx, annotator, indices)
     predicted = np.asarray(ctx.classes, dtype=object)[proba.argmax(axis=1)]
     return classification_report(ctx.labels[indices], predicted), embedding, predicted
+
+
+def calibrate_novelty(ctx: TrainingContext, annotator: Annotator) -> dict[str, float]:
+    """Give the annotator its novelty scorer: class means and a shared covariance of the training
+    cells' embeddings, calibrated on the validation cells (known types the fit did not train on).
+    Returns the threshold at the default rejection rate as a metric."""
+    if len(ctx.split.validation) == 0:
+        return {}
+    strategy = get_strategy(annotator.strategy)
+    trained, _ = strategy.outputs(ctx, annotator, ctx.split.train)
+    known, _ = strategy.outputs(ctx, annotator, ctx.split.validation)
+    annotator.novelty = NoveltyScorer.fit(trained, ctx.codes[ctx.split.train], known)
+    return {"novelty_threshold": annotator.novelty.threshold(DEFAULT_REJECTED)}

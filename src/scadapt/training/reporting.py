@@ -35,7 +35,7 @@ from scadapt.tracking.contract import (
 from scadapt.tracking.runs import retry_racing_writers
 from scadapt.training.config import TrainJob
 from scadapt.training.context import TrainingContext
-from scadapt.training.fit import FitOutcome, evaluate, validation_report
+from scadapt.training.fit import FitOutcome, calibrate_novelty, evaluate, validation_report
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def log_fit(ctx: TrainingContext, outcome: FitOutcome) -> dict[str, float]:
     metrics = {**fit_metrics(outcome, val, ctx.embedding_sec), **coverage_metrics(ctx)}
     if outcome.adjusted:  # the value used, beside the value asked for
         mlflow.log_params({f"used.{name}": value for name, value in outcome.adjusted.items()})
+    metrics.update(calibrate_novelty(ctx, annotator))  # before the annotator is saved: it carries the scorer
     metrics["runner_size_bytes"] = log_annotator(annotator)
     mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,105 @@
+"""Cells of a type the model never saw: the novelty scorer, its calibration, and ``Unassigned``."""
+
+from __future__ import annotations
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+
+import scadapt
+from scadapt.errors import InputDataError
+from scadapt.models.annotator import UNASSIGNED
+from scadapt.models.novelty import NoveltyScorer
+from scadapt.training.config import TrainJob
+from scadapt.training.train import train
+
+LEFT_OUT = "acinar"
+
+
+def test_the_scorer_separates_a_new_group_and_rejects_the_asked_fraction_of_known_cells(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0] * 6, [6.0] * 6])
+    codes = np.repeat([0, 1], 300)
+    trained = centres[codes] + rng.normal(0, 1, (600, 6))
+    known = centres[np.repeat([0, 1], 200)] + rng.normal(0, 1, (400, 6))
+    novel = np.array([[3.0, -3.0] * 3]) + rng.normal(0, 1, (200, 6))
+    scorer = NoveltyScorer.fit(trained, codes, known)
+    assert np.mean(scorer.score(known) > scorer.threshold(0.05)) == pytest.approx(0.05, abs=0.01)
+    assert np.mean(scorer.score(novel) > scorer.threshold(0.05)) > 0.95
+    assert scorer.threshold(0.0) == float("inf")
+    scorer.save(tmp_path)
+    again = NoveltyScorer.read(tmp_path)
+    np.testing.assert_array_equal(again.score(novel), scorer.score(novel))
+    assert NoveltyScorer.read(tmp_path / "elsewhere") is None
+
+
+@pytest.fixture(scope="module")
+def without_acinar(tmp_path_factory):
+    """The bundled pancreas cells; a reference without one type, and a query of the reference's
+    test cells plus every cell of the left-out type."""
+    root = tmp_path_factory.mktemp("novel")
+    cells = scadapt.load_dataset("pancreas_small")
+    key = scadapt.DatasetInfo.of(cells).label_key
+    cells[cells.obs[key] != LEFT_OUT].copy().write_h5ad(root / "reference.h5ad")
+    reference = scadapt.load_dataset(root / "reference.h5ad", label_key=key)
+    test = scadapt.make_splits(reference, "full", folds=[0])[0].test
+    query = anndata.concat([reference[test], cells[cells.obs[key] == LEFT_OUT]])
+    return root, key, query
+
+
+@pytest.mark.parametrize("strategy", ["pca_logreg", "logreg"])
+def test_a_type_left_out_of_training_comes_out_unassigned(strategy, without_acinar, tmp_path):
+    root, key, query = without_acinar
+    result = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy=strategy, progress=False,
+                            umap=False))
+    assert result.metrics["novelty_threshold"] == pytest.approx(result.annotator.novelty.threshold())
+    result.annotator.save(tmp_path / "annotator")
+    annotated = scadapt.annotate(query.copy(), tmp_path / "annotator", progress=False)  # unknown="auto"
+    novel = (query.obs[key] == LEFT_OUT).to_numpy()
+    labels = annotated.obs["scadapt_label"].astype(str).to_numpy()
+    assert np.mean(labels[novel] == UNASSIGNED) > 0.8  # most cells of the new type are not forced into a known one
+    assert np.mean(labels[~novel] == query.obs[key].to_numpy()[~novel]) > 0.85  # most known cells keep their label
+    assert (annotated.obs["scadapt_predicted"].astype(str).to_numpy()[novel] != UNASSIGNED).all()  # the closest type
+    assert annotated.obs["scadapt_novelty"].notna().all()
+    kept = scadapt.annotate(query.copy(), tmp_path / "annotator", unknown=None, progress=False)
+    assert (kept.obs["scadapt_label"].astype(str) != UNASSIGNED).all()
+    strict = scadapt.annotate(query.copy(), tmp_path / "annotator", unknown=0.3, progress=False)
+    assert (strict.obs["scadapt_label"] == UNASSIGNED).sum() > (annotated.obs["scadapt_label"] == UNASSIGNED).sum()
+
+
+def test_bad_rejection_settings_are_refused(without_acinar, tmp_path):
+    root, key, query = without_acinar
+    model = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy="logreg", progress=False,
+                           umap=False)).annotator
+    for unknown in (1.5, -0.1, "sometimes", True):
+        with pytest.raises(InputDataError, match="unknown"):
+            scadapt.annotate(query.copy(), model, unknown=unknown, progress=False)
+    model.novelty = None  # as a model saved before novelty scorers existed
+    assert (scadapt.annotate(query.copy(), model, progress=False).obs["scadapt_label"] != UNASSIGNED).all()
+    assert "scadapt_novelty" not in scadapt.annotate(query.copy(), model, progress=False).obs
+    with pytest.raises(InputDataError, match="without a novelty scorer"):
+        scadapt.annotate(query.copy(), model, unknown=0.1, progress=False)
+
+
+def test_the_served_model_rejects_novel_cells_and_takes_the_rate_as_a_param(without_acinar, tmp_path):
+    import mlflow
+
+    from scadapt.serving.package import log_served_model
+
+    root, key, query = without_acinar
+    model = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy="pca_logreg", progress=False,
+                           umap=False)).annotator
+    folder = model.save(tmp_path / "annotator")
+    genes = list(query.var_names)
+    table = pd.DataFrame(query.X[:40].toarray(), columns=genes)
+    with mlflow.start_run():
+        info = log_served_model(folder, genes, table.iloc[:2], None)
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    answer = served.predict(table)
+    assert {"label", "confidence", "predicted", "novelty"} <= set(answer.columns)
+    expected = model.predict(query[:40])
+    assert list(answer["label"]) == list(expected["label"])
+    assert (served.predict(table, params={"unknown": "none"})["label"] != UNASSIGNED).all()
+    with pytest.raises(mlflow.exceptions.MlflowException, match="unknown"):
+        served.predict(table, params={"unknown": "often"})
