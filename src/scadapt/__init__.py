@@ -13,6 +13,9 @@ from scadapt.errors import CheckpointError, InputDataError, ScadaptError, Vocabu
 __version__ = "0.1.0"
 
 _LAZY = {
+    "train": "scadapt.notebook",
+    "tune": "scadapt.notebook",
+    "run_pipeline": "scadapt.notebook",
     "annotate": "scadapt.annotation",
     "annotate_h5ad": "scadapt.annotation",
     "load_model": "scadapt.annotation",

@@ -49,6 +49,11 @@ class PipelineResult:
     coverage: GeneCoverage | None = None  # None when no strategy uses the backbone
     warnings: list[str] = field(default_factory=list)  # shown under the summary and logged with it
 
+    @property
+    def champion_uri(self) -> str | None:
+        """``models:/<name>@champion`` of the dataset's champion (None when nothing was promoted)."""
+        return f"models:/{self.promotion.model_name}@champion" if self.promotion is not None else None
+
     def closing_text(self) -> str:
         """What the main job prints at the end: the summary, warnings, the champion, the report."""
         lines = [self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")]

@@ -172,4 +172,5 @@ def log_dataset_input(ctx: TrainingContext) -> None:
         warnings.simplefilter("ignore")
         dataset = mlflow.data.from_pandas(table, source=ctx.info.source, name=ctx.info.name, targets=ctx.info.label_key)
     # parallel workers register the same dataset at the same moment
-    retry_racing_writers(mlflow.log_input, dataset, context="training", tags={"split": ctx.split.name})
+    retry_racing_writers(mlflow.log_input, dataset, context="training",
+                         tags={"split": ctx.split.name, "shape": f"{ctx.adata.n_obs} cells x {ctx.adata.n_vars} genes"})

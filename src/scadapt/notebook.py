@@ -1,0 +1,89 @@
+"""The jobs as a notebook user calls them, on an AnnData in memory as well as on a file or a
+bundled dataset: ``scadapt.train``, ``scadapt.tune`` and ``scadapt.run_pipeline`` take the same
+options as the commands (the fields of their job dataclasses) and return typed results.
+
+An AnnData is written once into the cache as ``anndata/<content digest>/<name>.h5ad`` (its
+digest covers the matrix, the cell and gene names and ``obs``), so the job's worker processes,
+a resumed run and the MLflow run's dataset input all name the same cells; the same AnnData
+given again is not written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from scadapt.errors import ScadaptError
+from scadapt.options import check_keys
+from scadapt.pipeline import PipelineResult, pipeline_config
+from scadapt.pipeline import run_pipeline as run_pipeline_job
+from scadapt.storage import atomic_write, default_cache_dir
+from scadapt.training.config import TrainJob, TuneJob
+from scadapt.training.train import TrainResult
+from scadapt.training.train import train as train_job
+from scadapt.tuning.study import TuneResult
+from scadapt.tuning.study import tune as tune_job
+
+Data = str | Path | AnnData
+
+
+def train(data: Data, strategy: str, *, name: str | None = None, **options: Any) -> TrainResult:
+    """One strategy on one split as one MLflow run (``scadapt train``); ``options`` are the fields
+    of :class:`~scadapt.training.config.TrainJob` (``label_key``, ``hparams``, ``split``, ...)."""
+    check_keys(TrainJob, options, "option of train")
+    return train_job(TrainJob(data=dataset_file(data, name), strategy=strategy, **options))
+
+
+def tune(data: Data, strategy: str, *, name: str | None = None, **options: Any) -> TuneResult:
+    """An Optuna study of one strategy (``scadapt tune``); ``options`` are the fields of
+    :class:`~scadapt.training.config.TuneJob` (``label_key``, ``n_trials``, ...)."""
+    check_keys(TuneJob, options, "option of tune")
+    return tune_job(TuneJob(data=dataset_file(data, name), strategy=strategy, **options))
+
+
+def run_pipeline(data: Data, *, name: str | None = None, **options: Any) -> PipelineResult:
+    """The main job (``scadapt pipeline``): a study per strategy, promotion of the best to
+    ``@champion``, the summary (``result.summary``) and the champion's URI (``result.champion_uri``).
+    ``options`` are the command's (``label_key``, ``strategies``, ``n_trials``, ...)."""
+    settings = {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
+    return run_pipeline_job(pipeline_config(dataset_file(data, name), **settings))
+
+
+def dataset_file(data: Data, name: str | None = None) -> str:
+    """What a job reads: a catalogue name or path as given, an AnnData as its file in the cache."""
+    if not isinstance(data, AnnData):
+        if name is not None:
+            raise ScadaptError("name= names an in-memory AnnData; a file's dataset is named by its file name.")
+        return str(data)
+    if data.isbacked:
+        raise ScadaptError("This AnnData is backed by a file: pass the file's path instead.")
+    name = name or "anndata"
+    folder = default_cache_dir() / "anndata" / content_digest(data)
+    path = folder / f"{name}.h5ad"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda handle: data.write_h5ad(handle.name))
+    return str(path)
+
+
+def content_digest(adata: AnnData) -> str:
+    """A digest of the cells: matrix, cell and gene names and ``obs`` (32 hex digits)."""
+    digest = hashlib.blake2b(digest_size=16)
+    matrix = adata.X
+    if sp.issparse(matrix):
+        matrix = matrix.tocsr()
+        for array in (matrix.indptr, matrix.indices, matrix.data):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    elif matrix is not None:
+        digest.update(np.ascontiguousarray(matrix).tobytes())
+    digest.update(repr(adata.shape).encode())
+    for names in (adata.obs_names, adata.var_names):
+        digest.update("\n".join(map(str, names)).encode())
+    digest.update(pd.util.hash_pandas_object(adata.obs.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
