@@ -148,3 +148,37 @@ def test_bad_requests_are_refused_before_anything_is_written(pca_folder, pancrea
         annotate_h5ad(pca_folder, tmp_path / "query.h5ad", tmp_path / "out.h5ad", over_clustering="nope")
     assert not (tmp_path / "out.h5ad").exists() and not list(tmp_path.glob(".*.partial"))
     assert "scadapt_label" not in query.obs
+
+
+@pytest.mark.parametrize("strategy", ["pca_logreg", "logreg"])
+def test_expression_models_keep_the_cells_sparse_and_give_the_dense_formulas_answer(strategy, pbmc):
+    """The centring of PCA (and logreg's scaling) are folded so the cells stay sparse: the answer is
+    that of the formula on dense log-normalised expression."""
+    import pandas as pd
+
+    from scadapt.data.preprocess import log_normalized
+
+    model = train(TrainJob(data="pbmc68k_reduced", strategy=strategy, progress=False, umap=False)).annotator
+    _, proba = model.matrix_outputs(pbmc.X, list(pbmc.var_names))
+    a = model.arrays
+    dense = log_normalized(pbmc.X)[:, pd.Index(pbmc.var_names).get_indexer(model.genes)].toarray().astype(np.float64)
+    scores = (dense - a["pca_mean"]) @ a["pca_components"].T if "pca_components" in a else dense
+    standardized = (scores - a["score_mean"]) / a["score_scale"]
+    if model.max_scaled is not None:
+        standardized = np.minimum(standardized, model.max_scaled)
+    logits = standardized @ a["coef"].T + a["intercept"]
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(proba, expected / expected.sum(axis=1, keepdims=True), atol=1e-6)
+
+
+def test_a_model_that_is_not_a_scadapt_annotator_is_refused(pancreas):
+    import mlflow
+
+    class Echo(mlflow.pyfunc.PythonModel):  # an MLflow model, not one of scadapt's
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="echo", python_model=Echo())
+    with pytest.raises(ScadaptError, match="is not a scadapt annotator model"):
+        scadapt.annotate(pancreas[:5].copy(), info.model_uri, progress=False)

@@ -298,9 +298,9 @@ class ExpressionAnnotator(Annotator):
     def genes_read(self) -> Container[str]:
         return self._gene_set
 
-    def features(self, matrix, genes) -> np.ndarray:
-        """Log-normalised expression of the model's genes, ``[n_cells, n_genes]`` (absent genes = 0),
-        from a matrix ``[n_cells, len(genes)]`` with the gene symbols ``genes``."""
+    def features(self, matrix, genes) -> sp.csr_matrix:
+        """Log-normalised expression of the model's genes, ``[n_cells, n_genes]`` sparse (absent
+        genes = 0), from a matrix ``[n_cells, len(genes)]`` with the gene symbols ``genes``."""
         check_values(matrix)
         position = np.arange(len(genes)) if list(genes) == self.genes else \
             pd.Index(np.asarray(genes, dtype=str)).get_indexer(self.genes)
@@ -311,9 +311,11 @@ class ExpressionAnnotator(Annotator):
                 f"(e.g. missing: {', '.join(np.asarray(self.genes)[~found][:5])}). Use gene symbols as var_names."
             )
         normalized = log_normalized(matrix)
-        dense = np.zeros((matrix.shape[0], len(self.genes)), dtype=np.float64)
-        dense[:, found] = normalized[:, position[found]].toarray()
-        return dense
+        if found.all():
+            return normalized[:, position]
+        select = sp.csr_matrix((np.ones(int(found.sum()), dtype=np.float32), (position[found], np.flatnonzero(found))),
+                               shape=(normalized.shape[1], len(self.genes)))  # data columns -> model columns
+        return sp.csr_matrix(normalized @ select)
 
     def matrix_outputs(self, matrix, genes, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Computed :data:`CHUNK` cells at a time: a model on every gene would need a dense
@@ -323,8 +325,8 @@ class ExpressionAnnotator(Annotator):
         return np.concatenate([e for e, _ in parts]), np.concatenate([p for _, p in parts])
 
     @abstractmethod
-    def feature_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings and probabilities (float32) of log-normalised features ``[n, n_genes]``."""
+    def feature_outputs(self, features: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and probabilities (float32) of log-normalised features ``[n, n_genes]`` (sparse)."""
 
     def _manifest(self) -> dict[str, Any]:
         return {**super()._manifest(), "genes": self.genes}
@@ -353,13 +355,21 @@ class LinearExpressionAnnotator(ExpressionAnnotator):
         self.arrays = {name: np.asarray(arrays[name], dtype=np.float64) for name in names}
         self.max_scaled = max_scaled
 
-    def feature_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def feature_outputs(self, features: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         a = self.arrays
-        scores = (features - a["pca_mean"]) @ a["pca_components"].T if "pca_components" in a else features
-        standardized = (scores - a["score_mean"]) / a["score_scale"]
+        if "pca_components" in a:  # the centring folded into an offset, so the cells stay sparse
+            scores = np.asarray(features @ a["pca_components"].T) - a["pca_mean"] @ a["pca_components"].T
+            standardized = (scores - a["score_mean"]) / a["score_scale"]
+        elif not a["score_mean"].any():  # scaled, not centred (logreg): zeros stay zeros, the cells stay sparse
+            scores = None
+            standardized = sp.csr_matrix(features @ sp.diags(1.0 / a["score_scale"]), dtype=np.float64)
+        else:
+            scores = features.toarray().astype(np.float64)
+            standardized = (scores - a["score_mean"]) / a["score_scale"]
         if self.max_scaled is not None:
-            np.minimum(standardized, self.max_scaled, out=standardized)
-        logits = standardized @ a["coef"].T + a["intercept"]
+            values = standardized.data if sp.issparse(standardized) else standardized
+            np.minimum(values, self.max_scaled, out=values)
+        logits = np.asarray(standardized @ a["coef"].T) + a["intercept"]
         embedding = scores if "pca_components" in a else logits
         return embedding.astype(np.float32), _softmax(logits).astype(np.float32)
 
@@ -394,11 +404,11 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
     def make_network(n_genes: int, n_classes: int, n_layers: int, width: int, dropout: float = 0.0) -> ClassifierHead:
         return ClassifierHead(n_genes, n_classes, n_layers, dropout, width=width)
 
-    def feature_outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def feature_outputs(self, features: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         self.network.eval()
         device = next(self.network.parameters()).device
         with torch.inference_mode():
-            x = torch.as_tensor(features, dtype=torch.float32, device=device)
+            x = torch.as_tensor(features.toarray(), dtype=torch.float32, device=device)
             hidden = self.network.features(x)
             proba = torch.softmax(self.network.out(hidden), dim=-1)
         return hidden.float().cpu().numpy(), proba.float().cpu().numpy()
