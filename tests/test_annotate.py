@@ -182,3 +182,21 @@ def test_a_model_that_is_not_a_scadapt_annotator_is_refused(pancreas):
         info = mlflow.pyfunc.log_model(name="echo", python_model=Echo())
     with pytest.raises(ScadaptError, match="is not a scadapt annotator model"):
         scadapt.annotate(pancreas[:5].copy(), info.model_uri, progress=False)
+
+
+def test_pca_from_the_gene_covariance_is_scikit_learns_pca(pbmc):
+    """pca_logreg's PCA never densifies the training cells (a genes x genes covariance instead): the
+    same axes, up to sign, and the same scores as scikit-learn's full-SVD PCA of the dense cells."""
+    from sklearn.decomposition import PCA
+
+    from scadapt.data.preprocess import log_normalized
+    from scadapt.fitting.linear import gram_pca
+
+    cells = sp.csr_matrix(log_normalized(pbmc.X), dtype=np.float64)
+    mean, axes = gram_pca(cells, 20)
+    reference = PCA(n_components=20, svd_solver="full").fit(cells.toarray())
+    np.testing.assert_allclose(mean, reference.mean_, atol=1e-10)
+    signs = np.sign(np.sum(axes * reference.components_, axis=1))
+    np.testing.assert_allclose(axes, reference.components_ * signs[:, None], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(cells @ axes.T) - mean @ axes.T,
+                               reference.transform(cells.toarray()) * signs, atol=1e-6)

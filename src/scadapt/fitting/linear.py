@@ -99,14 +99,34 @@ def fit_pca_logistic(matrix, genes, codes: np.ndarray, n_classes: int, n_compone
     variable genes, PCA to ``n_components`` and fit a logistic regression on the scores."""
     logged = log_normalized(matrix)
     keep = most_variable(logged, n_top_genes)
-    dense = logged[:, keep].toarray().astype(np.float64)
-    components = max(1, min(n_components, dense.shape[0] - 1, dense.shape[1]))
-    pca = PCA(n_components=components, random_state=seed, svd_solver="full" if dense.shape[1] <= 3000 else "auto")
-    scores = pca.fit_transform(dense)
+    selected = sp.csr_matrix(logged[:, keep], dtype=np.float64)
+    components = max(1, min(n_components, selected.shape[0] - 1, selected.shape[1]))
+    if selected.shape[1] <= GRAM_PCA_MAX_GENES:
+        mean, axes = gram_pca(selected, components)
+    else:  # too many genes for a genes x genes matrix: scikit-learn's (randomised) PCA on dense cells
+        pca = PCA(n_components=components, random_state=seed).fit(selected.toarray())
+        mean, axes = pca.mean_, pca.components_
+    scores = np.asarray(selected @ axes.T) - mean @ axes.T
     fit = fit_logistic(scores, codes, n_classes, C, class_weighted, max_iter, seed)
-    arrays = {"pca_mean": pca.mean_, "pca_components": pca.components_, "score_mean": fit.mean,
+    arrays = {"pca_mean": mean, "pca_components": axes, "score_mean": fit.mean,
               "score_scale": fit.scale, "coef": fit.coef, "intercept": fit.intercept}
     return PCALogisticFit([str(g) for g in np.asarray(genes)[keep]], arrays)
+
+
+GRAM_PCA_MAX_GENES = 5000  # a genes x genes covariance of float64 up to 200 MB
+
+
+def gram_pca(cells: sp.csr_matrix, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean ``[G]`` and the first ``n_components`` principal axes ``[k, G]`` of sparse cells
+    ``[n, G]``, from the eigenvectors of their ``G x G`` covariance: the cells are never densified
+    or centred, so memory does not grow with their number. Each axis's largest entry is positive."""
+    n_cells = cells.shape[0]
+    mean = np.asarray(cells.mean(axis=0)).ravel()
+    covariance = (np.asarray((cells.T @ cells).todense()) - n_cells * np.outer(mean, mean)) / max(n_cells - 1, 1)
+    values, vectors = np.linalg.eigh(covariance)
+    axes = vectors[:, np.argsort(-values, kind="stable")[:n_components]].T
+    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
+    return mean, axes * signs[:, None]
 
 
 def most_variable(logged: sp.spmatrix, n_top_genes: int) -> np.ndarray:
