@@ -45,6 +45,26 @@ def test_annotate_writes_labels_confidences_and_embeddings_in_place(pca_folder, 
     assert list(copied.obs["again_label"]) == list(expected["label"])  # chunks of 13 cells: the same labels
 
 
+def test_cells_expressing_none_of_the_models_genes_are_unassigned_sparse_or_dense(pca_folder, pancreas):
+    query = pancreas[:6].copy()
+    counts = sp.csr_matrix(query.X).toarray()
+    counts[0] = 0
+    counts[1] = 0
+    extra = np.zeros((6, 1), dtype=counts.dtype)
+    extra[0] = 5  # cell 0 expresses only a gene the model does not read
+    dense = anndata.AnnData(np.hstack([counts, extra]), obs=query.obs[[]], var={"x": np.zeros(counts.shape[1] + 1)})
+    dense.var_names = list(query.var_names) + ["NOT_A_MODEL_GENE"]
+    stored = sp.csr_matrix(dense.X)
+    stored.data[stored.indptr[2]: stored.indptr[3]] = 0  # cell 2: only explicitly stored zeros
+    sparse = anndata.AnnData(stored, obs=dense.obs, var=dense.var)
+    dense.X = stored.toarray()
+    for cells in (sparse, dense):
+        scadapt.annotate(cells, pca_folder, unknown=None, progress=False)
+        assert list(cells.obs["scadapt_label"][:3]) == ["Unassigned"] * 3
+        assert list(cells.obs["scadapt_confidence"][:3]) == [0.0] * 3
+        assert (cells.obs["scadapt_label"][3:] != "Unassigned").all()
+
+
 def test_a_backed_file_is_annotated_in_place_and_read_only_is_refused(pca_folder, pancreas, tmp_path):
     pancreas[:50].copy().write_h5ad(tmp_path / "cells.h5ad")
     read_only = anndata.read_h5ad(tmp_path / "cells.h5ad", backed="r")

@@ -1,12 +1,14 @@
-"""An ``.h5ad`` file annotated into a new file, chunk by chunk: the input is read backed, each
-chunk's embedding goes straight into the output, so memory follows the chunk size (plus a label
-and a confidence per cell), not the file."""
+"""An ``.h5ad`` file annotated into a new file, chunk by chunk: the input is read backed and each
+chunk's embedding written to disk as it comes, so memory follows the chunk size (plus a label and a
+confidence per cell), not the file. The input is copied into the output while the cells are
+labelled, so the copy costs no time beside the labelling."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,26 +64,22 @@ def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None
     threshold = loaded.annotator.unknown_threshold(unknown)
     source = ad.read_h5ad(data, backed="r")
     partial = output.with_name(f".{output.name}.partial")
+    embeddings = output.with_name(f".{output.name}.embedding.partial")  # written while the input is copied
+    copier = ThreadPoolExecutor(max_workers=1)
+    copying = None
     try:
         if over_clustering is not None and over_clustering not in source.obs.columns:
             raise InputDataError(f"Over-clustering column {over_clustering!r} is not in the obs of {data} (columns: "
                                  f"{', '.join(map(str, source.obs.columns[:10])) or 'none'}).")
         query = Query.of(source, loaded, layer, gene_column)
         voting = majority_voting or over_clustering is not None
-        shutil.copyfile(data, partial)
-        with h5py.File(partial, "r+") as written:
-            obsm = written.require_group("obsm")
-            obsm.attrs.update(_MAPPING)
-            embedding_key = f"X_{key}"
-
+        copying = copier.submit(shutil.copyfile, data, partial)  # disk-bound: runs beside the CPU-bound labelling
+        with h5py.File(embeddings, "w") as side:
             def write_embedding(start: int, stop: int, embedding) -> None:
                 if start == 0:
-                    if embedding_key in obsm:
-                        del obsm[embedding_key]
-                    obsm.create_dataset(embedding_key, shape=(query.n_cells, embedding.shape[1]), dtype="float32",
+                    side.create_dataset("embedding", shape=(query.n_cells, embedding.shape[1]), dtype="float32",
                                         chunks=(min(query.n_cells, 4096), embedding.shape[1]))
-                    obsm[embedding_key].attrs.update(_ARRAY)
-                obsm[embedding_key][start:stop] = embedding
+                side["embedding"][start:stop] = embedding
 
             labels = label_query(loaded, query, batch_size, threshold=threshold, keep_embedding=False,
                                  on_embedding=write_embedding, progress=progress)
@@ -90,18 +88,31 @@ def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None
             write_labels(annotated, labels, key, loaded)
             if voting:
                 clusters = annotated.obs[over_clustering].to_numpy(dtype=str) if over_clustering is not None else \
-                    over_cluster(obsm[embedding_key][:])  # the one step that holds every cell's embedding
+                    over_cluster(side["embedding"][:])  # the one step that holds every cell's embedding
                 write_majority_vote(annotated, labels.labels, clusters, key)
-            del written["obs"]
-            write_elem(written, "obs", annotated.obs)
-            uns = written.require_group("uns")
-            name = f"{key}_annotation"
-            if name in uns:
-                del uns[name]
-            write_elem(uns, name, annotated.uns[name])
+            copying.result()
+            with h5py.File(partial, "r+") as written:
+                obsm = written.require_group("obsm")
+                obsm.attrs.update(_MAPPING)
+                embedding_key = f"X_{key}"
+                if embedding_key in obsm:
+                    del obsm[embedding_key]
+                side.copy(side["embedding"], obsm, name=embedding_key)
+                obsm[embedding_key].attrs.update(_ARRAY)
+                del written["obs"]
+                write_elem(written, "obs", annotated.obs)
+                uns = written.require_group("uns")
+                name = f"{key}_annotation"
+                if name in uns:
+                    del uns[name]
+                write_elem(uns, name, annotated.uns[name])
         os.replace(partial, output)
     finally:
         source.file.close()
+        if copying is not None:
+            copying.exception()  # let a copy still running finish before its file is removed
+        copier.shutdown()
         partial.unlink(missing_ok=True)
+        embeddings.unlink(missing_ok=True)
     log.info("Annotated %d cells of %s with %s; wrote %s.", len(labels), data, loaded.source, output)
     return FileAnnotation(output, loaded, labels, annotated.obs)

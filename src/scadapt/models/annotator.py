@@ -111,11 +111,21 @@ class Annotator(ABC):
 
     def matrix_expressed(self, matrix, genes) -> np.ndarray:
         """:meth:`expressed` of a matrix ``[n_cells, len(genes)]`` with the gene symbols ``genes``."""
-        read = self.genes_read
-        columns = np.flatnonzero([gene in read for gene in genes])
-        matrix = matrix[:, columns]
-        counts = (matrix != 0).sum(axis=1) if sp.issparse(matrix) else np.count_nonzero(matrix, axis=1)
-        return np.asarray(counts).ravel() > 0
+        read = self._read_mask(genes)
+        if not sp.issparse(matrix):
+            return np.count_nonzero(np.asarray(matrix)[:, read], axis=1) > 0
+        matrix = sp.csr_matrix(matrix)
+        hits = np.concatenate([[0], np.cumsum(read[matrix.indices] & (matrix.data != 0))])  # no column copy
+        return hits[matrix.indptr[1:]] > hits[matrix.indptr[:-1]]
+
+    def _read_mask(self, genes) -> np.ndarray:
+        """Which of ``genes`` this model reads (bool ``[len(genes)]``); remembered for the last
+        gene list, as every chunk of a file asks with the same one."""
+        cached = getattr(self, "_mask_for", None)
+        if cached is None or not cached[0].equals(pd.Index(genes)):
+            read = self.genes_read
+            self._mask_for = (pd.Index(genes), np.array([gene in read for gene in genes], dtype=bool))
+        return self._mask_for[1]
 
     @property
     @abstractmethod
@@ -312,7 +322,8 @@ class ExpressionAnnotator(Annotator):
             )
         normalized = log_normalized(matrix)
         if found.all():
-            return normalized[:, position]
+            same_order = len(position) == normalized.shape[1] and (position == np.arange(len(position))).all()
+            return normalized if same_order else normalized[:, position]
         select = sp.csr_matrix((np.ones(int(found.sum()), dtype=np.float32), (position[found], np.flatnonzero(found))),
                                shape=(normalized.shape[1], len(self.genes)))  # data columns -> model columns
         return sp.csr_matrix(normalized @ select)
