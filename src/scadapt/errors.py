@@ -40,3 +40,7 @@ class TrainingDiverged(ScadaptError):
             f"Training diverged: the loss became {loss} at epoch {epoch + 1}, step {step + 1}. Lower the learning "
             f"rate (lr={lr:g}) or the gradient clipping norm; a diverged run ends FAILED and is never a candidate."
         )
+
+
+class BudgetSpent(ScadaptError):
+    """The job's time budget (``--time-budget``) ran out before this piece of work could finish."""

@@ -112,6 +112,12 @@ def optional_seconds(text: str) -> float | None:
     return number(text) or None if str(text).strip() else None
 
 
+def optional_minutes(text: str) -> float | None:
+    """Minutes, where nothing means "no limit" (None); zero and negative values are refused by the
+    job, which says the smallest budget that fits."""
+    return number(text) if str(text).strip() else None
+
+
 def unknown_cells(text: str) -> str | float | None:
     """How annotation treats cells unlike any trained type: ``auto`` (the model's calibrated
     threshold), a fraction of known cells to reject (``0.1``), or ``none`` (no rejection)."""

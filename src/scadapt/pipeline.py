@@ -21,8 +21,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import PIPELINE_DATA, BenchmarkConfig
-from scadapt.benchmark.runner import BenchmarkResult, run_benchmark
+from scadapt.benchmark.runner import CUT_SHORT_WARNING, BenchmarkResult, run_benchmark
 from scadapt.data import resolve_spec
 from scadapt.errors import ScadaptError
 from scadapt.notices import one_job
@@ -30,7 +31,7 @@ from scadapt.options import check_keys
 from scadapt.registry import PromotionResult
 from scadapt.serving.server import SERVE_NOTE, serve_command
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params
-from scadapt.tracking.contract import REPORT_ARTIFACT, RESULTS_RUN_TAG, WARNINGS_TAG
+from scadapt.tracking.contract import REPORT_ARTIFACT, RESULTS_RUN_TAG, TRIALS_ENDED_BY_TAG, WARNINGS_TAG
 from scadapt.tracking.runs import mark_model_development
 from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_pretraining
@@ -48,6 +49,7 @@ class PipelineResult:
     benchmark: BenchmarkResult
     coverage: GeneCoverage | None = None  # None when no strategy uses the backbone
     warnings: list[str] = field(default_factory=list)  # shown under the summary and logged with it
+    cut_short: dict[str, str] = field(default_factory=dict)  # strategy -> why the time budget left it unfinished
 
     @property
     def champion_uri(self) -> str | None:
@@ -57,7 +59,10 @@ class PipelineResult:
     def closing_text(self) -> str:
         """What the main job prints at the end: the summary, warnings, the champion, the report."""
         lines = [self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
-        lines += [f"\nWARNING: {warning}" for warning in self.warnings]
+        if self.cut_short:
+            lines.append("\nCut short by the time budget (run again with the same settings to finish them):")
+            lines += [f"  {strategy}: {why}" for strategy, why in self.cut_short.items()]
+        lines += [f"\nWARNING: {warning}" for warning in self.warnings if not warning.startswith(CUT_SHORT_WARNING)]
         if (promotion := self.promotion) is not None:
             lines.append(f"\nChampion: {promotion.model_name} version {promotion.version} ({promotion.strategy}). "
                          f"{promotion.note}")
@@ -88,6 +93,8 @@ def run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
 
 def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
     started = time.perf_counter()
+    if cfg.time_budget is not None and cfg.deadline is None:  # the budget counts from here
+        cfg = replace(cfg, deadline=TimeBudget.starting_now(cfg.time_budget).deadline)
     data = cfg.datasets[0]
     # under `mlflow run` the launcher's run gets the summary, and the benchmark a parent run of its
     # own in the dataset's experiment (the launcher's may be "Default")
@@ -99,7 +106,8 @@ def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
     dataset = next(iter(dict.fromkeys(result.tables.runs["dataset"])))
     promotion = result.promotions.get(dataset)
     coverage = result.coverage.get(dataset)
-    summary = _summary(result.tables.runs, promotion)
+    summary = _summary(result.tables.runs, promotion, budgeted=cfg.time_budget is not None)
+    cut_short = {key.rsplit("/", 1)[-1]: why for key, why in result.cut_short.items()}
     checkpoint = mlflow.get_run(result.parent_run_id).data.params.get("checkpoint") or None
     if launcher:
         mark_model_development(mlflow.set_experiment(
@@ -113,7 +121,7 @@ def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
                     "champion_run_id": promotion.run_id} if promotion else {}
         mlflow.set_tags({**champion, ENTRY_POINT_TAG: "main", RESULTS_RUN_TAG: result.parent_run_id,
                          **({WARNINGS_TAG: " | ".join(result.warnings)[:5000]} if result.warnings else {})})
-        metrics = {"pipeline_sec": time.perf_counter() - started}
+        metrics = {"pipeline_sec": time.perf_counter() - started, "strategies_cut_short": len(cut_short)}
         if coverage is not None:
             metrics["gene_coverage"] = coverage.fraction
         mlflow.log_metrics(metrics)
@@ -124,7 +132,7 @@ def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
             if result.warnings:
                 (Path(tmp) / "warnings.txt").write_text("\n\n".join(result.warnings) + "\n")
             mlflow.log_artifacts(tmp, "summary")
-    return PipelineResult(summary, promotion, result, coverage, result.warnings)
+    return PipelineResult(summary, promotion, result, coverage, result.warnings, cut_short)
 
 
 def _backbone_params(cfg: BenchmarkConfig, data: str, checkpoint: str | None) -> dict[str, object]:
@@ -141,11 +149,16 @@ def _same_data(a: str, b: str) -> bool:
     return a == b or (Path(a).suffix == ".h5ad" and Path(a).resolve() == Path(b).resolve())
 
 
-def _summary(runs: pd.DataFrame, promotion: PromotionResult | None) -> pd.DataFrame:
-    """One row per strategy (its result on ``full_fold0``), best validation macro-F1 first."""
+def _summary(runs: pd.DataFrame, promotion: PromotionResult | None, budgeted: bool = False) -> pd.DataFrame:
+    """One row per strategy (its result on ``full_fold0``), best validation macro-F1 first; with a
+    time budget, what ended each study's trials (``n_trials`` or ``the time budget``)."""
     champion = promotion.run_id if promotion else None
     table = runs[SUMMARY_COLUMNS + ["run_id"]].copy()
     table.insert(len(SUMMARY_COLUMNS), "champion", ["*" if r == champion else "" for r in table["run_id"]])
+    if budgeted:
+        client = mlflow.MlflowClient()
+        table.insert(len(SUMMARY_COLUMNS), "trials_ended_by",
+                     [client.get_run(r).data.tags.get(TRIALS_ENDED_BY_TAG, "") for r in table["run_id"]])
     table = table.sort_values("val_macro_f1", ascending=False, kind="stable").reset_index(drop=True)
     table[SUMMARY_COLUMNS[1:]] = table[SUMMARY_COLUMNS[1:]].apply(pd.to_numeric)  # not measured -> NaN
     table["trainable_parameters"] = table["trainable_parameters"].astype("Int64")

@@ -5,10 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from scadapt.data.options import BUNDLED_DATASETS, DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES, DataOptions
-from scadapt.options import TUNING_MODES, MemoryOptions, internal, names, number_list, option, optional_count
+from scadapt.options import (
+    TUNING_MODES,
+    MemoryOptions,
+    internal,
+    names,
+    number_list,
+    option,
+    optional_count,
+    optional_minutes,
+)
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, strategy_names  # strategy classes load on first use
 from scadapt.tracking.contract import BENCHMARK_EXPERIMENT
 from scadapt.training.config import BackboneOptions, memory_problems, refuse
@@ -36,7 +44,11 @@ class StudyOptions(BackboneOptions):
     seed: int = option(0, "seed of the splits, the models and the search")
     workers: int = option(0, "processes on this machine sharing the work (0: one per CPU core, up to 4 and 4 GB of "
                              "memory each; 1 on a GPU)")
+    time_budget: float | None = option(None, "minutes the whole job may take (default: no limit): cheapest "
+                                             "strategies first, the studies share the rest, and those cut short "
+                                             "are named in the summary", parse=optional_minutes)
     progress: bool = internal(True)
+    deadline: float | None = internal(None)  # time.time() when the budget ends: set as the job starts, given to helpers
 
 
 @dataclass
@@ -85,6 +97,8 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             (self.n_trials < 1 or self.epochs < 1 or self.pretrain_epochs < 1,
              "n_trials, epochs and pretrain_epochs must be at least 1"),
             (self.workers < 0, f"workers must be 0 (automatic) or more (got {self.workers})"),
+            (self.time_budget is not None and not self.time_budget > 0,
+             f"time_budget is a number of minutes above 0 (got {self.time_budget}); leave it out for no limit"),
             (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),
             (self.folds is not None and self.folds < 1, f"folds must be at least 1 (got {self.folds})"),
             ("'" in self.name, "the benchmark name cannot contain a quote"),
@@ -108,21 +122,21 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
     def fold_numbers(self) -> list[int]:
         return list(range(self.folds_run))
 
-    def fingerprint(self, checkpoint: str | Path | None) -> str:
-        """Everything a cell's result depends on besides its dataset, split and strategy.
+    def fingerprint(self, backbone: str | None) -> str:
+        """Everything a cell's result depends on besides its dataset, split and strategy
+        (``backbone``: what identifies the backbone, a content digest or the pretraining job that
+        makes it; None without one).
 
         Finished cells are found in MLflow by this value, so a rerun with the same settings
         skips them, a bigger matrix (more datasets, strategies, folds or fractions) only runs
         what is new, and changed settings never reuse a result made with other ones.
         """
-        from scadapt.backbone.checkpoint import checkpoint_digest
-
         keep = {
             "n_folds": self.n_folds, "tuning": self.tuning, "n_trials": self.n_trials, "epochs": self.epochs,
             "seed": self.seed, "data_options": {k: str(v) for k, v in sorted(self.data_options().given().items())},
             "job_options": {k: str(getattr(self, k)) for k in ("max_seq_len", "min_genes")
                             if getattr(self, k) != getattr(BackboneOptions, k)},
-            "backbone": checkpoint_digest(checkpoint) if checkpoint else None,
+            "backbone": backbone,
             # the strategies' default settings: a release that changes one never reuses old cells
             "defaults": {name: get_strategy(name).config_class().to_params() for name in sorted(self.strategies)},
         }

@@ -14,6 +14,7 @@ from scadapt.data import DatasetInfo, Split
 from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.data.options import SplitOptions
 from scadapt.errors import ScadaptError
+from scadapt.strategies import cheapest_first
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class MatrixCell:
 
 
 def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] | None = None) -> list[MatrixCell]:
-    """Every cell of the matrix, in the order they run: dataset, strategy, then regime splits.
+    """Every cell of the matrix, in the order they run: dataset, strategy (cheapest first: see
+    :func:`~scadapt.strategies.cheapest_first`), then regime splits.
 
     Loading and splitting every dataset first means a class too small to split, a missing key
     or a dataset without technologies fails (or is reported) before hours of work. ``inspect``
@@ -57,7 +59,7 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
     for data in cfg.datasets:
         splits = dataset_splits(data, cfg, inspect)
         name = splits[0][0] if splits else data
-        for strategy in cfg.strategies:
+        for strategy in cheapest_first(cfg.strategies):
             cells.extend(_cell(data, name, split, strategy) for _, split in splits)
     if not cells:
         raise ScadaptError(

@@ -31,7 +31,8 @@ def write_tables(tables: BenchmarkTables, folder: Path) -> list[Path]:
 def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path], promotions: dict[str, PromotionResult],
                  cfg: BenchmarkConfig, fingerprint: str, checkpoint: str | None, timing: pd.DataFrame,
                  seconds: float, no_champion: dict[str, str] | None = None,
-                 coverage: dict[str, GeneCoverage] | None = None, workers: int = 1) -> Path:
+                 coverage: dict[str, GeneCoverage] | None = None, workers: int = 1,
+                 cut_short: dict[str, str] | None = None) -> Path:
     """``report.md`` (numbers, verdicts and figures per dataset, where this call's time went) and
     ``tables/*.csv``."""
     write_tables(tables, output_dir / "tables")
@@ -59,6 +60,9 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
         "A strategy *beats* a baseline when its mean paired difference is positive and it loses on no replicate.",
     ]
     lines += [f"\n**Warning**: {c.warning()}" for c in (coverage or {}).values() if c.low]
+    if cut_short:
+        lines += [f"\n**Cut short by the time budget** ({cfg.time_budget:g} min; run again with the same settings "
+                  "to finish them):", "", *(f"- `{key}`: {why}" for key, why in cut_short.items())]
     if cfg.tuning == "reuse":
         lines += ["", "Tuning `reuse`: each strategy's settings were chosen on the first split's validation cells and "
                   "reused; on other folds those cells can be test cells, so scores there may be slightly optimistic "

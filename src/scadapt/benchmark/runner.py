@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -30,6 +30,8 @@ from mlflow.entities import Run
 from tqdm.auto import tqdm
 
 from scadapt.artifacts.checkpoints import local_checkpoint
+from scadapt.backbone.checkpoint import checkpoint_digest
+from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.figures import draw_all
 from scadapt.benchmark.local_workers import LocalWorkers, merge_timing, plan_workers, worker_share
@@ -37,11 +39,11 @@ from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
 from scadapt.coordination import Coordinator
-from scadapt.errors import ScadaptError
+from scadapt.errors import BudgetSpent, ScadaptError
 from scadapt.notices import one_job
-from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, promote
+from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, has_champion, promote
 from scadapt.storage import writable_dir
-from scadapt.strategies import epoch_budget
+from scadapt.strategies import epoch_budget, get_strategy
 from scadapt.tracking import log_params, shared_run
 from scadapt.tracking.contract import (
     BENCHMARK_RUN_TAG,
@@ -49,17 +51,19 @@ from scadapt.tracking.contract import (
     CELL_TAG,
     CLOSED_BY_TAG,
     ENTRY_POINT_TAG,
+    FIRST_ANSWER_ARTIFACT,
     INTERRUPTED_TAG,
     PER_CLASS_TEST_TABLE,
     REPORT_ARTIFACT,
+    TRIALS_ENDED_BY_TAG,
     TUNED_BY_TAG,
     WORKER_TAG,
 )
 from scadapt.tracking.runs import close_orphaned_runs, quiet_artifact_downloads, search_all_runs
 from scadapt.tracking.workers import worker_id
-from scadapt.training.config import TrainJob
+from scadapt.training.config import PretrainConfig, TrainJob
 from scadapt.training.preflight import GeneCoverage, backbone_vocabulary, check_coverage
-from scadapt.training.pretrain import demo_pretraining, ensure_demo_backbone
+from scadapt.training.pretrain import demo_backbone_identity, demo_folder, demo_pretraining, ensure_demo_backbone
 from scadapt.training.train import train
 from scadapt.tuning import TuneJob, TuneResult, tune
 from scadapt.tuning.setup import SETUP_PLACEHOLDER
@@ -68,6 +72,7 @@ from scadapt.tuning.storage import coordinator
 log = logging.getLogger(__name__)
 
 CLAIM_POLL_SEC = 5.0  # how often a worker with nothing to claim looks again
+CUT_SHORT_WARNING = "The time budget cut short"
 
 
 @dataclass
@@ -82,6 +87,7 @@ class BenchmarkResult:
     figures: list[Path] = field(default_factory=list)
     coverage: dict[str, GeneCoverage] = field(default_factory=dict)  # per dataset, when a strategy uses the backbone
     warnings: list[str] = field(default_factory=list)  # low gene coverage, champions kept or not promoted
+    cut_short: dict[str, str] = field(default_factory=dict)  # cell key -> why the time budget left it unrun
 
     @property
     def cells_run(self) -> int:
@@ -95,6 +101,9 @@ class BenchmarkResult:
         lines = [shown.drop(columns=["regime", "label_fraction"]).to_string(index=False, float_format=lambda v: f"{v:.3f}")]
         lines += [f"{dataset}: champion {champion['strategy']} ({champion['model']}, run {champion['run_id']})"
                   for dataset, champion in self.tables.champions.items() if champion["model"]]
+        if self.cut_short:
+            lines.append(f"\nCut short by the time budget ({len(self.cut_short)} cells; run again with the same "
+                         "settings to finish them): " + "; ".join(f"{k}: {why}" for k, why in self.cut_short.items()))
         lines.append(f"\n{self.cells_run} cells run now, {len(self.tables.runs) - self.cells_run} found finished. "
                      f"Report: {self.output_dir.resolve() / 'report.md'} (also {REPORT_ARTIFACT}/report.md on MLflow "
                      f"run {self.parent_run_id}).")
@@ -109,6 +118,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
 
 def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     started = time.perf_counter()
+    if cfg.time_budget is not None and cfg.deadline is None:  # helpers and the pipeline pass theirs on
+        cfg = replace(cfg, deadline=TimeBudget.starting_now(cfg.time_budget).deadline)
     ctx, cells, coverage = _start(cfg)
     client = MlflowClient()
     experiment_id = client.get_run(ctx.parent_id).info.experiment_id
@@ -123,7 +134,15 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
             helpers = None
         with ctx.board.hold(f"benchmark-report:{ctx.fingerprint}"):  # promotions and the report, one worker at a time
             done = finished_runs(experiment_id, ctx.fingerprint)
-            table = results_table((cell, done[cell.key]) for cell in cells)
+            cut_short = {c.key: ctx.cut_short.get(c.key, "the time budget was spent") for c in cells if c.key not in done}
+            if len(cut_short) == len(cells):
+                raise BudgetSpent(f"The time budget of {cfg.time_budget:g} min ended before any strategy finished "
+                                  f"({next(iter(cut_short.values()))}). Give it more minutes; a rerun with the same "
+                                  "settings continues where this one stopped.")
+            if cut_short:
+                ctx.warnings.append(f"{CUT_SHORT_WARNING} {len(cut_short)} of {len(cells)} cells: "
+                                    f"{', '.join(cut_short)}. Run again with the same settings to finish them.")
+            table = results_table((cell, done[cell.key]) for cell in cells if cell.key in done)
             promotions = _promote_all(ctx, dict.fromkeys(c.dataset for c in cells)) if cfg.promote else {}
             tables = summarise(table, PromotionPolicy.load(cfg.policy))
             tables.champions = _champions(tables, promotions)
@@ -132,7 +151,7 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
             figures = draw_all(tables, output_dir / "figures")
             seconds = time.perf_counter() - started
             write_report(output_dir, tables, figures, promotions, cfg, ctx.fingerprint, ctx.checkpoint, timing,
-                         seconds, ctx.no_champion, coverage, workers=n_workers)
+                         seconds, ctx.no_champion, coverage, workers=n_workers, cut_short=cut_short)
             _log_outputs(ctx, output_dir, tables, timing, seconds)
     except BaseException as error:
         if helpers:
@@ -143,7 +162,7 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
              output_dir / "report.md")
     warnings = [c.warning() for c in coverage.values() if c.low] + ctx.warnings
     return BenchmarkResult(ctx.fingerprint, ctx.parent_id, tables, promotions, output_dir, timing, figures, coverage,
-                           warnings)
+                           warnings, cut_short)
 
 
 def run_cells(cfg: BenchmarkConfig, parent_run_id: str) -> pd.DataFrame:
@@ -172,8 +191,12 @@ def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
     else:
         cells = plan_matrix(cfg)
     board = coordinator(cfg.storage)
-    checkpoint = given or (str(ensure_demo_backbone(pretraining, lock=board.hold)) if cfg.needs_backbone else None)
-    fingerprint = cfg.fingerprint(checkpoint)
+    # the demo backbone is pretrained (if it must be) only when the first backbone cell runs, after
+    # the cheap strategies have answered; the fingerprint knows it by its pretraining job already
+    checkpoint = given or (str(demo_folder(pretraining)) if cfg.needs_backbone else None)
+    backbone = (checkpoint_digest(given) if given else demo_backbone_identity(pretraining)) \
+        if cfg.needs_backbone else None
+    fingerprint = cfg.fingerprint(backbone)
     if parent_run_id is not None:
         parent_id = parent_run_id
     else:
@@ -182,7 +205,9 @@ def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
                                       f"benchmark {cfg.name}", {ENTRY_POINT_TAG: "benchmark"}, launcher=launcher)
     client = MlflowClient()
     experiment = client.get_experiment(client.get_run(parent_id).info.experiment_id).name
-    return _Context(cfg, checkpoint, fingerprint, parent_id, experiment, board), cells, coverage
+    return _Context(cfg, checkpoint, fingerprint, parent_id, experiment, board, pretraining,
+                    helper=parent_run_id is not None, backbone_ready=bool(given) or not cfg.needs_backbone), \
+        cells, coverage
 
 
 def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> pd.DataFrame:
@@ -197,13 +222,16 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
              progress_grid(cells, finished).to_string())
     timing: dict[tuple[str, str], dict] = {}
     said_waiting = False
+    groups = _by_dataset_and_strategy(cells)
     with tqdm(total=len(cells), initial=already, desc="benchmark", unit="cell", disable=not ctx.cfg.progress) as bar:
         while True:
             ran_one = False
-            for group in _by_dataset_and_strategy(cells):
+            for group in groups:
                 for cell in group:
-                    if cell.key in finished or not _settings_ready(ctx, cell, group, finished):
+                    if cell.key in finished or cell.key in ctx.cut_short:
                         continue
+                    if not ctx.budget.spent() and not _settings_ready(ctx, cell, group, finished):
+                        continue  # (once the budget is spent, every cell no worker runs is cut short)
                     with ctx.board.hold(f"cell:{ctx.fingerprint}/{cell.key}", wait=False) as claimed:
                         if not claimed:
                             continue
@@ -211,10 +239,23 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                             finished.add(cell.key)
                             bar.update(1)
                             continue
+                        if (why := ctx.unrunnable(cell, group)) is not None:
+                            ctx.cut_short[cell.key] = why
+                            continue
                         close_leftover_runs(experiment_id, ctx.fingerprint, cell.key)
                         ran_one = True
                         started, tuning_before = time.perf_counter(), ctx.tuning_sec
-                        metrics, tuned = _run_cell(ctx, cell, group)
+                        try:
+                            if get_strategy(cell.strategy).needs_backbone:
+                                ctx.answer_early(cells, experiment_id)
+                                ctx.ensure_backbone()
+                            ctx.cost_left = sum(get_strategy(g[0].strategy).relative_cost for g in groups
+                                                if g[0].key not in finished)
+                            metrics, tuned = _run_cell(ctx, cell, group)
+                        except BudgetSpent as spent:
+                            log.warning("%s: %s", cell.key, spent)
+                            ctx.cut_short[cell.key] = str(spent)
+                            continue
                     finished.add(cell.key)
                     bar.update(1)
                     row = timing.setdefault((cell.dataset, cell.strategy), {
@@ -232,7 +273,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
             now = set(finished_runs(experiment_id, ctx.fingerprint)) | finished
             bar.update(len({c.key for c in cells} & (now - finished)))
             finished = now
-            left = [c for c in cells if c.key not in finished]
+            left = [c for c in cells if c.key not in finished and c.key not in ctx.cut_short]
             if not left:
                 break
             # the rest are claimed by other workers: wait for them (a dead one's claim ends with it)
@@ -318,10 +359,74 @@ class _Context:
     parent_id: str
     experiment: str
     board: Coordinator  # the workers' locks
+    pretraining: PretrainConfig  # the demo backbone's pretraining job (used when no checkpoint is given)
+    helper: bool = False  # a helper worker: runs cells only
+    backbone_ready: bool = False  # the backbone's folder exists (pretrained, given or fetched)
+    answered: bool = False  # the first answer (the strategies without a backbone) was given
+    cost_left: float = 0.0  # relative cost of the studies not yet finished, this one included
+    cut_short: dict[str, str] = field(default_factory=dict)  # cell key -> why the time budget left it unrun
+    no_backbone: str = ""  # why the backbone is not there (the time budget stopped its pretraining)
     tuning_sec: float = 0.0  # spent in studies by this call
     studies: dict[str, TuneResult] = field(default_factory=dict)  # by the key of the cell tuned on
     no_champion: dict[str, str] = field(default_factory=dict)  # dataset -> why promotion failed
     warnings: list[str] = field(default_factory=list)  # promotion messages, for the caller
+
+    @property
+    def budget(self) -> TimeBudget:
+        return TimeBudget(self.cfg.deadline)
+
+    def unrunnable(self, cell: MatrixCell, group: list[MatrixCell]) -> str | None:
+        """Why ``cell`` cannot run in this call (None when it can): the time budget is spent, it
+        needs the backbone and the budget stopped the backbone's pretraining, or the study whose
+        settings it reuses was cut short."""
+        if self.budget.spent():
+            return "the time budget was spent before it started"
+        if get_strategy(cell.strategy).needs_backbone and self.no_backbone:
+            return self.no_backbone
+        if self.cfg.tuning == "reuse" and group[0].key in self.cut_short:
+            return f"the study of {group[0].key}, whose settings it reuses, was cut short"
+        return None
+
+    def ensure_backbone(self) -> None:
+        """Pretrain the demo backbone if it does not exist yet (once, by one worker; within half
+        of the time left); a cut-short pretraining leaves every backbone cell unrun."""
+        if self.backbone_ready:
+            return
+        try:
+            ensure_demo_backbone(self.pretraining, lock=self.board.hold, deadline=self.budget.pretraining_deadline())
+        except BudgetSpent as spent:
+            self.no_backbone = str(spent)
+            raise
+        self.backbone_ready = True
+
+    def answer_early(self, cells: list[MatrixCell], experiment_id: str) -> None:
+        """Before the first backbone cell: rank the strategies without a backbone that finished,
+        say it and log it on the parent run, and promote the best to ``@champion`` where a
+        dataset has none yet (a later, better runner replaces it at the end)."""
+        if self.answered or self.helper:
+            return
+        self.answered = True
+        done = finished_runs(experiment_id, self.fingerprint)
+        quick = [c for c in cells if c.key in done and not get_strategy(c.strategy).needs_backbone]
+        if not quick:
+            return
+        tables = summarise(results_table((c, done[c.key]) for c in quick), PromotionPolicy.load(self.cfg.policy))
+        shown = tables.ranking.drop(columns=["regime", "label_fraction"], errors="ignore")
+        log.info("First answer, from the strategies without a backbone (those with one run next):\n%s",
+                 shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        with mlflow.start_run(run_id=self.parent_id):
+            mlflow.log_text(tables.ranking.to_csv(index=False), FIRST_ANSWER_ARTIFACT)
+        if not self.cfg.promote:
+            return
+        for dataset in dict.fromkeys(c.dataset for c in quick):
+            if has_champion(dataset, self.cfg.policy):
+                continue
+            try:
+                promotion = promote(dataset, self.cfg.policy)
+                log.info("Provisional champion of %s: %s (%s version %s); a better runner replaces it at the end.",
+                         dataset, promotion.strategy, promotion.model_name, promotion.version)
+            except ScadaptError as error:
+                log.info("No provisional champion for %s: %s", dataset, error)
 
     def job(self, cell: MatrixCell, job_class: type[TrainJob] = TrainJob, **fields) -> TrainJob:
         return job_class(data=cell.data, regime=cell.regime, split=cell.split, n_folds=self.cfg.n_folds,
@@ -329,7 +434,7 @@ class _Context:
                          seed=self.cfg.seed, device=self.cfg.device, experiment=self.experiment, umap=False,
                          progress=False, parent_run_id=self.parent_id, **vars(self.cfg.memory_options()),
                          min_genes=self.cfg.min_genes, max_seq_len=self.cfg.max_seq_len,
-                         **vars(self.cfg.data_options()), **fields)
+                         deadline=self.cfg.deadline, **vars(self.cfg.data_options()), **fields)
 
     def cell_tags(self, cell: MatrixCell) -> dict[str, str]:
         return {BENCHMARK_TAG: self.fingerprint, CELL_TAG: cell.key, WORKER_TAG: worker_id()}
@@ -339,9 +444,13 @@ class _Context:
         name = f"benchmark-{self.fingerprint}/{cell.key}/{SETUP_PLACEHOLDER}"  # another setup (data content), another study
         started = time.perf_counter()
         try:
+            timeout = self.budget.share(get_strategy(cell.strategy).relative_cost, self.cost_left)
+            if timeout is not None:
+                log.info("Study of %s: up to %.0f s of the %.0f s left in the time budget.", cell.key, timeout,
+                         self.budget.left())
             return tune(self.job(cell, TuneJob, hparams=epoch_budget(cell.strategy, self.cfg.epochs),
                              n_trials=self.cfg.n_trials, storage=self.cfg.storage, study_name=name,
-                             run_tags={BENCHMARK_TAG: self.fingerprint}))
+                             run_tags={BENCHMARK_TAG: self.fingerprint}, timeout=timeout))
         finally:
             self.tuning_sec += time.perf_counter() - started
 
@@ -353,7 +462,7 @@ class _Context:
 
     def adopt(self, cell: MatrixCell, result: TuneResult) -> dict[str, float]:
         """Make a study's best trial the result of ``cell`` (it was tuned on the cell's own split)."""
-        for key, value in self.cell_tags(cell).items():
+        for key, value in {**self.cell_tags(cell), TRIALS_ENDED_BY_TAG: result.ended_by}.items():
             if key != WORKER_TAG:
                 MlflowClient().set_tag(result.best_run_id, key, value)
         return result.metrics

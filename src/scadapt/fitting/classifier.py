@@ -260,7 +260,7 @@ def fit_classifier(
     n_classes: int,
     cfg: TorchConfig,
     device: torch.device,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[dict[str, float]], bool | None] | None = None,
     progress: bool = True,
     hooks: TrainingHooks | None = None,
 ) -> FitResult:
@@ -312,8 +312,7 @@ def fit_classifier(
                   **scores, "epoch_sec": time.perf_counter() - started}
         result.history.append(record)
         bar.set_postfix(val_macro_f1=f"{record['val_macro_f1']:.3f}")
-        if on_epoch is not None:
-            on_epoch(record)
+        stop = bool(on_epoch(record)) if on_epoch is not None else False  # True: end here (a time budget)
         key = (record["val_macro_f1"], -record["val_loss"])
         if key > best_key:
             best_key, best_state, waited = key, trainable_state(module), 0
@@ -324,6 +323,9 @@ def fit_classifier(
             if waited >= cfg.patience:
                 result.stopped_early = True
                 break
+        if stop:
+            result.stopped_early = True
+            break
     bar.close()
     source.finish()
     module.load_state_dict({k: v.to(device) for k, v in best_state.items()}, strict=False)

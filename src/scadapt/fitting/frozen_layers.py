@@ -110,8 +110,8 @@ class FrozenLayerCache:
                      depth, len(backbone.transformer_encoder.layers), " by every fit on these cells" if shared else "")
             if resampled is not None and (n_long := int(tokenizer.varies_by_epoch(cells, resampled).sum())):
                 log.info("%d of %d training cells have more genes than fit in %d tokens and draw new ones every "
-                         "epoch: the frozen layers run again for them. resample_genes=false keeps each cell's "
-                         "first draw.", n_long, len(resampled), tokenizer.max_seq_len)
+                         "epoch (resample_genes=true): the frozen layers run again for them.", n_long,
+                         len(resampled), tokenizer.max_seq_len)
         return shared or cls(backbone, tokenizer, cells, depth, device, budget)
 
     def held_bytes(self) -> int:

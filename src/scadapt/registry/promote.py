@@ -175,6 +175,12 @@ def promote(dataset: str, policy_path: str | Path | None = None, experiment: str
                            winner.data.tags.get(STRATEGY_TAG, ""), note)
 
 
+def has_champion(dataset: str, policy_path: str | Path | None = None) -> bool:
+    """Whether ``dataset``'s registered model has a ``@champion`` version."""
+    policy = PromotionPolicy.load(policy_path)
+    return _version_by_alias(MlflowClient(), policy.model_name(dataset), policy.champion_alias) is not None
+
+
 def recorded_metrics(client: MlflowClient, version: ModelVersion) -> dict[str, float]:
     """The metrics a version was promoted with: its source run's, or, if that run is gone, the
     ones recorded on the version."""

@@ -61,6 +61,13 @@ def without_backbone() -> tuple[str, ...]:
     return tuple(name for name in NAMES if not get_strategy(name).needs_backbone)
 
 
+def cheapest_first(chosen) -> tuple[str, ...]:
+    """``chosen`` strategies in the order a job runs them: the strategies without a backbone
+    first (their answer comes within a minute), then by :attr:`Strategy.relative_cost`."""
+    return tuple(sorted(chosen, key=lambda name: (get_strategy(name).needs_backbone,
+                                                  get_strategy(name).relative_cost, NAMES.index(name))))
+
+
 def epoch_budget(name: str, epochs: int) -> dict[str, int]:
     """Fixed settings that give a strategy trained by gradient descent ``epochs`` epochs (with
     early stopping after a third of them without improvement); empty for the others."""
@@ -79,5 +86,5 @@ def __dir__() -> list[str]:
     return sorted([*_WHERE, *__all__])
 
 
-__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "epoch_budget", "get_strategy",
+__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "cheapest_first", "epoch_budget", "get_strategy",
            "without_backbone", *_WHERE]

@@ -87,10 +87,12 @@ class TorchConfig(StrategyConfig):
     # frozen layers it only adds noise that hides the between-cell differences of the CLS
     # embedding; on the demo backbone, LoRA/IA3 with the checkpoint's 0.1 stayed near chance.
     backbone_dropout: float = 0.0
-    # A cell with more genes than fit in max_seq_len draws a new subset every epoch (augmentation).
-    # False keeps its first draw, as scGPT's annotation tutorial does; then the frozen layers'
-    # output of every cell can be reused (scadapt.fitting.frozen_layers).
-    resample_genes: bool = True
+    # A cell with more genes than fit in max_seq_len keeps its first subset in every epoch, as
+    # scGPT's annotation tutorial does, so the frozen layers' output of every cell is computed once
+    # (scadapt.fitting.frozen_layers). True draws a new subset every epoch (augmentation), at the
+    # price of running the frozen layers again for those cells: on wide data (10,000+ genes) that
+    # is most cells, every epoch.
+    resample_genes: bool = False
 
     def __post_init__(self) -> None:
         problems = [text for bad, text in (
@@ -186,6 +188,10 @@ class Strategy:
     frozen_embeddings: ClassVar[bool] = False
     # a baseline of the benchmark's paired comparison: what a user gets without adapting scGPT
     baseline: ClassVar[bool] = False
+    # rough wall time of a study against ``full``'s, for ordering work cheapest first and sharing
+    # a time budget among studies (the default benchmark matrix, benchmarks/RESULTS.md: expression
+    # and frozen-backbone strategies 0.03-0.07x full, injected ones 0.24-0.78x)
+    relative_cost: ClassVar[float] = 1.0
 
     @classmethod
     def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:

@@ -32,6 +32,7 @@ class ExpressionStrategy(Strategy):
 
     needs_backbone = False
     baseline = True
+    relative_cost = 0.05
 
     @classmethod
     def rebuild(cls, manifest, config, weights, checkpoint, device) -> Annotator:
@@ -90,6 +91,7 @@ class FrozenStrategy(BackboneStrategy):
     cached embeddings, which training, evaluation and tuning trials share."""
 
     frozen_embeddings = True
+    relative_cost = 0.07
 
     @classmethod
     def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:
@@ -140,6 +142,8 @@ class AdaptedStrategy(BackboneStrategy):
     """Trained through the backbone: it runs in every step, with the weights or injected modules
     :meth:`adapt` makes trainable. Every base weight starts frozen; a strategy injects its own
     modules around the base modules (never changing the base weights) or unfreezes weights."""
+
+    relative_cost = 0.5
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: TorchConfig) -> None:

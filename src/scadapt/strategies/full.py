@@ -26,6 +26,7 @@ class Full(AdaptedStrategy):
     name = "full"
     config_class = FullConfig
     description = "full fine-tuning of the backbone and head"
+    relative_cost = 1.0  # the reference of every other strategy's
 
     @classmethod
     def adapt(cls, backbone: nn.Module, config: FullConfig) -> None:

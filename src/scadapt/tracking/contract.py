@@ -29,6 +29,7 @@ BENCHMARK_TAG = "scadapt.benchmark"  # the benchmark's fingerprint, on its paren
 BENCHMARK_RUN_TAG = "scadapt.benchmark_run"  # "true" on a benchmark's parent run
 CELL_TAG = "scadapt.cell"  # dataset/strategy/split of a benchmark cell's run
 TUNED_BY_TAG = "scadapt.tuned_by"  # on a benchmark cell: the study run whose settings it used
+TRIALS_ENDED_BY_TAG = "scadapt.trials_ended_by"  # on a study cell: n_trials, timeout or the time budget
 
 # -- artifacts --------------------------------------------------------------------------------
 ANNOTATOR_ARTIFACT = "annotator"  # the fitted annotator folder (models.annotator's format)
@@ -36,6 +37,7 @@ SERVING_ARTIFACT = "serving"  # genes.json and input_example.csv, for the served
 GENES_FILE, INPUT_EXAMPLE_FILE = "genes.json", "input_example.csv"  # in the serving artifact (and the served model)
 PER_CLASS_TEST_TABLE = "tables/per_class_test.csv"  # on a fit's run: test F1 per class
 REPORT_ARTIFACT = "report"  # on a benchmark's parent run: report.md, its tables and figures
+FIRST_ANSWER_ARTIFACT = "first_answer/ranking.csv"  # on a benchmark's parent run: the ranking before backbone work
 LABEL_COUNTS_FILE = "label_counts.csv"  # on a predict run: cells per label (majority-voted where asked)
 PREDICTIONS_FILE = "predictions.csv.gz"  # on a predict run: the annotation columns of every cell, compressed
 BACKBONE_ARTIFACT = "backbone"  # in a served model: the base checkpoint folder (absent without a backbone)

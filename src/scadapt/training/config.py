@@ -126,6 +126,7 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
     progress: bool = internal(True)
     parent_run_id: str | None = internal(None)  # nest the job's run under this run (e.g. a benchmark's)
     run_tags: dict[str, str] = internal({})  # more tags for the job's own run
+    deadline: float | None = internal(None)  # time.time() after which a fit ends at its next epoch (time budget)
 
     def __post_init__(self) -> None:
         self.label_fractions = tuple(float(f) for f in self.label_fractions)

@@ -56,6 +56,7 @@ class TrainingContext:
     embedding_sec: float = 0.0
     memory: MemoryBudget | None = None  # what training through the backbone may use
     checkpointing: str = "auto"  # activation checkpointing: auto, on or off
+    deadline: float | None = None  # time.time() after which a fit ends at its next epoch (the job's time budget)
 
     @property
     def labels(self) -> np.ndarray:
@@ -124,7 +125,7 @@ def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | Non
     position = {name: i for i, name in enumerate(classes)}
     codes = np.array([position.get(label, -1) for label in labels], dtype=np.int64)
     ctx = TrainingContext(adata, info, split, classes, codes, resolve_device(job.device), None,
-                          checkpointing=job.activation_checkpointing)
+                          checkpointing=job.activation_checkpointing, deadline=job.deadline)
     if needs_backbone:
         ctx.checkpoint = local_checkpoint(job.checkpoint) if job.checkpoint else demo_backbone_dir()
         if not (ctx.checkpoint / ARGS_FILE).is_file() and not job.checkpoint:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,12 +43,29 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
         torch.cuda.reset_peak_memory_stats(ctx.device)
     started = time.perf_counter()
     with PeakRSS(interval=0.02) as peak:
-        fitted = strategy.fit(ctx, config, progress=progress, on_epoch=on_epoch)
+        fitted = strategy.fit(ctx, config, progress=progress, on_epoch=_until(ctx.deadline, on_epoch))
     for name, value in fitted.adjusted.items():
         warn_once(log, "%s=%s cannot be used on these %d training cells x %d genes; %s=%s was used instead.", name,
                     getattr(config, name), len(ctx.split.train), ctx.adata.n_vars, name, value)
     return FitOutcome(fitted.annotator, fitted.fit, time.perf_counter() - started, peak.peak_bytes, peak.added_bytes,
                       cuda_peak_bytes(ctx.device), fitted.total_parameters, fitted.adjusted)
+
+
+def _until(deadline: float | None, on_epoch: Callable[[dict[str, float]], object] | None):
+    """``on_epoch`` that also ends training (returns True) once ``deadline`` has passed: the fit
+    keeps its best epoch so far, as when it stops early."""
+    if deadline is None:
+        return on_epoch
+
+    def checked(record: dict[str, float]) -> bool:
+        if on_epoch is not None:
+            on_epoch(record)
+        if time.time() < deadline:
+            return False
+        log.info("The time budget ends this fit after epoch %d; it keeps its best epoch.", int(record["epoch"]) + 1)
+        return True
+
+    return checked
 
 
 def validation_report(ctx: TrainingContext, outcome: FitOutcome) -> ClassificationReport:

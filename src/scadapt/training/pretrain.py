@@ -29,7 +29,7 @@ from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_
 from scadapt.backbone.checkpoint import ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE
 from scadapt.data import load_expression
 from scadapt.devices import autocast, resolve_device
-from scadapt.errors import ScadaptError, TrainingDiverged
+from scadapt.errors import BudgetSpent, ScadaptError, TrainingDiverged
 from scadapt.fitting.optim import MAX_NONFINITE_STEPS, Updater
 from scadapt.storage import atomic_write, demo_backbone_dir, writable_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
@@ -49,6 +49,7 @@ from scadapt.training.config import PretrainConfig
 log = logging.getLogger(__name__)
 
 STATE_FILE = "pretrain_state.pt"
+PRETRAINED_BY_FILE = "pretrained_by.txt"  # the fingerprint of the pretraining job that made the folder's backbone
 EVAL_MASK_RATIO = 0.5
 
 
@@ -228,8 +229,13 @@ def _loss_figure(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def pretrain(cfg: PretrainConfig) -> PretrainResult:
-    """Run masked-value pretraining, log it to MLflow and write a release-format checkpoint."""
+def pretrain(cfg: PretrainConfig, deadline: float | None = None) -> PretrainResult:
+    """Run masked-value pretraining, log it to MLflow and write a release-format checkpoint.
+
+    ``deadline`` (``time.time()``, from a job's time budget): past it, pretraining stops after the
+    epoch it is in, keeps its state for the next run to continue, and raises :class:`BudgetSpent`."""
+    if deadline is not None and time.time() >= deadline:
+        raise BudgetSpent("The time budget was spent before the demo backbone's pretraining could start.")
     device = resolve_device(cfg.device)
     output_dir = writable_dir(cfg.output_dir or demo_backbone_dir(), "the pretrained backbone", "--output-dir")
     adatas = [load_expression(source, layer=cfg.layer, gene_column=cfg.gene_column) for source in cfg.data]
@@ -277,10 +283,14 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                      "per-gene mean baseline %.2f)", epoch + 1, cfg.epochs, train_loss, val["val_loss"],
                      val["val_loss_expr"], val["val_loss_gene_mean_baseline"])
             _save_resume_state(state_path, fingerprint, model, updater, epoch + 1, history)
+            if deadline is not None and time.time() >= deadline and epoch + 1 < cfg.epochs:
+                raise BudgetSpent(f"The time budget stopped the demo backbone's pretraining after {epoch + 1} of "
+                                  f"{cfg.epochs} epochs; the next run continues it from there.")
 
         runtime = time.perf_counter() - started
         model.eval()
         final_hash = save_backbone(model, vocab, output_dir)
+        (output_dir / PRETRAINED_BY_FILE).write_text(fingerprint + "\n")
         state_path.unlink(missing_ok=True)
         figure = output_dir / "loss_curve.png"
         _loss_figure(history, figure)
@@ -305,16 +315,36 @@ def demo_pretraining(epochs: int = 10, seed: int = 0, device: str = "auto", data
     return cfg
 
 
+def demo_folder(cfg: PretrainConfig) -> Path:
+    """Where the demo backbone of the pretraining job ``cfg`` lives (or will)."""
+    return Path(cfg.output_dir) if cfg.output_dir else demo_backbone_dir()
+
+
+def demo_backbone_identity(cfg: PretrainConfig) -> str:
+    """What tells results on the demo backbone of ``cfg`` apart, known before it is pretrained:
+    the fingerprint of the pretraining job that made (or will make) it, or, for a folder
+    pretrained before that was recorded, the content digest of its files."""
+    from scadapt.backbone.checkpoint import checkpoint_digest
+
+    directory = demo_folder(cfg)
+    if not (directory / ARGS_FILE).is_file():
+        return f"pretrained:{cfg.fingerprint()}"
+    recorded = directory / PRETRAINED_BY_FILE
+    return f"pretrained:{recorded.read_text().strip()}" if recorded.is_file() else checkpoint_digest(directory)
+
+
 def ensure_demo_backbone(cfg: PretrainConfig | None = None,
-                         lock: Callable[[str], AbstractContextManager] | None = None) -> Path:
+                         lock: Callable[[str], AbstractContextManager] | None = None,
+                         deadline: float | None = None) -> Path:
     """The demo backbone's folder, pretrained first (``cfg``: see :func:`demo_pretraining`) if it
     does not exist yet, or downloaded if another machine already pretrained it with the same
     settings into the tracking store. ``lock(name)``, shared by all workers, lets one of several
-    workers that start together pretrain while the others wait for its checkpoint."""
+    workers that start together pretrain while the others wait for its checkpoint. ``deadline``:
+    see :func:`pretrain`."""
     from scadapt.artifacts.checkpoints import fetch_checkpoint
 
     cfg = cfg or demo_pretraining()
-    directory = Path(cfg.output_dir) if cfg.output_dir else demo_backbone_dir()
+    directory = demo_folder(cfg)
     if (directory / ARGS_FILE).is_file():
         log.info("Reusing the demo backbone in %s.", directory)
         return directory
@@ -324,12 +354,13 @@ def ensure_demo_backbone(cfg: PretrainConfig | None = None,
         if uri := _pretrained_elsewhere(cfg):
             fetched = fetch_checkpoint(uri)
             directory.mkdir(parents=True, exist_ok=True)
+            (directory / PRETRAINED_BY_FILE).write_text(cfg.fingerprint() + "\n")
             for name in (VOCAB_FILE, WEIGHTS_FILE, ARGS_FILE):  # args.json last: it marks the folder complete
                 shutil.copyfile(fetched / name, directory / name)
             log.info("Using the demo backbone pretrained by another worker (%s), in %s.", uri, directory)
             return directory
         log.info("No demo backbone yet: pretraining one on %s (%d epochs).", ", ".join(cfg.data), cfg.epochs)
-        pretrain(cfg)
+        pretrain(cfg, deadline)
     return directory
 
 

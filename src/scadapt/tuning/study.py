@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from scadapt.artifacts.annotators import load_annotator
 from scadapt.coordination import Coordinator
-from scadapt.errors import ScadaptError, TrainingDiverged
+from scadapt.errors import BudgetSpent, ScadaptError, TrainingDiverged
 from scadapt.strategies import get_strategy
 from scadapt.tracking import CANDIDATE_TAG, experiment_name, log_params, shared_run, tracked_run
 from scadapt.tracking.contract import (
@@ -74,6 +74,7 @@ class TuneResult:
     best_params: dict[str, object]  # the best trial's settings as its fit used them: searched and fixed
     metrics: dict[str, float]  # the best trial's validation and test metrics
     trial_states: dict[str, int] = field(default_factory=dict)
+    ended_by: str = "n_trials"  # what ended this worker's trials: n_trials, timeout or the time budget
 
 
 def tune(job: TuneJob) -> TuneResult:
@@ -106,9 +107,13 @@ def tune(job: TuneJob) -> TuneResult:
     with tracked_run("", run_id=parent_id, tags=tags) as parent:
         if created:
             log_dataset_input(ctx)
-        _run_trials(study, storage, board, job, _objective(job, ctx, tags, fixed))
+        ended_by = _run_trials(study, storage, board, job, _objective(job, ctx, tags, fixed))
+        if ended_by == "the time budget" and not any(t.state == TrialState.COMPLETE for t in study.get_trials()):
+            raise BudgetSpent(f"The time budget ended study {name} before any of its trials completed.")
         with board.hold(f"study-best:{name}"):  # one candidate
-            return _record_best(study, ctx, job, parent.info.run_id, fixed)
+            result = _record_best(study, ctx, job, parent.info.run_id, fixed)
+        result.ended_by = ended_by
+        return result
 
 
 class WorkerSeededSampler(optuna.samplers.BaseSampler):
@@ -145,8 +150,10 @@ class WorkerSeededSampler(optuna.samplers.BaseSampler):
         self._sampler(trial.number).after_trial(study, trial, state, values)
 
 
-def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, job: TuneJob, objective) -> None:
-    """Run trials until the study has ``n_trials`` finished ones.
+def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, job: TuneJob, objective) -> str:
+    """Run trials until the study has ``n_trials`` finished ones, this worker's ``timeout`` has
+    passed or the job's time budget is spent (``job.deadline``: no trial starts after it, and one
+    running ends at its next epoch); return which of the three ended them.
 
     A trial starts only while finished plus running trials leave room in the budget (checked and
     created under the study's lock); when the rest are running on other workers, this worker
@@ -157,9 +164,13 @@ def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, j
     deadline = time.monotonic() + job.timeout if job.timeout else None
     said_waiting, started = False, 0
     while deadline is None or time.monotonic() < deadline:
+        if job.deadline is not None and time.time() >= job.deadline:
+            log.info("Study %s: the time budget is spent; it starts no new trial (%d started here).",
+                     study.study_name, started)
+            return "the time budget"
         if started >= job.n_trials:
             log.info("Study %s: this worker has started its %d trials.", study.study_name, started)
-            return
+            return "n_trials"
         with board.hold(f"study-slots:{study.study_name}"):
             _fail_dead_workers(study)
             trials = study.get_trials(deepcopy=False)
@@ -167,7 +178,7 @@ def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, j
             running = sum(t.state == TrialState.RUNNING for t in trials)
             if finished >= job.n_trials:
                 log.info("Study %s has %d finished trials (n_trials=%d).", study.study_name, finished, job.n_trials)
-                return
+                return "n_trials"
             trial = None
             if finished + running < job.n_trials:
                 with warnings.catch_warnings():
@@ -185,6 +196,7 @@ def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, j
         started += 1
         _run_trial(study, storage, trial, objective)
     log.info("Study %s: this worker's timeout has passed; it starts no new trial.", study.study_name)
+    return "timeout"
 
 
 def _fail_dead_workers(study: optuna.Study) -> None:
