@@ -230,7 +230,8 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                 for cell in group:
                     if cell.key in finished or cell.key in ctx.cut_short:
                         continue
-                    if not ctx.budget.spent() and not _settings_ready(ctx, cell, group, finished):
+                    if not ctx.budget.spent() and not (_settings_ready(ctx, cell, group, finished)
+                                                       and _cheap_ones_done(ctx, cell, cells, finished)):
                         continue  # (once the budget is spent, every cell no worker runs is cut short)
                     with ctx.board.hold(f"cell:{ctx.fingerprint}/{cell.key}", wait=False) as claimed:
                         if not claimed:
@@ -475,6 +476,16 @@ def _settings_ready(ctx: _Context, cell: MatrixCell, group: list[MatrixCell], fi
     tuned_on = group[0]
     return (ctx.cfg.tuning == "per_fold" or cell == tuned_on or tuned_on.key in finished
             or tuned_on.key in ctx.studies)
+
+
+def _cheap_ones_done(ctx: _Context, cell: MatrixCell, cells: list[MatrixCell], finished: set[str]) -> bool:
+    """Whether ``cell`` may run now as far as the order of work goes: a cell that needs the
+    backbone waits until every cell of its dataset without one is finished (on any worker), so the
+    first answer comes before any backbone work, pretraining included."""
+    if not get_strategy(cell.strategy).needs_backbone:
+        return True
+    return all(c.key in finished or c.key in ctx.cut_short for c in cells
+               if c.dataset == cell.dataset and not get_strategy(c.strategy).needs_backbone)
 
 
 def _run_cell(ctx: _Context, cell: MatrixCell, group: list[MatrixCell]) -> tuple[dict[str, float], bool]:
