@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from scadapt.benchmark import runner
+from scadapt.benchmark.budget import MIN_STUDY_SEC, TimeBudget
 from scadapt.data.synthetic import synthetic_counts
 from scadapt.errors import BudgetSpent, ScadaptError
 from scadapt.pipeline import pipeline_config, run_pipeline
@@ -126,3 +127,12 @@ def test_wide_data_fits_fast_and_each_cell_keeps_one_gene_subset(tmp_path, caplo
     assert not [r for r in caplog.records if "before converging" in r.getMessage()]
     for strategy in ("head", "lora", "full"):  # a long cell keeps one subset, so frozen layers run once
         assert get_strategy(strategy).config_class().resample_genes is False
+
+
+def test_a_study_gets_its_cost_share_of_the_time_left_and_at_least_the_floor():
+    budget = TimeBudget(time.time() + 600)
+    assert budget.share(0.5, 1.0) == pytest.approx(300, abs=2)
+    assert budget.share(0.05, 5.0) == pytest.approx(MIN_STUDY_SEC)  # not 6 s: a trial costs seconds of logging
+    assert TimeBudget(time.time() + 10).share(0.05, 5.0) == pytest.approx(10, abs=1)  # never more than is left
+    assert TimeBudget(None).share(1.0, 1.0) is None and not TimeBudget(None).spent()
+    assert TimeBudget(time.time() - 1).spent() and TimeBudget(time.time() - 1).left() == 0

@@ -4,7 +4,7 @@ to the work still to do.
 The deadline is a wall-clock time (``time.time()``), set once when the job starts and handed to
 helper workers with the rest of the settings, so every process stops at the same moment. Work is
 planned from what is left: pretraining the demo backbone may take half of the time left when it
-starts, and each study the share of the time left that its strategy's
+starts, and each study the share of the time left (at least :data:`MIN_STUDY_SEC`) that its strategy's
 :attr:`~scadapt.strategies.base.Strategy.relative_cost` is of the studies still to run (Optuna's
 ``timeout``: no trial starts after it). Past the deadline no study or trial starts, and a fit that
 is running ends at its next epoch with its best epoch so far, as when it stops early.
@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass
 
 PRETRAIN_SHARE = 0.5  # of the time left when the demo backbone's pretraining starts
+MIN_STUDY_SEC = 30.0  # a study's share is at least this (when that much is left): a trial costs seconds of
+# logging and scoring whatever the strategy, so a share from relative costs alone would leave the
+# cheapest strategies one trial
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class TimeBudget:
         do; None without a budget."""
         if self.deadline is None:
             return None
-        return max(1.0, self.left() * cost / max(cost_left, cost))
+        left = self.left()
+        return max(min(MIN_STUDY_SEC, left), left * cost / max(cost_left, cost), 1.0)
 
     def pretraining_deadline(self) -> float | None:
         """When pretraining the demo backbone must stop, if it starts now."""

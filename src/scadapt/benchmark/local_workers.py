@@ -93,6 +93,20 @@ def share_env(workers: int, threads: int) -> dict[str, str]:
 
 
 @contextmanager
+def every_core() -> Iterator[None]:
+    """Inside the block torch may use every core: for work the other workers wait for (pretraining
+    the demo backbone), which would otherwise run on this worker's share alone."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(before, usable_cores()))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def worker_share(workers: int, threads: int) -> Iterator[None]:
     """Inside the block this process is one of ``workers`` workers: torch and BLAS use at most
     ``threads`` threads, and training and the frozen-layer cache their share of the memory budgets."""

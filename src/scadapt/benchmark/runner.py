@@ -34,7 +34,7 @@ from scadapt.backbone.checkpoint import checkpoint_digest
 from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.figures import draw_all
-from scadapt.benchmark.local_workers import LocalWorkers, merge_timing, plan_workers, worker_share
+from scadapt.benchmark.local_workers import LocalWorkers, every_core, merge_timing, plan_workers, worker_share
 from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
@@ -394,7 +394,9 @@ class _Context:
         if self.backbone_ready:
             return
         try:
-            ensure_demo_backbone(self.pretraining, lock=self.board.hold, deadline=self.budget.pretraining_deadline())
+            with every_core():  # the other workers wait for it
+                ensure_demo_backbone(self.pretraining, lock=self.board.hold,
+                                     deadline=self.budget.pretraining_deadline())
         except BudgetSpent as spent:
             self.no_backbone = str(spent)
             raise
@@ -463,7 +465,8 @@ class _Context:
 
     def adopt(self, cell: MatrixCell, result: TuneResult) -> dict[str, float]:
         """Make a study's best trial the result of ``cell`` (it was tuned on the cell's own split)."""
-        for key, value in {**self.cell_tags(cell), TRIALS_ENDED_BY_TAG: result.ended_by}.items():
+        ended_by = "its share of the time budget" if result.ended_by == "timeout" else result.ended_by
+        for key, value in {**self.cell_tags(cell), TRIALS_ENDED_BY_TAG: ended_by}.items():
             if key != WORKER_TAG:
                 MlflowClient().set_tag(result.best_run_id, key, value)
         return result.metrics
