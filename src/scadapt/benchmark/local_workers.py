@@ -191,10 +191,14 @@ class LocalWorkers:
         self.folder.rmdir()
 
 
+TIMING_COLUMNS = ["dataset", "strategy", "cells_run", "wall_sec", "tuning_sec", "cell_fit_sec"]
+
+
 def merge_timing(*tables: pd.DataFrame) -> pd.DataFrame:
-    """Sum the timing rows of several workers per dataset and strategy (worker-seconds)."""
+    """Sum the timing rows of several workers per dataset and strategy (worker-seconds); with the
+    columns, rows or not (every worker here may have found its cells taken by other hosts')."""
     tables = [t for t in tables if not t.empty]
     if len(tables) < 2:
-        return tables[0] if tables else pd.DataFrame()
+        return tables[0] if tables else pd.DataFrame(columns=TIMING_COLUMNS)
     merged = pd.concat(tables, ignore_index=True)
     return merged.groupby(["dataset", "strategy"], sort=False, as_index=False).sum()

@@ -34,7 +34,14 @@ from scadapt.backbone.checkpoint import checkpoint_digest
 from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.figures import draw_all
-from scadapt.benchmark.local_workers import LocalWorkers, every_core, merge_timing, plan_workers, worker_share
+from scadapt.benchmark.local_workers import (
+    TIMING_COLUMNS,
+    LocalWorkers,
+    every_core,
+    merge_timing,
+    plan_workers,
+    worker_share,
+)
 from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
@@ -283,8 +290,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                 said_waiting = True
             time.sleep(CLAIM_POLL_SEC)
     log.info("Matrix complete.\n%s", progress_grid(cells, finished).to_string())
-    return pd.DataFrame(list(timing.values()),
-                        columns=["dataset", "strategy", "cells_run", "wall_sec", "tuning_sec", "cell_fit_sec"])
+    return pd.DataFrame(list(timing.values()), columns=TIMING_COLUMNS)
 
 
 def cell_finished(experiment_id: str, fingerprint: str, cell_key: str) -> bool:
