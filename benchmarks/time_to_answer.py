@@ -2,7 +2,7 @@
 from an empty cache and store, with this code and with a reference commit, in the same run.
 
 Run:  python benchmarks/time_to_answer.py [--reference REV] [--budget 5] [--datasets pbmc wide]
-                                          [--keep DIR]
+                                          [--codes this reference] [--keep DIR]
 
 Datasets: the bundled ``pbmc68k_reduced`` (700 cells x 765 genes) and a synthetic 1,000-cell x
 11,000-gene one (``scadapt.data.synthetic``: negative-binomial counts, 8 cell types as gene-program
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="commit to compare with ('' for none)")
     parser.add_argument("--budget", type=float, default=5.0, help="minutes of --time-budget for the wide job (0: skip)")
     parser.add_argument("--datasets", nargs="*", default=["pbmc", "wide"], choices=["pbmc", "wide"])
+    parser.add_argument("--codes", nargs="*", default=["this", "reference"], choices=["this", "reference"],
+                        help="which code to run (default: both)")
     parser.add_argument("--keep", help="folder for the jobs' stores and logs (default: a temporary one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,11 +55,11 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         data = {"pbmc": ["--data", "pbmc68k_reduced"],
                 "wide": ["--data", str(wide_dataset(folder / "synthetic_wide.h5ad")), "--label-key", "cell_type"]}
-        codes = {"this": REPO / "src"}
-        if args.reference:
+        codes = {"this": REPO / "src"} if "this" in args.codes else {}
+        if args.reference and "reference" in args.codes:
             codes["reference"] = checkout(args.reference, folder / "reference")
         jobs = [(name, code, []) for name in args.datasets for code in codes]
-        if args.budget and "wide" in args.datasets:  # before the reference's wide job, the longest
+        if args.budget and "wide" in args.datasets and "this" in codes:  # before the reference's wide job, the longest
             jobs.insert(jobs.index(("wide", "this", [])) + 1, ("wide", "this", ["--time-budget", f"{args.budget:g}"]))
         rows = []
         for name, code, extra in jobs:
