@@ -16,7 +16,7 @@ from scadapt.benchmark.budget import MIN_STUDY_SEC, TimeBudget
 from scadapt.data.synthetic import synthetic_counts
 from scadapt.errors import BudgetSpent, ScadaptError
 from scadapt.pipeline import pipeline_config, run_pipeline
-from scadapt.strategies import cheapest_first, get_strategy
+from scadapt.strategies import get_strategy, run_order
 from scadapt.tracking.contract import STRATEGY_TAG
 from scadapt.training import pretrain as pretrain_module
 from scadapt.training.config import PretrainConfig, TrainJob, TuneJob
@@ -111,8 +111,11 @@ def test_a_budget_must_be_a_positive_number_of_minutes():
 
 
 def test_the_strategies_without_a_backbone_run_first_whatever_the_order_given():
-    assert cheapest_first(("full", "lora", "head", "logreg", "pca_logreg")) == (
-        "pca_logreg", "logreg", "head", "lora", "full")
+    given = ("full", "lora", "head", "logreg", "pca_logreg")
+    # with a budget, cheapest first throughout: as many strategies as can finish within it do
+    assert run_order(given, budgeted=True) == ("pca_logreg", "logreg", "head", "lora", "full")
+    # without one, the costliest backbone strategies start first, so that workers end together
+    assert run_order(given) == ("pca_logreg", "logreg", "full", "lora", "head")
 
 
 def test_wide_data_fits_fast_and_each_cell_keeps_one_gene_subset(tmp_path, caplog):

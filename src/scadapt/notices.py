@@ -21,10 +21,12 @@ from contextlib import contextmanager
 SAID_DIR_ENV = "SCADAPT_SAID_DIR"
 
 
-def warn_once(logger: logging.Logger, message: str, *args: object) -> None:
-    """``logger.warning(message, *args)`` the first time in the job, debug-level after that."""
+def warn_once(logger: logging.Logger, message: str, *args: object, key: str | None = None) -> None:
+    """``logger.warning(message, *args)`` the first time in the job, debug-level after that.
+    ``key`` names what the warning is about when its wording may differ between places (e.g. the
+    same low coverage said before and after the backbone is pretrained); by default, the text."""
     text = message % args if args else message
-    logger.log(logging.WARNING if _first_time(text) else logging.DEBUG, "%s", text)
+    logger.log(logging.WARNING if _first_time(key or text) else logging.DEBUG, "%s", text)
 
 
 def _first_time(text: str) -> bool:

@@ -14,7 +14,7 @@ from scadapt.data import DatasetInfo, Split
 from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.data.options import SplitOptions
 from scadapt.errors import ScadaptError
-from scadapt.strategies import cheapest_first
+from scadapt.strategies import run_order
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ class MatrixCell:
     fold: int | None = None
     label_fraction: float | None = None
     held_out: str = ""  # cross_study: the held-out group
+    n_train: int = 0  # training cells of its split (for the job's plan)
+    n_eval: int = 0  # validation and test cells of its split
+    n_cells: int = 0  # cells of its dataset
 
     @property
     def key(self) -> str:
@@ -49,7 +52,7 @@ class MatrixCell:
 
 def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] | None = None) -> list[MatrixCell]:
     """Every cell of the matrix, in the order they run: dataset, strategy (cheapest first: see
-    :func:`~scadapt.strategies.cheapest_first`), then regime splits.
+    :func:`~scadapt.strategies.run_order`), then regime splits.
 
     Loading and splitting every dataset first means a class too small to split, a missing key
     or a dataset without technologies fails (or is reported) before hours of work. ``inspect``
@@ -59,8 +62,8 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
     for data in cfg.datasets:
         splits = dataset_splits(data, cfg, inspect)
         name = splits[0][0] if splits else data
-        for strategy in cheapest_first(cfg.strategies):
-            cells.extend(_cell(data, name, split, strategy) for _, split in splits)
+        for strategy in run_order(cfg.strategies, budgeted=cfg.time_budget is not None):
+            cells.extend(_cell(data, name, split, strategy, n_cells) for _, split, n_cells in splits)
     if not cells:
         raise ScadaptError(
             f"The benchmark matrix is empty: no dataset of {', '.join(cfg.datasets)} has splits for regimes "
@@ -70,9 +73,9 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
 
 
 def dataset_splits(data: str, cfg: BenchmarkConfig,
-                   inspect: Callable[[AnnData, str], object] | None = None) -> list[tuple[str, Split]]:
-    """(dataset name, split) for every regime of ``cfg`` this dataset supports."""
-    found: list[tuple[str, Split]] = []
+                   inspect: Callable[[AnnData, str], object] | None = None) -> list[tuple[str, Split, int]]:
+    """(dataset name, split, cells of the dataset) for every regime of ``cfg`` this dataset supports."""
+    found: list[tuple[str, Split, int]] = []
     loaded: dict[int, AnnData] = {}
     options = cfg.data_options()
     for regime in cfg.regimes:
@@ -86,14 +89,24 @@ def dataset_splits(data: str, cfg: BenchmarkConfig,
         if regime == "cross_study" and not info.batch_key:
             log.info("%s has no technology/batch key: no cross_study cells for it.", info.name)
             continue
-        found.extend((info.name, split) for split in split_for_regime(adata, options, split_options,
-                                                                      cfg.fold_numbers()))
+        found.extend((info.name, split, adata.n_obs) for split in split_for_regime(adata, options, split_options,
+                                                                                   cfg.fold_numbers()))
     return found
 
 
-def _cell(data: str, dataset: str, split: Split, strategy: str) -> MatrixCell:
+def _cell(data: str, dataset: str, split: Split, strategy: str, n_cells: int) -> MatrixCell:
     group = split.name.removeprefix("cross_study_") if split.regime == "cross_study" else ""
-    return MatrixCell(data, dataset, split.regime, split.name, strategy, split.fold, split.label_fraction, group)
+    return MatrixCell(data, dataset, split.regime, split.name, strategy, split.fold, split.label_fraction, group,
+                      len(split.train), len(split.validation) + len(split.test), n_cells)
+
+
+def by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
+    """The cells grouped by dataset and strategy (a study's group: with ``reuse`` tuning its first
+    cell's study chooses the settings of the others), in the order of ``cells``."""
+    groups: dict[tuple[str, str], list[MatrixCell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.dataset, cell.strategy), []).append(cell)
+    return list(groups.values())
 
 
 def progress_grid(cells: Iterable[MatrixCell], finished: set[str]) -> pd.DataFrame:

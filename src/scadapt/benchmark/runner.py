@@ -25,12 +25,14 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from anndata import AnnData
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from tqdm.auto import tqdm
 
 from scadapt.artifacts.checkpoints import local_checkpoint
-from scadapt.backbone.checkpoint import checkpoint_digest
+from scadapt.backbone.checkpoint import ARGS_FILE, checkpoint_digest
+from scadapt.backbone.config import BackboneConfig
 from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.figures import draw_all
@@ -42,15 +44,18 @@ from scadapt.benchmark.local_workers import (
     plan_workers,
     worker_share,
 )
-from scadapt.benchmark.matrix import MatrixCell, plan_matrix, progress_grid
+from scadapt.benchmark.matrix import MatrixCell, by_dataset_and_strategy, plan_matrix, progress_grid
+from scadapt.benchmark.plan import DataProbe, JobPlan, make_plan, refuse_small_budget
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
 from scadapt.coordination import Coordinator
+from scadapt.devices import resolve_device
 from scadapt.errors import BudgetSpent, ScadaptError
 from scadapt.notices import one_job
 from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, has_champion, promote
 from scadapt.storage import writable_dir
 from scadapt.strategies import epoch_budget, get_strategy
+from scadapt.tokenization import GeneVocab
 from scadapt.tracking import log_params, shared_run
 from scadapt.tracking.contract import (
     BENCHMARK_RUN_TAG,
@@ -61,6 +66,7 @@ from scadapt.tracking.contract import (
     FIRST_ANSWER_ARTIFACT,
     INTERRUPTED_TAG,
     PER_CLASS_TEST_TABLE,
+    PLAN_ARTIFACT,
     REPORT_ARTIFACT,
     TRIALS_ENDED_BY_TAG,
     TUNED_BY_TAG,
@@ -69,7 +75,13 @@ from scadapt.tracking.contract import (
 from scadapt.tracking.runs import close_orphaned_runs, quiet_artifact_downloads, search_all_runs
 from scadapt.tracking.workers import worker_id
 from scadapt.training.config import PretrainConfig, TrainJob
-from scadapt.training.preflight import GeneCoverage, backbone_vocabulary, check_coverage
+from scadapt.training.preflight import (
+    GeneCoverage,
+    backbone_shape,
+    backbone_vocabulary,
+    check_coverage,
+    pretraining_size,
+)
 from scadapt.training.pretrain import demo_backbone_identity, demo_folder, demo_pretraining, ensure_demo_backbone
 from scadapt.training.train import train
 from scadapt.tuning import TuneJob, TuneResult, tune
@@ -130,10 +142,14 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     ctx, cells, coverage = _start(cfg)
     client = MlflowClient()
     experiment_id = client.get_run(ctx.parent_id).info.experiment_id
-    todo = len({c.key for c in cells} - set(finished_runs(experiment_id, ctx.fingerprint)))
-    n_workers, threads = plan_workers(cfg.workers, cfg.device, cfg.storage, todo)
-    helpers = LocalWorkers(cfg, ctx.parent_id, n_workers - 1, threads) if n_workers > 1 else None
+    done_before = set(finished_runs(experiment_id, ctx.fingerprint))
+    todo = [c for c in cells if c.key not in done_before]
+    n_workers, threads = plan_workers(cfg.workers, cfg.device, cfg.storage, len(todo))
+    helpers = None
     try:
+        if todo:
+            ctx.plan = _plan(ctx, todo, n_workers, threads)
+        helpers = LocalWorkers(cfg, ctx.parent_id, n_workers - 1, threads) if n_workers > 1 else None
         with worker_share(n_workers, threads) if helpers else nullcontext():
             timing = _fill_matrix(ctx, cells, experiment_id)
         if helpers:
@@ -190,13 +206,20 @@ def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
     pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data,
                                    cfg.layer, cfg.gene_column)
     coverage: dict[str, GeneCoverage] = {}
+    probes: dict[str, DataProbe] = {}  # the main worker's, for the plan
     given = str(local_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None  # a runs:/ URI is fetched once
-    if cfg.needs_backbone:  # every dataset is checked against the backbone's genes before any work
-        vocabulary = backbone_vocabulary(given, pretraining)
-        cells = plan_matrix(cfg, inspect=lambda adata, name: coverage.setdefault(
-            name, check_coverage(adata, name, vocabulary, cfg.min_genes)))
-    else:
-        cells = plan_matrix(cfg)
+    # every dataset is checked against the backbone's genes before any work
+    vocabulary = backbone_vocabulary(given, pretraining) if cfg.needs_backbone else None
+    shape = backbone_shape(given, pretraining, len(vocabulary.vocab)) if vocabulary else None
+
+    def inspect(adata: AnnData, name: str) -> None:
+        if vocabulary is not None:
+            coverage.setdefault(name, check_coverage(adata, name, vocabulary, cfg.min_genes))
+        if parent_run_id is None:
+            probes.setdefault(name, DataProbe.of(adata, vocabulary.vocab if vocabulary else None,
+                                                 cfg.max_seq_len or (shape.max_seq_len if shape else 0), cfg.seed))
+
+    cells = plan_matrix(cfg, inspect=inspect)
     board = coordinator(cfg.storage)
     # the demo backbone is pretrained (if it must be) only when the first backbone cell runs, after
     # the cheap strategies have answered; the fingerprint knows it by its pretraining job already
@@ -213,8 +236,27 @@ def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
     client = MlflowClient()
     experiment = client.get_experiment(client.get_run(parent_id).info.experiment_id).name
     return _Context(cfg, checkpoint, fingerprint, parent_id, experiment, board, pretraining,
-                    helper=parent_run_id is not None, backbone_ready=bool(given) or not cfg.needs_backbone), \
+                    helper=parent_run_id is not None, backbone_ready=bool(given) or not cfg.needs_backbone,
+                    probes=probes, vocabulary=vocabulary.vocab if vocabulary else None, backbone_shape=shape), \
         cells, coverage
+
+
+def _plan(ctx: _Context, todo: list[MatrixCell], workers: int, threads: int) -> JobPlan:
+    """Say the plan of the cells still to run (with a timed step per family on the user's cells),
+    log it on the parent run, and refuse a time budget below the smallest that fits."""
+    cfg = ctx.cfg
+    pretraining = None
+    if ctx.vocabulary is not None and not ctx.backbone_ready and not (demo_folder(ctx.pretraining) / ARGS_FILE).is_file():
+        pretraining = (ctx.pretraining.backbone_config(len(ctx.vocabulary)),
+                       *pretraining_size(ctx.pretraining, ctx.vocabulary))
+    plan = make_plan(cfg, todo, ctx.probes, ctx.backbone_shape, pretraining, workers, threads,
+                     str(resolve_device(cfg.device)))
+    log.info("%s", plan.text())
+    with mlflow.start_run(run_id=ctx.parent_id):
+        mlflow.log_text(plan.shown().to_csv(index=False), PLAN_ARTIFACT)
+    if cfg.time_budget is not None and cfg.deadline is not None:
+        refuse_small_budget(plan, cfg.time_budget, elapsed=time.time() - (cfg.deadline - 60 * cfg.time_budget))
+    return plan
 
 
 def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> pd.DataFrame:
@@ -229,7 +271,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
              progress_grid(cells, finished).to_string())
     timing: dict[tuple[str, str], dict] = {}
     said_waiting = False
-    groups = _by_dataset_and_strategy(cells)
+    groups = by_dataset_and_strategy(cells)
     with tqdm(total=len(cells), initial=already, desc="benchmark", unit="cell", disable=not ctx.cfg.progress) as bar:
         while True:
             ran_one = False
@@ -257,6 +299,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                             if get_strategy(cell.strategy).needs_backbone:
                                 ctx.answer_early(cells, experiment_id)
                                 ctx.ensure_backbone()
+                                started = time.perf_counter()  # (pretraining is not the cell's time)
                             ctx.cost_left = sum(get_strategy(g[0].strategy).relative_cost for g in groups
                                                 if g[0].key not in finished)
                             metrics, tuned = _run_cell(ctx, cell, group)
@@ -274,6 +317,9 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                     row["tuning_sec"] += ctx.tuning_sec - tuning_before
                     row["cell_fit_sec"] += 0.0 if tuned else metrics["runtime_sec"]  # a study's fits count as tuning
                     bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
+                    if ctx.plan is not None:
+                        ctx.plan.finished(cell.key, time.perf_counter() - started)
+                        log.info(ctx.plan.progress(finished, ctx.backbone_ready))
             if ran_one:  # look again at once; what other workers finished is found when claiming it
                 continue
             # nothing was left to claim here: see what the other workers finished (one search of the whole
@@ -377,6 +423,10 @@ class _Context:
     studies: dict[str, TuneResult] = field(default_factory=dict)  # by the key of the cell tuned on
     no_champion: dict[str, str] = field(default_factory=dict)  # dataset -> why promotion failed
     warnings: list[str] = field(default_factory=list)  # promotion messages, for the caller
+    plan: JobPlan | None = None  # the main worker's estimate of the work, refreshed as cells finish
+    probes: dict[str, DataProbe] = field(default_factory=dict)  # the main worker's look at each dataset, for the plan
+    vocabulary: GeneVocab | None = None  # the backbone's (None when no strategy uses one)
+    backbone_shape: BackboneConfig | None = None
 
     @property
     def budget(self) -> TimeBudget:
@@ -508,13 +558,6 @@ def _run_cell(ctx: _Context, cell: MatrixCell, group: list[MatrixCell]) -> tuple
     settings = {**epoch_budget(tuned_on.strategy, ctx.cfg.epochs), **study.best_params}
     tags = {**ctx.cell_tags(cell), TUNED_BY_TAG: study.parent_run_id}
     return train(ctx.job(cell, hparams=settings, run_tags=tags)).metrics, False
-
-
-def _by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
-    groups: dict[tuple[str, str], list[MatrixCell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.dataset, cell.strategy), []).append(cell)
-    return list(groups.values())
 
 
 def close_leftover_runs(experiment_id: str, fingerprint: str, cell_key: str) -> list[Run]:

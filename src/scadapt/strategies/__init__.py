@@ -61,11 +61,18 @@ def without_backbone() -> tuple[str, ...]:
     return tuple(name for name in NAMES if not get_strategy(name).needs_backbone)
 
 
-def cheapest_first(chosen) -> tuple[str, ...]:
-    """``chosen`` strategies in the order a job runs them: the strategies without a backbone
-    first (their answer comes within a minute), then by :attr:`Strategy.relative_cost`."""
-    return tuple(sorted(chosen, key=lambda name: (get_strategy(name).needs_backbone,
-                                                  get_strategy(name).relative_cost, NAMES.index(name))))
+def run_order(chosen, budgeted: bool = False) -> tuple[str, ...]:
+    """``chosen`` strategies in the order a job runs them: the strategies without a backbone first,
+    cheapest first (their answer comes within a minute), then those with one by
+    :attr:`Strategy.relative_cost`: with a time budget cheapest first (as many as can finish
+    within it do), without one costliest first (workers sharing the matrix then end together,
+    rather than one running ``full`` alone at the end while the others wait)."""
+    def key(name: str) -> tuple:
+        strategy = get_strategy(name)
+        cost = strategy.relative_cost if budgeted or not strategy.needs_backbone else -strategy.relative_cost
+        return strategy.needs_backbone, cost, NAMES.index(name)
+
+    return tuple(sorted(chosen, key=key))
 
 
 def epoch_budget(name: str, epochs: int) -> dict[str, int]:
@@ -86,5 +93,5 @@ def __dir__() -> list[str]:
     return sorted([*_WHERE, *__all__])
 
 
-__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "cheapest_first", "epoch_budget", "get_strategy",
+__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "epoch_budget", "get_strategy", "run_order",
            "without_backbone", *_WHERE]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from scadapt.fitting.classifier import FitResult
     from scadapt.models.annotator import Annotator
+    from scadapt.strategies.costs import Rates, StudyWork
     from scadapt.training.context import TrainingContext
 
 @dataclass
@@ -192,6 +193,14 @@ class Strategy:
     # a time budget among studies (the default benchmark matrix, benchmarks/RESULTS.md: expression
     # and frozen-backbone strategies 0.03-0.07x full, injected ones 0.24-0.78x)
     relative_cost: ClassVar[float] = 1.0
+
+    @classmethod
+    def estimate_seconds(cls, work: StudyWork, rates: Rates) -> float:
+        """Rough seconds of ``work`` at ``rates`` (:mod:`scadapt.strategies.costs`): by default
+        training through every backbone layer each epoch, scaled by :attr:`relative_cost` (what
+        adapting fewer weights and caching frozen layers save)."""
+        per_epoch = work.n_train * rates.train_cell_sec + work.n_eval * rates.embed_cell_sec
+        return work.trials * (cls.relative_cost * work.epochs * per_epoch + rates.trial_overhead_sec)
 
     @classmethod
     def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:

@@ -24,6 +24,7 @@ from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfi
 
 if TYPE_CHECKING:
     from scadapt.models.annotator import Annotator
+    from scadapt.strategies.costs import Rates, StudyWork
     from scadapt.training.context import TrainingContext
 
 
@@ -33,6 +34,10 @@ class ExpressionStrategy(Strategy):
     needs_backbone = False
     baseline = True
     relative_cost = 0.05
+
+    @classmethod
+    def estimate_seconds(cls, work: StudyWork, rates: Rates) -> float:
+        return work.trials * (work.n_train * rates.expression_cell_sec + rates.trial_overhead_sec)
 
     @classmethod
     def rebuild(cls, manifest, config, weights, checkpoint, device) -> Annotator:
@@ -92,6 +97,11 @@ class FrozenStrategy(BackboneStrategy):
 
     frozen_embeddings = True
     relative_cost = 0.07
+
+    @classmethod
+    def estimate_seconds(cls, work: StudyWork, rates: Rates) -> float:
+        """One embedding pass over every cell (shared by the trials), then heads that fit in moments."""
+        return work.n_cells * rates.embed_cell_sec + work.trials * rates.trial_overhead_sec
 
     @classmethod
     def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:

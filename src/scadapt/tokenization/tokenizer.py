@@ -67,6 +67,15 @@ class TokenizedCells:
         return np.diff(self.indptr)
 
 
+def mean_tokens(matrix, genes, vocab: GeneVocab, max_seq_len: int) -> float:
+    """Mean tokens per cell of ``matrix`` ``[cells, genes]`` a backbone over ``vocab`` reads: its
+    expressed genes in the vocabulary and the ``<cls>`` token, at most ``max_seq_len``."""
+    known = np.fromiter((vocab.get(str(g), -1) >= 0 for g in genes), dtype=bool, count=len(genes))
+    expressed = matrix[:, known]
+    counts = expressed.getnnz(axis=1) if sp.issparse(expressed) else np.count_nonzero(expressed, axis=1)
+    return float(np.minimum(np.asarray(counts).ravel() + 1, max_seq_len).mean()) if len(counts) else 0.0
+
+
 class GeneTokenizer:
     """Turns an AnnData into scGPT input tensors.
 

@@ -38,6 +38,7 @@ GENES_FILE, INPUT_EXAMPLE_FILE = "genes.json", "input_example.csv"  # in the ser
 PER_CLASS_TEST_TABLE = "tables/per_class_test.csv"  # on a fit's run: test F1 per class
 REPORT_ARTIFACT = "report"  # on a benchmark's parent run: report.md, its tables and figures
 FIRST_ANSWER_ARTIFACT = "first_answer/ranking.csv"  # on a benchmark's parent run: the ranking before backbone work
+PLAN_ARTIFACT = "plan/plan.csv"  # on a benchmark's parent run: what the job planned to run and its estimated seconds
 LABEL_COUNTS_FILE = "label_counts.csv"  # on a predict run: cells per label (majority-voted where asked)
 PREDICTIONS_FILE = "predictions.csv.gz"  # on a predict run: the annotation columns of every cell, compressed
 BACKBONE_ARTIFACT = "backbone"  # in a served model: the base checkpoint folder (absent without a backbone)

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from scadapt.backbone.config import BackboneConfig
 from scadapt.data.options import BUNDLED_DATASETS, REGIMES, DataOptions, SplitOptions
 from scadapt.errors import ScadaptError
 from scadapt.options import (
@@ -79,6 +80,12 @@ class PretrainConfig:
             (self.min_genes < 1 or self.warmup_steps < 0, "min_genes must be at least 1 and warmup_steps >= 0"),
             (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}"),
         ], "pretraining settings")
+
+    def backbone_config(self, vocab_size: int) -> BackboneConfig:
+        """The shape of a new backbone over ``vocab_size`` genes."""
+        return BackboneConfig(vocab_size=vocab_size, d_model=self.d_model, nhead=self.nhead, d_hid=self.d_hid,
+                              nlayers=self.nlayers, dropout=self.dropout, n_bins=self.n_bins,
+                              max_seq_len=self.max_seq_len)
 
     def fingerprint(self) -> str:
         """Identifies the job for resuming: everything but where it runs and logs."""

@@ -146,6 +146,6 @@ def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | Non
         ctx.gene_overlap = ctx.cells.overlap.describe()
         overlap = ctx.cells.overlap
         coverage = GeneCoverage(info.name, overlap.n_genes, overlap.n_matched, f"checkpoint {ctx.checkpoint}")
-        if coverage.low:
-            warn_once(log, coverage.warning())  # once per job: a pipeline prepares many fits, in several processes
+        if coverage.low:  # once per job: a pipeline prepares many fits, in several processes
+            warn_once(log, coverage.warning(), key=coverage.warning_key)
     return ctx

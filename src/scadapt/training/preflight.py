@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from anndata import AnnData
 
-from scadapt.backbone.checkpoint import ARGS_FILE
+from scadapt.backbone.checkpoint import ARGS_FILE, read_args
+from scadapt.backbone.config import BackboneConfig
 from scadapt.data import load_expression
 from scadapt.notices import warn_once
 from scadapt.storage import demo_backbone_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab
-from scadapt.tokenization.tokenizer import COVERAGE_REMEDIES
+from scadapt.tokenization.tokenizer import COVERAGE_REMEDIES, mean_tokens
 from scadapt.training.config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class GeneCoverage:
     def describe(self) -> str:
         return (f"{self.dataset}: {self.n_matched} of {self.n_genes} genes ({self.fraction:.1%}) are in the "
                 f"vocabulary of {self.vocabulary}")
+
+    @property
+    def warning_key(self) -> str:
+        """The same for one dataset's low coverage however the vocabulary is described."""
+        return f"low gene coverage: {self.dataset}"
 
     def warning(self) -> str:
         """The low-coverage warning (empty when coverage is fine)."""
@@ -82,13 +88,32 @@ def backbone_vocabulary(checkpoint: str | Path | None, pretrain: PretrainConfig)
                               f"{where} (to be pretrained on {', '.join(pretrain.data)})")
 
 
+def backbone_shape(checkpoint: str | Path | None, pretrain: PretrainConfig, vocab_size: int) -> BackboneConfig:
+    """The shape of the job's backbone: the checkpoint's, the demo backbone's, or the one
+    pretraining it will give (known before it exists, for planning)."""
+    directory = Path(checkpoint) if checkpoint else Path(pretrain.output_dir) if pretrain.output_dir \
+        else demo_backbone_dir()
+    if (directory / ARGS_FILE).is_file():
+        return BackboneConfig.from_args(read_args(directory / ARGS_FILE), vocab_size)
+    return pretrain.backbone_config(vocab_size)
+
+
+def pretraining_size(pretrain: PretrainConfig, vocab: GeneVocab) -> tuple[int, float]:
+    """Cells of the demo backbone's pretraining data and their mean tokens per cell."""
+    sizes = [(adata.n_obs, mean_tokens(adata.X, adata.var_names, vocab, pretrain.max_seq_len))
+             for adata in (load_expression(source, layer=pretrain.layer, gene_column=pretrain.gene_column)
+                           for source in pretrain.data)]
+    n_cells = sum(n for n, _ in sizes)
+    return n_cells, sum(n * tokens for n, tokens in sizes) / max(1, n_cells)
+
+
 def check_coverage(adata: AnnData, name: str, vocabulary: BackboneVocabulary, min_genes: int) -> GeneCoverage:
     """Refuse a dataset with fewer than ``min_genes`` genes in the vocabulary; warn under half."""
     tokenizer = GeneTokenizer(vocabulary.vocab, min_genes=min_genes)
     _, overlap = tokenizer.match_genes(np.asarray(adata.var_names, dtype=str))
     coverage = GeneCoverage(name, overlap.n_genes, overlap.n_matched, vocabulary.description)
     if coverage.low:
-        warn_once(log, coverage.warning())
+        warn_once(log, coverage.warning(), key=coverage.warning_key)
     else:
         log.info("Gene coverage: %s.", coverage.describe())
     return coverage

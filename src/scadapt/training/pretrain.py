@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scadapt.backbone import BackboneConfig, ScGPTBackbone, load_backbone, save_backbone
+from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
 from scadapt.backbone.checkpoint import ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE
 from scadapt.data import load_expression
 from scadapt.devices import autocast, resolve_device
@@ -120,12 +120,8 @@ def _build_backbone(cfg: PretrainConfig, adatas: list, device: torch.device):
         loaded = load_backbone(cfg.checkpoint, with_decoders=True, device=device)
         return loaded.model, loaded.vocab, loaded.weights_hash
     vocab = GeneVocab.from_genes(g for adata in adatas for g in adata.var_names)
-    bcfg = BackboneConfig(
-        vocab_size=len(vocab), d_model=cfg.d_model, nhead=cfg.nhead, d_hid=cfg.d_hid,
-        nlayers=cfg.nlayers, dropout=cfg.dropout, n_bins=cfg.n_bins, max_seq_len=cfg.max_seq_len,
-    )
     torch.manual_seed(cfg.seed)
-    return ScGPTBackbone(bcfg, pad_id=vocab.pad_id, with_decoders=True).to(device), vocab, None
+    return ScGPTBackbone(cfg.backbone_config(len(vocab)), pad_id=vocab.pad_id, with_decoders=True).to(device), vocab, None
 
 
 def _evaluate(model: ScGPTBackbone, tokenizer: GeneTokenizer, corpus: _Corpus, cfg: PretrainConfig, device: torch.device) -> dict[str, float]:
