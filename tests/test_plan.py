@@ -20,7 +20,7 @@ from scadapt.errors import ScadaptError
 from scadapt.notices import one_job, warn_once
 from scadapt.pipeline import pipeline_config, run_pipeline
 from scadapt.strategies import get_strategy
-from scadapt.strategies.costs import Rates, StudyWork
+from scadapt.strategies.costs import EPOCHS_RUN, Rates, StudyWork
 from scadapt.tracking.contract import CELL_TAG, PLAN_ARTIFACT
 from scadapt.training.preflight import GeneCoverage
 
@@ -70,8 +70,8 @@ def _plan(seconds: dict[str, float], backbone: dict[str, bool], trials: int = 1,
 def test_the_time_left_follows_how_long_the_finished_cells_took_against_their_estimates():
     plan = _plan({"a": 10.0, "b": 10.0, "c": 40.0}, {"a": False, "b": False, "c": True}, workers=2)
     assert plan.progress(set(), pretrained=True).endswith("about 45 s left.")  # (10 + 10 + 40) / 2 + 15
-    plan.finished("a", 20.0)  # twice its estimate: the other cells will be too (no backbone cell measured yet)
-    assert plan.progress({"a"}, pretrained=True).endswith("about 1 min 05 s left.")  # (20 + 80) / 2 + 15
+    plan.finished("a", 20.0)  # twice its estimate: the other cell without a backbone will be too, not "c"
+    assert plan.progress({"a"}, pretrained=True).endswith("about 45 s left.")  # (20 + 40) / 2 + 15
     plan.finished("b", 20.0)
     plan.finished("c", 20.0)  # half its estimate
     assert plan.progress({"a", "b", "c"}, pretrained=True).endswith("about 15 s left.")
@@ -93,8 +93,8 @@ def test_a_strategy_estimates_its_study_from_the_rates_its_family_uses():
     work = StudyWork(trials=3, epochs=10, n_train=400, n_eval=200, n_cells=700)
     full, lora = get_strategy("full").estimate_seconds(work, RATES), get_strategy("lora").estimate_seconds(work, RATES)
     per_epoch = 400 * 0.01 + 200 * 0.003
-    assert full == pytest.approx(3 * (10 * per_epoch + 2.0))
-    assert lora == pytest.approx(3 * (0.5 * 10 * per_epoch + 2.0))  # its relative cost of the training
+    assert full == pytest.approx(3 * (EPOCHS_RUN * 10 * per_epoch + 2.0))
+    assert lora == pytest.approx(3 * (0.5 * EPOCHS_RUN * 10 * per_epoch + 2.0))  # its relative cost of the training
     more_epochs = StudyWork(trials=3, epochs=20, n_train=400, n_eval=200, n_cells=700)
     assert get_strategy("full").estimate_seconds(more_epochs, RATES) > 1.9 * full
     # a frozen backbone embeds every cell once, whatever the trials and epochs

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 from scadapt.data.options import BUNDLED_DATASETS, DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES, DataOptions
+from scadapt.data.splits import required_cells_per_class
 from scadapt.options import (
     TUNING_MODES,
     MemoryOptions,
@@ -60,9 +61,12 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
     per held-out technology group; datasets without a batch key have none).
 
     ``tuning``:
-        ``reuse``: one Optuna study per dataset and strategy, on the first split of the matrix
-        (``full_fold0``); its best settings train every other split. Cheap, but those settings
-        were chosen on fold 0's validation cells, which are test cells of other folds.
+        ``reuse``: one Optuna study per dataset and strategy on the first split of the full and
+        low regimes (``full_fold0``), whose best settings train their other splits; every
+        held-out technology split has its own study, on validation cells of the technologies it
+        trains on (settings chosen where one technology is tested and reused where another is
+        made a baseline fragile across technologies). Cheap, but fold 0's validation cells are
+        test cells of other folds.
         ``per_fold``: one study per split (nested: each split's settings are chosen on its own
         validation cells only). ``n_trials`` times more fits.
     """
@@ -74,8 +78,9 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
                                                 parse=number_list)
     n_folds: int = option(DEFAULT_N_FOLDS, "K of the stratified folds")
     folds: int | None = option(3, "run the first F of the K folds (0: all K)", parse=optional_count)
-    tuning: str = option("reuse", "reuse: one study per dataset and strategy, its settings reused on every split; "
-                                  "per_fold: one study per split", choices=TUNING_MODES)
+    tuning: str = option("reuse", "reuse: one study per dataset and strategy, its settings reused on every full and "
+                                  "low split (held-out technologies get a study each); per_fold: one study per split",
+                         choices=TUNING_MODES)
     promote: bool = option(True, "do not register champions at the end", flag="no-promote")
     experiment: str = option(BENCHMARK_EXPERIMENT, "MLflow experiment of all its runs")
     output_dir: str = option("benchmark_results", "report, tables and figures")
@@ -110,6 +115,23 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
              "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
         ]
         refuse(problems, "benchmark settings")
+        if self.drop_rare_classes and not self.min_cells_per_class:  # one class set for every regime of the run
+            self.min_cells_per_class = max(required_cells_per_class(r, self.n_folds) for r in self.regimes)
+
+    def own_study(self, regime: str) -> bool:
+        """Whether a cell of ``regime`` is tuned on its own split's validation cells: always with
+        ``per_fold``; with ``reuse``, the held-out technology splits (``cross_study``), so that no
+        split's settings are chosen on cells of the technology it is tested on, nor one
+        technology's settings judged on another."""
+        return self.tuning == "per_fold" or regime == "cross_study"
+
+    def tuned_on(self, cell, group: list):
+        """The cell of ``group`` (one dataset and strategy, in run order) whose study gives
+        ``cell`` its settings: itself when it has its own study, else the group's first cell
+        that does not (``full_fold0`` when the full regime is in the matrix)."""
+        if self.own_study(cell.regime):
+            return cell
+        return next(c for c in group if not self.own_study(c.regime))
 
     @property
     def needs_backbone(self) -> bool:
@@ -132,7 +154,10 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
         what is new, and changed settings never reuse a result made with other ones.
         """
         keep = {
-            "n_folds": self.n_folds, "tuning": self.tuning, "n_trials": self.n_trials, "epochs": self.epochs,
+            "n_folds": self.n_folds, "n_trials": self.n_trials, "epochs": self.epochs,
+            # held-out technologies have their own studies under reuse since 2026-12: older cells do not count
+            "tuning": "reuse, held-out splits own" if self.tuning == "reuse" and "cross_study" in self.regimes
+            else self.tuning,
             "seed": self.seed, "data_options": {k: str(v) for k, v in sorted(self.data_options().given().items())},
             "job_options": {k: str(getattr(self, k)) for k in ("max_seq_len", "min_genes")
                             if getattr(self, k) != getattr(BackboneOptions, k)},

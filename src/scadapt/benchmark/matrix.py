@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from anndata import AnnData
 
@@ -13,6 +14,7 @@ from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split
 from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.data.options import SplitOptions
+from scadapt.data.splits import required_cells_per_class
 from scadapt.errors import ScadaptError
 from scadapt.strategies import run_order
 
@@ -35,6 +37,7 @@ class MatrixCell:
     n_train: int = 0  # training cells of its split (for the job's plan)
     n_eval: int = 0  # validation and test cells of its split
     n_cells: int = 0  # cells of its dataset
+    thin_classes: tuple[str, ...] = ()  # held-out splits: test classes training lacks or holds few of
 
     @property
     def key(self) -> str:
@@ -63,7 +66,7 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
         splits = dataset_splits(data, cfg, inspect)
         name = splits[0][0] if splits else data
         for strategy in run_order(cfg.strategies, budgeted=cfg.time_budget is not None):
-            cells.extend(_cell(data, name, split, strategy, n_cells) for _, split, n_cells in splits)
+            cells.extend(_cell(data, name, split, strategy, n_cells, thin) for _, split, n_cells, thin in splits)
     if not cells:
         raise ScadaptError(
             f"The benchmark matrix is empty: no dataset of {', '.join(cfg.datasets)} has splits for regimes "
@@ -73,9 +76,11 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
 
 
 def dataset_splits(data: str, cfg: BenchmarkConfig,
-                   inspect: Callable[[AnnData, str], object] | None = None) -> list[tuple[str, Split, int]]:
-    """(dataset name, split, cells of the dataset) for every regime of ``cfg`` this dataset supports."""
-    found: list[tuple[str, Split, int]] = []
+                   inspect: Callable[[AnnData, str], object] | None = None
+                   ) -> list[tuple[str, Split, int, tuple[str, ...]]]:
+    """(dataset name, split, cells of the dataset, its thin classes: see :func:`thin_classes`) for
+    every regime of ``cfg`` this dataset supports."""
+    found: list[tuple[str, Split, int, tuple[str, ...]]] = []
     loaded: dict[int, AnnData] = {}
     options = cfg.data_options()
     for regime in cfg.regimes:
@@ -89,15 +94,27 @@ def dataset_splits(data: str, cfg: BenchmarkConfig,
         if regime == "cross_study" and not info.batch_key:
             log.info("%s has no technology/batch key: no cross_study cells for it.", info.name)
             continue
-        found.extend((info.name, split, adata.n_obs) for split in split_for_regime(adata, options, split_options,
-                                                                                   cfg.fold_numbers()))
+        needed = max(required_cells_per_class(regime, cfg.n_folds), options.min_cells_per_class)
+        labels = adata.obs[info.label_key].astype(str).to_numpy()
+        found.extend((info.name, split, adata.n_obs, thin_classes(split, labels, needed) if split.held_out else ())
+                     for split in split_for_regime(adata, options, split_options, cfg.fold_numbers()))
     return found
 
 
-def _cell(data: str, dataset: str, split: Split, strategy: str, n_cells: int) -> MatrixCell:
+def thin_classes(split: Split, labels: np.ndarray, needed: int) -> tuple[str, ...]:
+    """The test classes of a held-out split whose training cells are fewer than ``needed`` (the
+    regime's minimum per class), absent ones included: their test F1 says little of a strategy
+    (0 by construction when absent)."""
+    train = pd.Series(labels[split.train]).value_counts()
+    test = pd.Series(labels[split.test]).value_counts()
+    return tuple(f"{cls} ({int(train.get(cls, 0))} training, {int(n)} test cells)"
+                 for cls, n in sorted(test.items()) if train.get(cls, 0) < needed)
+
+
+def _cell(data: str, dataset: str, split: Split, strategy: str, n_cells: int, thin: tuple[str, ...]) -> MatrixCell:
     group = split.name.removeprefix("cross_study_") if split.regime == "cross_study" else ""
     return MatrixCell(data, dataset, split.regime, split.name, strategy, split.fold, split.label_fraction, group,
-                      len(split.train), len(split.validation) + len(split.test), n_cells)
+                      len(split.train), len(split.validation) + len(split.test), n_cells, thin)
 
 
 def by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:

@@ -113,13 +113,11 @@ class JobPlan:
                 f"{_duration(time.time() - self.started)}; about {_duration(left)} left.")
 
     def _ratio(self, backbone: bool) -> float:
-        """Measured against estimated seconds, over the measured cells of the same kind (with or
-        without a backbone), else over all measured cells, else 1."""
-        for keys in ([k for k in self.measured if self.needs_backbone[k] == backbone], list(self.measured)):
-            estimated = sum(self.seconds[k] for k in keys)
-            if estimated > 0:
-                return sum(self.measured[k] for k in keys) / estimated
-        return 1.0
+        """Measured against estimated seconds over the measured cells of the same kind (with or
+        without a backbone; one kind's pace says little of the other's), else 1."""
+        keys = [k for k in self.measured if self.needs_backbone[k] == backbone]
+        estimated = sum(self.seconds[k] for k in keys)
+        return sum(self.measured[k] for k in keys) / estimated if estimated > 0 else 1.0
 
 
 def make_plan(cfg: BenchmarkConfig, cells: list[MatrixCell], probes: dict[str, DataProbe],
@@ -147,8 +145,8 @@ def make_plan(cfg: BenchmarkConfig, cells: list[MatrixCell], probes: dict[str, D
         chosen = get_strategy(strategy)
         trials = cfg.n_trials
         epochs = cfg.epochs if "epochs" in epoch_budget(strategy, cfg.epochs) else 0
-        for index, cell in enumerate(group):
-            tuned = index == 0 or cfg.tuning == "per_fold"
+        for cell in group:
+            tuned = cfg.tuned_on(cell, group) == cell
             work = StudyWork(trials if tuned else 1, max(1, epochs), cell.n_train, cell.n_eval, cell.n_cells)
             seconds[cell.key] = chosen.estimate_seconds(work, rates[dataset])
             needs[cell.key] = chosen.needs_backbone

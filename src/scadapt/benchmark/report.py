@@ -32,9 +32,11 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
                  cfg: BenchmarkConfig, fingerprint: str, checkpoint: str | None, timing: pd.DataFrame,
                  seconds: float, no_champion: dict[str, str] | None = None,
                  coverage: dict[str, GeneCoverage] | None = None, workers: int = 1,
-                 cut_short: dict[str, str] | None = None) -> Path:
+                 cut_short: dict[str, str] | None = None, thin_classes: dict[str, tuple[str, ...]] | None = None
+                 ) -> Path:
     """``report.md`` (numbers, verdicts and figures per dataset, where this call's time went) and
-    ``tables/*.csv``."""
+    ``tables/*.csv``. ``thin_classes``: per ``dataset/split`` held out, the test classes its
+    training cells lack or hold fewer than the regime's minimum of."""
     write_tables(tables, output_dir / "tables")
     timing.to_csv(output_dir / "tables" / "timing.csv", index=False)
     runs = tables.runs
@@ -65,10 +67,12 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
                   "to finish them):", "", *(f"- `{key}`: {why}" for key, why in cut_short.items())]
     if cfg.tuning == "reuse":
         lines += ["", "Tuning `reuse`: each strategy's settings were chosen on the first split's validation cells and "
-                  "reused; on other folds those cells can be test cells, so scores there may be slightly optimistic "
+                  "reused on the full and low splits (each held-out technology split had its own study); on other "
+                  "folds those cells can be test cells, so scores there may be slightly optimistic "
                   "(`--tuning per_fold` avoids this)."]
     for dataset in dict.fromkeys(runs["dataset"]):
-        lines += ["", f"## {dataset}", *_dataset_section(tables, dataset, promotions.get(dataset))]
+        lines += ["", f"## {dataset}", *_dataset_section(tables, dataset, promotions.get(dataset)),
+                  *_thin_classes(thin_classes or {}, dataset, cfg.min_cells_per_class)]
         if dataset in (no_champion or {}):
             lines += ["", f"**No champion**: {no_champion[dataset]}"]
     if not timing.empty:
@@ -128,6 +132,17 @@ def _splits(cfg: BenchmarkConfig, regimes: list[str]) -> str:
     if "cross_study" in regimes:
         parts.append("held-out technology groups")
     return "; ".join(parts)
+
+
+def _thin_classes(thin: dict[str, tuple[str, ...]], dataset: str, floor: int) -> list[str]:
+    """Per held-out split of ``dataset``, the test classes its training cells lack or hold few of."""
+    found = {key.split("/", 1)[1]: classes for key, classes in thin.items() if key.startswith(f"{dataset}/") and classes}
+    if not found:
+        return []
+    minimum = f"{max(2, floor)} cells"
+    return ["", f"Classes of the held-out cells that the split's training cells lack or hold fewer than {minimum} of "
+                "(their test F1 says little of a strategy):", "",
+            *(f"- `{split}`: {'; '.join(classes)}" for split, classes in found.items())]
 
 
 def _untrained_classes(per_class: pd.DataFrame, dataset: str) -> list[str]:

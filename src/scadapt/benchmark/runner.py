@@ -174,7 +174,8 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
             figures = draw_all(tables, output_dir / "figures")
             seconds = time.perf_counter() - started
             write_report(output_dir, tables, figures, promotions, cfg, ctx.fingerprint, ctx.checkpoint, timing,
-                         seconds, ctx.no_champion, coverage, workers=n_workers, cut_short=cut_short)
+                         seconds, ctx.no_champion, coverage, workers=n_workers, cut_short=cut_short,
+                         thin_classes={f"{c.dataset}/{c.split}": c.thin_classes for c in cells})
             _log_outputs(ctx, output_dir, tables, timing, seconds)
     except BaseException as error:
         if helpers:
@@ -440,8 +441,9 @@ class _Context:
             return "the time budget was spent before it started"
         if get_strategy(cell.strategy).needs_backbone and self.no_backbone:
             return self.no_backbone
-        if self.cfg.tuning == "reuse" and group[0].key in self.cut_short:
-            return f"the study of {group[0].key}, whose settings it reuses, was cut short"
+        tuned_on = self.cfg.tuned_on(cell, group)
+        if tuned_on != cell and tuned_on.key in self.cut_short:
+            return f"the study of {tuned_on.key}, whose settings it reuses, was cut short"
         return None
 
     def ensure_backbone(self) -> None:
@@ -529,12 +531,12 @@ class _Context:
 
 
 def _settings_ready(ctx: _Context, cell: MatrixCell, group: list[MatrixCell], finished: set[str]) -> bool:
-    """Whether ``cell`` can run now. With ``reuse`` tuning its settings come from the study on its
-    group's first cell; a study is run by the one worker that claimed that cell (so its trials follow
-    from the seed, however many workers there are), and the group's other cells wait for it."""
-    tuned_on = group[0]
-    return (ctx.cfg.tuning == "per_fold" or cell == tuned_on or tuned_on.key in finished
-            or tuned_on.key in ctx.studies)
+    """Whether ``cell`` can run now. With ``reuse`` tuning its settings may come from the study on
+    another cell of its group (:meth:`BenchmarkConfig.tuned_on`); a study is run by the one worker
+    that claimed that cell (so its trials follow from the seed, however many workers there are),
+    and the cells that reuse it wait for it."""
+    tuned_on = ctx.cfg.tuned_on(cell, group)
+    return cell == tuned_on or tuned_on.key in finished or tuned_on.key in ctx.studies
 
 
 def _cheap_ones_done(ctx: _Context, cell: MatrixCell, cells: list[MatrixCell], finished: set[str]) -> bool:
@@ -549,9 +551,9 @@ def _cheap_ones_done(ctx: _Context, cell: MatrixCell, cells: list[MatrixCell], f
 
 def _run_cell(ctx: _Context, cell: MatrixCell, group: list[MatrixCell]) -> tuple[dict[str, float], bool]:
     """Run one cell; return its metrics and whether its result is a study's best trial."""
+    tuned_on = ctx.cfg.tuned_on(cell, group)
     if ctx.cfg.tuning == "per_fold":
         return ctx.adopt(cell, ctx.tune(cell)), True
-    tuned_on = group[0]  # full_fold0 when the full regime is in the matrix
     study = ctx.study_of(tuned_on)  # joins the study if another worker is running it
     if cell == tuned_on:
         return ctx.adopt(cell, study), True

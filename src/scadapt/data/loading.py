@@ -29,10 +29,11 @@ def load_for_regime(data: str, options: DataOptions, split: SplitOptions,
                     loaded: MutableMapping[int, AnnData] | None = None) -> AnnData:
     """The dataset checked for the class sizes ``split.regime`` needs. ``loaded`` caches datasets by
     that size, for a caller that splits one dataset in several regimes."""
-    needed = required_cells_per_class(split.regime, split.n_folds)
+    needed = max(required_cells_per_class(split.regime, split.n_folds), options.min_cells_per_class)
     cache = {} if loaded is None else loaded
     if needed not in cache:
-        cache[needed] = load_dataset(data, **asdict(options.data_options()), min_cells_per_class=needed)
+        reading = {**asdict(options.data_options()), "min_cells_per_class": needed}
+        cache[needed] = load_dataset(data, **reading)
     return cache[needed]
 
 
@@ -41,4 +42,5 @@ def split_for_regime(adata: AnnData, options: DataOptions, split: SplitOptions,
     """The splits of ``split.regime`` of a dataset from :func:`load_for_regime`."""
     return make_splits(adata, split.regime, n_folds=split.n_folds, folds=folds,
                        validation_fraction=split.validation_fraction, label_fractions=split.label_fractions,
-                       drop_rare_classes=options.drop_rare_classes, seed=split.seed)
+                       drop_rare_classes=options.drop_rare_classes, min_cells_per_class=options.min_cells_per_class,
+                       seed=split.seed)

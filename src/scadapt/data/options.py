@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from scadapt.options import number_list, option
+from scadapt.options import internal, number_list, option
 
 REGIMES = ("full", "low", "cross_study")
 DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
@@ -48,6 +48,9 @@ class DataOptions:
     study_groups: dict[str, tuple[str, ...]] | None = option(
         None, "cross-study groups as name:value,value;name:value (default: the catalogue's groups, else leave "
               "one batch out)", parse=parse_study_groups)
+    # the fewest cells a class needs whatever the regime: a benchmark sets the most any of its regimes
+    # needs, so that dropping rare classes leaves the same classes in every regime of the run
+    min_cells_per_class: int = internal(0)
 
     def given(self) -> dict[str, Any]:
         """The options set to something other than their default (what to pass on as overrides)."""

@@ -99,6 +99,7 @@ def make_splits(
     label_fractions: Sequence[float] = DEFAULT_LABEL_FRACTIONS,
     study_groups: Mapping[str, Sequence[str]] | None = None,
     drop_rare_classes: bool = False,
+    min_cells_per_class: int = 0,
     seed: int = 0,
 ) -> list[Split]:
     """The splits of one regime, deterministic in ``seed``.
@@ -114,6 +115,8 @@ def make_splits(
             default: the catalogue's groups, else every batch value on its own.
         drop_rare_classes: leave cells of classes too small for the regime out of every part
             (noted on each split) instead of refusing.
+        min_cells_per_class: a class needs at least this many cells even where the regime needs
+            fewer (a run of several regimes keeps one class set).
 
     Returns:
         Named splits, e.g. ``full_fold0``, ``low_5pct_fold0``, ``cross_study_plate_like``.
@@ -129,7 +132,8 @@ def make_splits(
     if not 0 < validation_fraction < 1:
         raise InputDataError(f"validation_fraction must be between 0 and 1, got {validation_fraction}.")
     labels = adata.obs[label_key].astype(str).to_numpy()
-    usable, notes = _usable_cells(labels, label_key, required_cells_per_class(regime, n_folds), drop_rare_classes)
+    needed = max(required_cells_per_class(regime, n_folds), min_cells_per_class)
+    usable, notes = _usable_cells(labels, label_key, needed, drop_rare_classes)
 
     if regime == "cross_study":
         batch_key = batch_key or (info.batch_key if info else None)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import nn
 
 from scadapt.errors import ScadaptError
+from scadapt.strategies.costs import EPOCHS_RUN
 
 if TYPE_CHECKING:
     import numpy as np
@@ -198,9 +199,10 @@ class Strategy:
     def estimate_seconds(cls, work: StudyWork, rates: Rates) -> float:
         """Rough seconds of ``work`` at ``rates`` (:mod:`scadapt.strategies.costs`): by default
         training through every backbone layer each epoch, scaled by :attr:`relative_cost` (what
-        adapting fewer weights and caching frozen layers save)."""
+        adapting fewer weights and caching frozen layers save), for the share of the epochs that
+        fits run before early stopping or pruning ends them (:data:`~scadapt.strategies.costs.EPOCHS_RUN`)."""
         per_epoch = work.n_train * rates.train_cell_sec + work.n_eval * rates.embed_cell_sec
-        return work.trials * (cls.relative_cost * work.epochs * per_epoch + rates.trial_overhead_sec)
+        return work.trials * (cls.relative_cost * EPOCHS_RUN * work.epochs * per_epoch + rates.trial_overhead_sec)
 
     @classmethod
     def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:

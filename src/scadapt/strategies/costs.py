@@ -16,6 +16,10 @@ from dataclasses import dataclass
 # threshold, logging the run and saving its model (1-3 s per trial of the expression strategies on
 # the default matrix, 2 cores; benchmarks/RESULTS.md "Time to an answer")
 TRIAL_OVERHEAD_SEC = 2.0
+# the share of their epoch budget that a study's fits run on average: early stopping (patience a
+# third of the epochs) and median pruning end many sooner (``full``'s studies ran 0.53-0.54 of
+# their trials x epochs on the bundled PBMC and the synthetic wide data of time_to_answer.py)
+EPOCHS_RUN = 0.55
 
 
 @dataclass(frozen=True)
