@@ -6,8 +6,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from scadapt.data.options import BUNDLED_DATASETS, DEFAULT_LABEL_FRACTIONS, DEFAULT_N_FOLDS, REGIMES, DataOptions
-from scadapt.data.splits import required_cells_per_class
+from scadapt.data.options import (
+    BUNDLED_DATASETS,
+    DEFAULT_LABEL_FRACTIONS,
+    DEFAULT_N_FOLDS,
+    REGIMES,
+    DataOptions,
+    required_cells_per_class,
+)
 from scadapt.options import (
     TUNING_MODES,
     MemoryOptions,

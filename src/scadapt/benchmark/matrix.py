@@ -13,8 +13,7 @@ from anndata import AnnData
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split
 from scadapt.data.loading import load_for_regime, split_for_regime
-from scadapt.data.options import SplitOptions
-from scadapt.data.splits import required_cells_per_class
+from scadapt.data.options import SplitOptions, required_cells_per_class
 from scadapt.errors import ScadaptError
 from scadapt.strategies import run_order
 

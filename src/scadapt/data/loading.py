@@ -13,8 +13,8 @@ from dataclasses import asdict
 from anndata import AnnData
 
 from scadapt.data.dataset import load_dataset
-from scadapt.data.options import DataOptions, SplitOptions
-from scadapt.data.splits import Split, make_splits, required_cells_per_class
+from scadapt.data.options import DataOptions, SplitOptions, required_cells_per_class
+from scadapt.data.splits import Split, make_splits
 
 
 def load_and_split(data: str, options: DataOptions, split: SplitOptions,

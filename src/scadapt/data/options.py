@@ -11,12 +11,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from scadapt.errors import InputDataError
 from scadapt.options import internal, number_list, option
 
 REGIMES = ("full", "low", "cross_study")
 DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)
 DEFAULT_N_FOLDS = 5
 BUNDLED_DATASETS = ("pbmc68k_reduced", "pancreas_small")  # what the demo backbone and the benchmark use by default
+
+
+def required_cells_per_class(regime: str, n_folds: int = DEFAULT_N_FOLDS) -> int:
+    """Cells a class needs so every part of every split of ``regime`` can hold it."""
+    if regime not in REGIMES:
+        raise InputDataError(f"Unknown regime {regime!r}; choose one of {', '.join(REGIMES)}.")
+    return n_folds if regime in ("full", "low") else 2
 
 
 def parse_study_groups(text: str) -> dict[str, tuple[str, ...]] | None:

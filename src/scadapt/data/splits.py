@@ -25,7 +25,7 @@ from anndata import AnnData
 from sklearn.model_selection import StratifiedKFold
 
 from scadapt.data.dataset import DEFAULT_N_FOLDS, DatasetInfo
-from scadapt.data.options import DEFAULT_LABEL_FRACTIONS, REGIMES
+from scadapt.data.options import DEFAULT_LABEL_FRACTIONS, REGIMES, required_cells_per_class
 from scadapt.data.validation import check_study_groups, rare_classes_error
 from scadapt.errors import InputDataError
 from scadapt.storage import atomic_write
@@ -79,12 +79,6 @@ class Split:
             "split.held_out": ",".join(self.held_out),
             **{f"split.n_{part}": n for part, n in self.sizes().items()},
         }
-
-
-def required_cells_per_class(regime: str, n_folds: int = DEFAULT_N_FOLDS) -> int:
-    """Cells a class needs so every part of every split can hold it."""
-    _check_regime(regime)
-    return n_folds if regime in ("full", "low") else 2
 
 
 def make_splits(
