@@ -407,13 +407,14 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
     kind = "expression_network"
 
     def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str],
-                 network: ClassifierHead, shape: dict[str, int]):
+                 network: ClassifierHead, shape: dict[str, float]):
         super().__init__(strategy, config, classes, genes)
         self.network, self.shape = network.eval(), dict(shape)
 
     @staticmethod
-    def make_network(n_genes: int, n_classes: int, n_layers: int, width: int, dropout: float = 0.0) -> ClassifierHead:
-        return ClassifierHead(n_genes, n_classes, n_layers, dropout, width=width)
+    def make_network(n_genes: int, n_classes: int, n_layers: int, width: int, dropout: float = 0.0,
+                     input_clip: float | None = None) -> ClassifierHead:
+        return ClassifierHead(n_genes, n_classes, n_layers, dropout, width=width, input_clip=input_clip)
 
     def feature_outputs(self, features: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         self.network.eval()
@@ -437,7 +438,8 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
     @classmethod
     def from_saved(cls, manifest, config, weights, device) -> NetworkExpressionAnnotator:
         shape = manifest["network"]
-        network = cls.make_network(len(manifest["genes"]), len(manifest["classes"]), shape["n_layers"], shape["width"])
+        network = cls.make_network(len(manifest["genes"]), len(manifest["classes"]), shape["n_layers"], shape["width"],
+                                   input_clip=shape.get("input_clip"))  # (none in networks saved before it existed)
         try:
             network.load_state_dict(weights, strict=True)
         except RuntimeError as error:

@@ -20,9 +20,14 @@ class ClassifierHead(nn.Module):
     on the raw embeddings.)
     """
 
-    def __init__(self, d_model: int, n_classes: int, n_layers: int = 3, dropout: float = 0.0, width: int | None = None):
-        """``width``: of the hidden blocks (default ``d_model``; the ``mlp`` baseline narrows it)."""
+    def __init__(self, d_model: int, n_classes: int, n_layers: int = 3, dropout: float = 0.0, width: int | None = None,
+                 input_clip: float | None = None):
+        """``width``: of the hidden blocks (default ``d_model``; the ``mlp`` baseline narrows it).
+        ``input_clip``: standardised inputs are clipped to ``[-input_clip, input_clip]`` (the ``mlp``
+        baseline's genes: one nearly constant in the training cells would otherwise reach
+        thousands of standard deviations in cells of another technology and decide alone)."""
         super().__init__()
+        self.input_clip = input_clip
         self.register_buffer("input_mean", torch.zeros(d_model))
         self.register_buffer("input_scale", torch.ones(d_model))
         width = width or d_model
@@ -41,7 +46,10 @@ class ClassifierHead(nn.Module):
 
     def features(self, cell_embedding: Tensor) -> Tensor:
         """``[B, d]`` -> the last hidden layer's activations ``[B, width]``."""
-        return self.hidden((cell_embedding - self.input_mean) / self.input_scale)
+        standardized = (cell_embedding - self.input_mean) / self.input_scale
+        if self.input_clip is not None:
+            standardized = standardized.clamp(-self.input_clip, self.input_clip)
+        return self.hidden(standardized)
 
     def forward(self, cell_embedding: Tensor) -> Tensor:
         """``[B, d]`` -> logits ``[B, n_classes]``."""
