@@ -87,18 +87,17 @@ def test_with_reuse_each_held_out_split_has_its_own_study_and_the_folds_share_on
     assert len(parents) == 3  # three studies, one per held-out technology group
 
 
-def test_the_mlp_clips_standardised_genes_so_one_gene_cannot_decide_alone(tmp_path):
+def test_the_mlp_clips_standardised_genes_so_one_gene_cannot_decide_alone():
     from scadapt.models.annotator import NetworkExpressionAnnotator
-    from scadapt.models.head import ClassifierHead
     from scadapt.strategies.mlp import MLPConfig
 
-    network = NetworkExpressionAnnotator.make_network(3, 2, 2, 4, input_clip=MLPConfig().max_scaled)
+    # one layer: the network's features are its standardised inputs
+    clipped = NetworkExpressionAnnotator.make_network(3, 2, 1, 4, input_clip=MLPConfig().max_scaled)
+    unclipped = NetworkExpressionAnnotator.make_network(3, 2, 1, 4)
     training = torch.tensor([[1.0, 2.0, 0.0], [3.0, 2.0, 0.0], [2.0, 2.0, 0.001]])  # gene 3 nearly constant
-    network.set_standardization(training)
-    other_technology = torch.tensor([[2.0, 2.0, 5.0]])  # gene 3 expressed: thousands of standard deviations
-    at_the_clip = other_technology.clone()
-    at_the_clip[0, 2] = network.input_mean[2] + 10 * network.input_scale[2]
-    assert torch.allclose(network.features(other_technology), network.features(at_the_clip))
-    unclipped = ClassifierHead(3, 2, 2, width=4)
-    unclipped.load_state_dict(network.state_dict())
-    assert not torch.allclose(unclipped.features(other_technology), network.features(at_the_clip))
+    for network in (clipped, unclipped):
+        network.set_standardization(training)
+    other_technology = torch.tensor([[2.0, 2.0, 5.0], [2.0, 2.0, -5.0]])  # gene 3: thousands of standard deviations
+    assert unclipped.features(other_technology)[:, 2].abs().min() > 1000
+    assert clipped.features(other_technology)[:, 2].tolist() == [10.0, -10.0]
+    assert torch.equal(clipped.features(training), unclipped.features(training))  # within the clip, unchanged
