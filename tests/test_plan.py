@@ -62,9 +62,10 @@ def test_a_budget_too_small_is_refused_before_any_work_with_the_smallest_that_fi
 
 def _plan(seconds: dict[str, float], backbone: dict[str, bool], trials: int = 1, workers: int = 1,
           pretrain_sec: float = 0.0) -> JobPlan:
-    table = pd.DataFrame([{"strategy": key, "trials": trials, "seconds": sec, "cell_keys": [key]}
+    table = pd.DataFrame([{"strategy": key, "trials": trials, "seconds": sec}
                           for key, sec in seconds.items()])
-    return JobPlan(table, seconds, backbone, pretrain_sec, workers)
+    one_trial = {key: sec / trials for key, sec in seconds.items()}
+    return JobPlan(table, seconds, backbone, one_trial, pretrain_sec, workers)
 
 
 def test_the_time_left_follows_how_long_the_finished_cells_took_against_their_estimates():

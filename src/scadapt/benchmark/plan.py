@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,7 @@ class JobPlan:
     table: pd.DataFrame  # one row per (dataset, strategy): cells, trials, epochs, training cells, tokens, seconds
     seconds: dict[str, float]  # cell key -> estimated seconds (one worker)
     needs_backbone: dict[str, bool]  # cell key -> whether it runs on the backbone
+    one_trial: dict[str, float]  # cell key -> estimated seconds of the cell with one trial (its least)
     pretrain_sec: float  # 0 when the backbone exists
     workers: int
     started: float = field(default_factory=time.time)
@@ -79,18 +80,14 @@ class JobPlan:
         (or, without such strategies, the cheapest one after pretraining), and the job's end."""
         quick = [key for key, backbone in self.needs_backbone.items() if not backbone]
         if quick:
-            work = sum(self._one_trial(key) for key in quick)
+            work = sum(self.one_trial[key] for key in quick)
         else:
-            work = self.pretrain_sec + min(self._one_trial(key) for key in self.seconds)
+            work = self.pretrain_sec + min(self.one_trial.values())
         return work + FINISH_SEC
-
-    def _one_trial(self, key: str) -> float:
-        row = self.table[self.table["cell_keys"].map(lambda keys: key in keys)].iloc[0]
-        return self.seconds[key] / max(1, row["trials"]) if key == row["cell_keys"][0] else self.seconds[key]
 
     def shown(self) -> pd.DataFrame:
         """The plan's table as printed and logged."""
-        return self.table.drop(columns=["cell_keys"]).rename(columns={"seconds": "estimated s"})
+        return self.table.rename(columns={"seconds": "estimated s"})
 
     def text(self) -> str:
         lines = ["Plan (estimated from a timed step of each family on your cells):",
@@ -139,7 +136,7 @@ def make_plan(cfg: BenchmarkConfig, cells: list[MatrixCell], probes: dict[str, D
         shape, n_cells, tokens = pretraining
         pretrain_sec = cfg.pretrain_epochs * n_cells * time_cell_passes(shape, round(tokens), device=device,
                                                                        decoders=True).train
-    rows, seconds, needs = [], {}, {}
+    rows, seconds, needs, one_trial = [], {}, {}, {}
     for group in by_dataset_and_strategy(cells):
         dataset, strategy = group[0].dataset, group[0].strategy
         chosen = get_strategy(strategy)
@@ -149,12 +146,13 @@ def make_plan(cfg: BenchmarkConfig, cells: list[MatrixCell], probes: dict[str, D
             tuned = cfg.tuned_on(cell, group) == cell
             work = StudyWork(trials if tuned else 1, max(1, epochs), cell.n_train, cell.n_eval, cell.n_cells)
             seconds[cell.key] = chosen.estimate_seconds(work, rates[dataset])
+            one_trial[cell.key] = chosen.estimate_seconds(replace(work, trials=1), rates[dataset])
             needs[cell.key] = chosen.needs_backbone
         rows.append({"dataset": dataset, "strategy": strategy, "cells": len(group), "trials": trials,
                      "epochs": epochs or "-", "training cells": group[0].n_train,
                      "tokens/cell": round(probes[dataset].tokens) if chosen.needs_backbone else "-",
-                     "seconds": sum(seconds[c.key] for c in group), "cell_keys": [c.key for c in group]})
-    return JobPlan(pd.DataFrame(rows), seconds, needs, pretrain_sec, workers)
+                     "seconds": sum(seconds[c.key] for c in group)})
+    return JobPlan(pd.DataFrame(rows), seconds, needs, one_trial, pretrain_sec, workers)
 
 
 def refuse_small_budget(plan: JobPlan, budget_minutes: float, elapsed: float) -> None:
