@@ -582,3 +582,31 @@ def test_more_layers_than_the_backbone_has_adapt_every_layer_and_log_the_depth_u
     assert params["layers"] == "99" and params["used.layers"] == str(depth)
     within = train(_job(path, backbone, "lora", epochs=1, layers=1))
     assert "used.layers" not in mlflow.get_run(within.run_id).data.params
+
+
+def test_the_mlp_reads_log_normalised_genes_as_they_are_and_older_mlps_load_as_trained(planted, tmp_path):
+    """Across technologies a z-scored faint gene of the training cells moves predictions, and the
+    mlp was measured better without z-scoring and without LayerNorm (benchmarks/baselines.py): by
+    default its inputs pass unchanged and its hidden blocks have no LayerNorm. An mlp saved before
+    those options existed was z-scored with LayerNorm, and loads so."""
+
+    from scadapt.strategies.mlp import MLPConfig
+
+    adata, path, backbone, _ = planted
+    result = train(_job(path, backbone, "mlp", epochs=2))
+    network = result.annotator.network
+    x = torch.rand(4, network.input_mean.numel()) * 5
+    assert torch.equal(network.features(x), network.hidden(x))  # no standardisation, no clip
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in network.modules())
+
+    assert MLPConfig.from_saved({}).standardize and MLPConfig.from_saved({}).layer_norm
+    # the network an older mlp saved: LayerNorm, standardised inputs, no "layer_norm" in its shape
+    annotator = result.annotator
+    old = type(annotator).make_network(len(annotator.genes), len(annotator.classes), 3, 8, input_clip=10.0)
+    old.set_standardization(torch.rand(6, len(annotator.genes)))
+    saved = type(annotator)("mlp", MLPConfig(layer_norm=True, standardize=True), annotator.classes, annotator.genes,
+                            old, {"n_layers": 3, "width": 8, "input_clip": 10.0})
+    saved.save(tmp_path / "old")
+    again = read_annotator(tmp_path / "old")
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in again.network.modules())
+    np.testing.assert_allclose(again.predict_proba(adata), saved.predict_proba(adata), rtol=0, atol=1e-6)

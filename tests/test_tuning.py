@@ -152,3 +152,26 @@ def test_mlflow_project_tune_entry_point_makes_the_launcher_run_the_study(tmp_pa
     children = _children(submitted.run_id)
     assert len(children) == 2 and {c.info.experiment_id for c in children} == {parent.info.experiment_id}
     assert "best.n_components" in parent.data.tags
+
+
+def test_a_study_starts_from_the_defaults_and_keeps_the_first_of_equal_trials(tmp_path):
+    """Where validation cannot tell trials apart (held out by technology, every trial scores near 1.0
+    on the training technologies' cells), the search must not swap a strategy's defaults for a
+    random draw: trial 0 is the defaults, and of trials with the same validation score the first is
+    the best, whatever order the database returns them in."""
+    from optuna.distributions import FloatDistribution
+
+    from scadapt.strategies.logreg import LogRegConfig
+    from scadapt.tuning.study import _best_trial, _default_trial
+
+    result = tune(_job(None, strategy="logreg", hparams={}, n_trials=2))
+    study = optuna.load_study(study_name=result.study_name, storage="sqlite:///optuna.db")
+    assert study.trials[0].params == {"C": LogRegConfig().C}
+    assert _default_trial(_job(None, strategy="logreg", hparams={"C": 0.5}), {"C": 0.5}) == {}
+
+    tied = optuna.create_study(direction="maximize")
+    for value, c in ((0.9, 1.0), (1.0, 2.0), (1.0, 3.0)):
+        tied.add_trial(optuna.trial.create_trial(value=value, params={"C": c},
+                                                 distributions={"C": FloatDistribution(0.1, 10)}))
+    trials = tied.get_trials()
+    assert _best_trial(trials[::-1]).number == 1

@@ -413,8 +413,9 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
 
     @staticmethod
     def make_network(n_genes: int, n_classes: int, n_layers: int, width: int, dropout: float = 0.0,
-                     input_clip: float | None = None) -> ClassifierHead:
-        return ClassifierHead(n_genes, n_classes, n_layers, dropout, width=width, input_clip=input_clip)
+                     input_clip: float | None = None, layer_norm: bool = True) -> ClassifierHead:
+        return ClassifierHead(n_genes, n_classes, n_layers, dropout, width=width, input_clip=input_clip,
+                              layer_norm=layer_norm)
 
     def feature_outputs(self, features: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         self.network.eval()
@@ -439,7 +440,8 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
     def from_saved(cls, manifest, config, weights, device) -> NetworkExpressionAnnotator:
         shape = manifest["network"]
         network = cls.make_network(len(manifest["genes"]), len(manifest["classes"]), shape["n_layers"], shape["width"],
-                                   input_clip=shape.get("input_clip"))  # (none in networks saved before it existed)
+                                   # networks saved before these existed: unclipped, with LayerNorm
+                                   input_clip=shape.get("input_clip"), layer_norm=shape.get("layer_norm", True))
         try:
             network.load_state_dict(weights, strict=True)
         except RuntimeError as error:

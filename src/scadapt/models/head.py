@@ -21,11 +21,13 @@ class ClassifierHead(nn.Module):
     """
 
     def __init__(self, d_model: int, n_classes: int, n_layers: int = 3, dropout: float = 0.0, width: int | None = None,
-                 input_clip: float | None = None):
+                 input_clip: float | None = None, layer_norm: bool = True):
         """``width``: of the hidden blocks (default ``d_model``; the ``mlp`` baseline narrows it).
         ``input_clip``: standardised inputs are clipped to ``[-input_clip, input_clip]`` (the ``mlp``
         baseline's genes: one nearly constant in the training cells would otherwise reach
-        thousands of standard deviations in cells of another technology and decide alone)."""
+        thousands of standard deviations in cells of another technology and decide alone).
+        ``layer_norm``: each hidden block ends with a LayerNorm (scGPT's shape; the ``mlp`` baseline
+        leaves it out)."""
         super().__init__()
         self.input_clip = input_clip
         self.register_buffer("input_mean", torch.zeros(d_model))
@@ -33,7 +35,7 @@ class ClassifierHead(nn.Module):
         width = width or d_model
         blocks: list[nn.Module] = []
         for i in range(max(0, n_layers - 1)):
-            blocks += [nn.Linear(d_model if i == 0 else width, width), nn.ReLU(), nn.LayerNorm(width)]
+            blocks += [nn.Linear(d_model if i == 0 else width, width), nn.ReLU(), *([nn.LayerNorm(width)] * layer_norm)]
         self.hidden = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(width if n_layers > 1 else d_model, n_classes)

@@ -27,7 +27,7 @@ PENALTIES = ("l1", "l2")
 
 @dataclass
 class LogRegConfig(StrategyConfig):
-    C: float = 0.1  # inverse penalty strength
+    C: float = 1.0  # inverse penalty strength (CellTypist's; the first trial of a study)
     penalty: str = "l2"  # one of PENALTIES
     class_weighted: bool = True
     max_iter: int = 500

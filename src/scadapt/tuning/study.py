@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -96,6 +96,8 @@ def tune(job: TuneJob) -> TuneResult:
                                 pruner=job.pruner(), sampler=WorkerSeededSampler(job.seed, name))
     with board.hold(f"study-setup:{name}"):
         claim_study(study, setup)  # another setup's study is refused, naming what differs
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial(_default_trial(job, fixed))
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
     with board.hold(f"study-run:{name}"):  # one parent run, however many workers start together
         parent_id, created = shared_run(job.experiment or experiment_name(ctx.info.name),
@@ -312,17 +314,45 @@ def _fixed_params(job: TuneJob, ctx: TrainingContext) -> dict[str, object]:
     return {k: v for k, v in params.items() if k not in searched}
 
 
+def _default_trial(job: TuneJob, fixed: dict[str, object]) -> dict[str, object]:
+    """The strategy's default settings of the searched names (where the search space holds them):
+    a study's first trial. The search can then only replace them by a better validation score,
+    and where validation cannot tell trials apart (held-out technologies: every trial near 1.0 on
+    the training technologies' cells) the defaults stay instead of a random draw."""
+    config_class = get_strategy(job.strategy).config_class
+    defaults = config_class.from_params({"seed": job.seed, **job.hparams}).to_params()
+    space = _SearchedNames()
+    config_class.search_space(space)
+    return {name: defaults[name] for name, holds in space.ranges.items()
+            if name not in fixed and name in defaults and holds(defaults[name])}
+
+
 class _SearchedNames:
-    """Stands in for a trial to learn which names a search space suggests."""
+    """Stands in for a trial to learn which names a search space suggests (and whether a value is
+    within each one's range: ``ranges``)."""
+
+    def __init__(self) -> None:
+        self.ranges: dict[str, Callable[[object], bool]] = {}
 
     def suggest_float(self, name: str, low: float, high: float, **_) -> float:
+        self.ranges[name] = lambda v: isinstance(v, (int, float)) and low <= v <= high
         return low
 
     def suggest_int(self, name: str, low: int, high: int, **_) -> int:
+        self.ranges[name] = lambda v: isinstance(v, int) and low <= v <= high
         return low
 
     def suggest_categorical(self, name: str, choices):
+        self.ranges[name] = lambda v: v in choices
         return choices[0]
+
+
+def _best_trial(trials: list[FrozenTrial]) -> FrozenTrial:
+    """The completed trial with the best validation score; of equal ones the first (the defaults,
+    when they are among them), whatever order a database returns them in."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    top = max(t.value for t in complete)
+    return min((t for t in complete if t.value == top), key=lambda t: t.number)
 
 
 def _close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str = "its heartbeat stopped") -> None:
@@ -350,7 +380,7 @@ def _record_best(study: optuna.Study, ctx: TrainingContext, job: TuneJob, parent
             f"No trial of study {study.study_name!r} completed ({', '.join(f'{n} {s}' for s, n in states.items())}). "
             "Loosen pruning (--pruning none) or check the failed child runs in MLflow."
         )
-    best = study.best_trial
+    best = _best_trial(trials)
     best_run = best.user_attrs[RUN_ATTR]
     client = MlflowClient()
     if "test_macro_f1" not in client.get_run(best_run).data.metrics:
