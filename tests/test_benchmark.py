@@ -3,6 +3,7 @@ compared with the baselines, drawn, reported and ends with a champion."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -17,7 +18,7 @@ from mlflow import MlflowClient
 
 from scadapt.benchmark import BenchmarkConfig, paired_comparison, rank_strategies, run_benchmark, summary_table
 from scadapt.benchmark import runner as benchmark_runner
-from scadapt.benchmark.local_workers import plan_workers, worker_share
+from scadapt.benchmark.local_workers import helper_settings, plan_workers, worker_share
 from scadapt.benchmark.matrix import MatrixCell, progress_grid
 from scadapt.benchmark.results import METRICS
 from scadapt.cli import main
@@ -172,6 +173,18 @@ def test_helper_workers_share_the_matrix_and_give_the_results_of_one_worker(tiny
     pd.testing.assert_frame_equal(*tables, atol=1e-6, rtol=0)
     report = (tmp_path / "two" / "out" / "report.md").read_text()
     assert "2 worker processes on this machine shared the cells" in report
+
+
+def test_a_helper_worker_reading_its_settings_from_json_joins_the_same_benchmark():
+    """A helper reads the settings back from its JSON spec (tuples become lists); the fingerprint,
+    which names the benchmark's cells and studies, must not change with it, or the helper runs
+    every cell and study a second time under another name."""
+    cfg = BenchmarkConfig(datasets=("pancreas_small",), regimes=("cross_study",), strategies=("pca_logreg",),
+                          study_groups={"celseq_family": ("celseq", "celseq2"), "rest": ("indrop",)})
+    helper = BenchmarkConfig(**json.loads(json.dumps(helper_settings(cfg))))
+    assert helper.fingerprint("backbone") == cfg.fingerprint("backbone")
+    assert BenchmarkConfig(**{**helper_settings(cfg), "study_groups": {"rest": ("indrop",)}}).fingerprint(
+        "backbone") != cfg.fingerprint("backbone")  # the groups still count
 
 
 def test_workers_are_planned_from_the_cores_the_device_and_the_work(monkeypatch):

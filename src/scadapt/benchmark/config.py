@@ -164,7 +164,8 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             # held-out technologies have their own studies under reuse since 2026-12: older cells do not count
             "tuning": "reuse, held-out splits own" if self.tuning == "reuse" and "cross_study" in self.regimes
             else self.tuning,
-            "seed": self.seed, "data_options": {k: str(v) for k, v in sorted(self.data_options().given().items())},
+            # as JSON sees them, so a helper worker reading the settings back from JSON (tuples as lists) agrees
+            "seed": self.seed, "data_options": json.loads(json.dumps(self.data_options().given(), default=str)),
             "job_options": {k: str(getattr(self, k)) for k in ("max_seq_len", "min_genes")
                             if getattr(self, k) != getattr(BackboneOptions, k)},
             "backbone": backbone,

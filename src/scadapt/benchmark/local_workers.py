@@ -133,6 +133,12 @@ def worker_share(workers: int, threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def helper_settings(cfg: BenchmarkConfig) -> dict:
+    """The settings a helper worker runs with, as plain values for its JSON spec (it reads them
+    back with ``BenchmarkConfig(**settings)``): the launcher's, one worker, no progress bars."""
+    return asdict(replace(cfg, workers=1, progress=False))
+
+
 class LocalWorkers:
     """``n`` helper processes running the cells of ``cfg``'s matrix beside this one, under the
     benchmark's parent run ``parent_run_id``."""
@@ -146,8 +152,7 @@ class LocalWorkers:
         env.pop("MLFLOW_RUN_ID", None)  # the launcher's run belongs to this process
         for i in range(n):
             spec = self.folder / f"helper{i}.json"
-            settings = asdict(replace(cfg, workers=1, progress=False))
-            spec.write_text(json.dumps({"config": settings, "threads": threads, "parent_run_id": parent_run_id,
+            spec.write_text(json.dumps({"config": helper_settings(cfg), "threads": threads, "parent_run_id": parent_run_id,
                                         "timing": str(self.folder / f"timing{i}.csv")}))
             self.processes.append(subprocess.Popen([sys.executable, "-m", HELPER_MODULE, str(spec)], env=env))
         log.info("Started %d helper worker process%s (%d torch thread%s each) beside this one, to share the cells.",

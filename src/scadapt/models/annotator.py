@@ -353,9 +353,12 @@ class LinearExpressionAnnotator(ExpressionAnnotator):
     """Log-normalised expression -> optional PCA -> standardised (and, if ``max_scaled``, clipped)
     features -> multinomial logistic regression, all as plain float64 arrays.
 
-    The embedding is the PCA scores, or without PCA the class scores (logits)."""
+    The embedding is the leading ``EMBEDDING_COMPONENTS`` PCA scores (scanpy's default for a
+    neighbour graph; the later components help the classifier, but as distances for novelty and
+    voting they mostly add the training cells' noise), or without PCA the class scores (logits)."""
 
     kind = "expression"
+    EMBEDDING_COMPONENTS = 50
     LINEAR = ("score_mean", "score_scale", "coef", "intercept")
     PCA = ("pca_mean", "pca_components")
 
@@ -381,7 +384,7 @@ class LinearExpressionAnnotator(ExpressionAnnotator):
             values = standardized.data if sp.issparse(standardized) else standardized
             np.minimum(values, self.max_scaled, out=values)
         logits = np.asarray(standardized @ a["coef"].T) + a["intercept"]
-        embedding = scores if "pca_components" in a else logits
+        embedding = scores[:, : self.EMBEDDING_COMPONENTS] if "pca_components" in a else logits
         return embedding.astype(np.float32), _softmax(logits).astype(np.float32)
 
     @property
