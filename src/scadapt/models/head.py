@@ -35,7 +35,7 @@ class ClassifierHead(nn.Module):
         width = width or d_model
         blocks: list[nn.Module] = []
         for i in range(max(0, n_layers - 1)):
-            blocks += [nn.Linear(d_model if i == 0 else width, width), nn.ReLU(), *([nn.LayerNorm(width)] * layer_norm)]
+            blocks += [nn.Linear(d_model if i == 0 else width, width), nn.ReLU(), *([nn.LayerNorm(width)] if layer_norm else [])]
         self.hidden = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(width if n_layers > 1 else d_model, n_classes)
