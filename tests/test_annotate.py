@@ -220,3 +220,41 @@ def test_pca_from_the_gene_covariance_is_scikit_learns_pca(pbmc):
     np.testing.assert_allclose(axes, reference.components_ * signs[:, None], atol=1e-6)
     np.testing.assert_allclose(np.asarray(cells @ axes.T) - mean @ axes.T,
                                reference.transform(cells.toarray()) * signs, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["pca_logreg", "mlp"])
+def test_a_query_in_counts_is_read_as_the_model_was_trained(strategy, tmp_path, caplog):
+    """A model trained on log-normalised values (here log1p of counts per million) given the same
+    cells as counts, or normalised but not logged, labels and rejects them as the log-normalised
+    cells: the query is scaled to the training cells' per-cell total (it was scaled to 10,000, and
+    every cell came out Unassigned), and what was done is said once."""
+    import logging
+
+    import scanpy as sc
+    from test_strategies import planted_data
+
+    counts = planted_data(n_per_class=60)
+    logged = counts.copy()
+    sc.pp.normalize_total(logged, target_sum=1e6)
+    sc.pp.log1p(logged)
+    logged.write_h5ad(tmp_path / "logged.h5ad")
+    model = train(TrainJob(data=str(tmp_path / "logged.h5ad"), label_key="cell_type", strategy=strategy,
+                           progress=False, umap=False, hparams={"epochs": 5} if strategy == "mlp" else {})).annotator
+    assert model.trained_on["values"] == "log_normalized" and model.trained_on["target_sum"] == pytest.approx(1e6)
+    expected = model.predict(logged)
+    unlogged = sp.csr_matrix(logged.X, copy=True)
+    unlogged.data = np.expm1(unlogged.data)
+    for form, matrix in (("counts", counts.X), ("normalized", unlogged)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            query = scadapt.annotate(anndata.AnnData(matrix, obs=logged.obs[[]], var=logged.var[[]]), model,
+                                     batch_size=40, progress=False)
+        labels = query.obs["scadapt_label"].astype(str).to_numpy()
+        assert np.mean(labels == expected["label"].to_numpy()) >= 0.99, form
+        assert np.mean(labels == "Unassigned") == pytest.approx(np.mean(expected["label"] == "Unassigned"), abs=0.01)
+        said = [r.getMessage() for r in caplog.records if "this model was trained on log-normalized" in r.getMessage()]
+        assert len(said) == 1 and "1,000,000" in said[0], form  # once for the whole query, not per chunk
+    scaled = logged.copy()
+    scaled.X = scaled.X.toarray() - 1.0  # centred values fit neither form
+    with pytest.raises(InputDataError, match="negative values"):
+        scadapt.annotate(scaled, model, progress=False)

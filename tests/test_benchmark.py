@@ -139,6 +139,35 @@ def test_an_interrupted_benchmark_resumes_without_redoing_finished_cells(tiny_ch
     assert other.cells_run == 2 and other.fingerprint != result.fingerprint
 
 
+def test_a_file_changed_under_the_same_path_is_a_new_result_and_an_unchanged_one_is_reused(pancreas, tmp_path):
+    """A finished cell is found by its data's content, not its file name: one label, one value or one
+    gene name changed in ``cells.h5ad`` runs the cell again (it printed the old scores before)."""
+    path = tmp_path / "cells.h5ad"
+    cfg = _config(None, tmp_path, datasets=(str(path),), strategies=("pca_logreg",), regimes=("full",), folds=1,
+                  promote=False, label_key="celltype")
+
+    def relabel(cells):
+        cells.obs["celltype"] = cells.obs["celltype"].astype(str)
+        cells.obs.iloc[0, cells.obs.columns.get_loc("celltype")] = "beta" if cells.obs["celltype"].iloc[0] != "beta" else "alpha"
+
+    def revalue(cells):
+        cells.X = cells.X.copy()
+        cells.X.data[0] += 1.0
+
+    def rename(cells):
+        cells.var_names = ["NEWGENE1", *cells.var_names[1:]]
+
+    pancreas.write_h5ad(path)
+    assert run_benchmark(cfg).cells_run == 1
+    assert run_benchmark(cfg).cells_run == 0  # the same content: reused
+    for change in (relabel, revalue, rename):
+        cells = pancreas.copy()
+        change(cells)
+        cells.write_h5ad(path)
+        assert run_benchmark(cfg).cells_run == 1, change.__name__
+    assert run_benchmark(cfg).cells_run == 0
+
+
 def test_per_fold_tuning_gives_every_cell_its_own_study(tiny_checkpoint, tmp_path):
     cfg = _config(tiny_checkpoint, tmp_path, strategies=("pca_logreg",), regimes=("full",), tuning="per_fold",
                   n_trials=2, promote=False)
@@ -182,9 +211,9 @@ def test_a_helper_worker_reading_its_settings_from_json_joins_the_same_benchmark
     cfg = BenchmarkConfig(datasets=("pancreas_small",), regimes=("cross_study",), strategies=("pca_logreg",),
                           study_groups={"celseq_family": ("celseq", "celseq2"), "rest": ("indrop",)})
     helper = BenchmarkConfig(**json.loads(json.dumps(helper_settings(cfg))))
-    assert helper.fingerprint("backbone") == cfg.fingerprint("backbone")
+    assert helper.fingerprint("backbone", "torch.float32") == cfg.fingerprint("backbone", "torch.float32")
     assert BenchmarkConfig(**{**helper_settings(cfg), "study_groups": {"rest": ("indrop",)}}).fingerprint(
-        "backbone") != cfg.fingerprint("backbone")  # the groups still count
+        "backbone", "torch.float32") != cfg.fingerprint("backbone", "torch.float32")  # the groups still count
 
 
 def test_workers_are_planned_from_the_cores_the_device_and_the_work(monkeypatch):

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 import scadapt
+from scadapt.data.digest import content_digest
 from scadapt.errors import ScadaptError
-from scadapt.notebook import content_digest, dataset_file
+from scadapt.notebook import dataset_file
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def test_train_and_tune_take_an_anndata_and_record_it_as_the_runs_input(cells):
     run = mlflow.get_run(result.run_id)
     assert mlflow.get_experiment(run.info.experiment_id).name == "scadapt-islets"
     (dataset,) = run.inputs.dataset_inputs
-    assert content_digest(cells) in dataset.dataset.source  # the cells are named by their content
+    assert content_digest(cells, cells.obs.columns) in dataset.dataset.source  # the cells are named by their content
     assert {tag.key: tag.value for tag in dataset.tags}["shape"] == f"{cells.n_obs} cells x {cells.n_vars} genes"
     tuned = scadapt.tune(cells, "pca_logreg", name="islets", label_key="celltype", n_trials=2, progress=False)
     assert tuned.trial_states == {"complete": 2}
@@ -60,3 +61,17 @@ def test_unknown_options_and_misplaced_names_are_refused(cells):
         scadapt.train("pancreas_small", "logreg", name="other")
     with pytest.raises(ScadaptError, match="pipeline settings"):
         scadapt.run_pipeline(cells, label_key="celltype", strategy="logreg")
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", " lead", "a:b", "tab\tname", "back\\slash"])
+def test_a_name_that_is_not_a_name_is_refused_before_any_work(cells, name, tmp_path):
+    """A dataset name becomes an experiment, a registered model and a file name: "../../x" wrote the
+    cells outside the cache; every name is checked against one rule first."""
+    with pytest.raises(ScadaptError, match="not a usable name"):
+        scadapt.train(cells, "logreg", name=name, label_key="celltype")
+    assert not list(tmp_path.rglob("*.h5ad"))
+    with pytest.raises(ScadaptError, match="not a usable name"):
+        scadapt.train(cells, "logreg", name="islets", label_key="celltype", experiment=name)
+    cells.write_h5ad(tmp_path / "my:cells.h5ad")
+    with pytest.raises(ScadaptError, match="The dataset name 'my:cells' is not a usable name"):
+        scadapt.train(str(tmp_path / "my:cells.h5ad"), "logreg", label_key="celltype")

@@ -10,17 +10,14 @@ given again is not written again.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
+from scadapt.data.digest import content_digest
 from scadapt.errors import ScadaptError
-from scadapt.options import check_keys
+from scadapt.options import NAME_RULE, bad_name, check_keys
 from scadapt.pipeline import PipelineResult, pipeline_config
 from scadapt.pipeline import run_pipeline as run_pipeline_job
 from scadapt.storage import atomic_write, default_cache_dir
@@ -64,26 +61,12 @@ def dataset_file(data: Data, name: str | None = None) -> str:
     if data.isbacked:
         raise ScadaptError("This AnnData is backed by a file: pass the file's path instead.")
     name = name or "anndata"
-    folder = default_cache_dir() / "anndata" / content_digest(data)
+    if bad_name(name):
+        raise ScadaptError(f"name={name!r} {NAME_RULE}.")
+    folder = default_cache_dir() / "anndata" / content_digest(data, data.obs.columns)
     path = folder / f"{name}.h5ad"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda handle: data.write_h5ad(handle.name))
     return str(path)
 
-
-def content_digest(adata: AnnData) -> str:
-    """A digest of the cells: matrix, cell and gene names and ``obs`` (32 hex digits)."""
-    digest = hashlib.blake2b(digest_size=16)
-    matrix = adata.X
-    if sp.issparse(matrix):
-        matrix = matrix.tocsr()
-        for array in (matrix.indptr, matrix.indices, matrix.data):
-            digest.update(np.ascontiguousarray(array).tobytes())
-    elif matrix is not None:
-        digest.update(np.ascontiguousarray(matrix).tobytes())
-    digest.update(repr(adata.shape).encode())
-    for names in (adata.obs_names, adata.var_names):
-        digest.update("\n".join(map(str, names)).encode())
-    digest.update(pd.util.hash_pandas_object(adata.obs.astype(str), index=False).to_numpy().tobytes())
-    return digest.hexdigest()

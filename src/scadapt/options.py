@@ -146,6 +146,17 @@ def pairs(text: str) -> dict[str, str]:
     return found
 
 
+NAME_RULE = ("is not a usable name (it names MLflow experiments, registered models and files): use one without '/', "
+             "'\\', ':' or control characters, not made of dots only, and without spaces at its ends")
+
+
+def bad_name(name: str | None) -> bool:
+    """Whether ``name`` breaks :data:`NAME_RULE`: MLflow's rule for experiment and registered model
+    names, plus no path separator and no ``.``/``..`` (None: no name given, not a bad one)."""
+    return name is not None and (not name.strip() or name != name.strip() or not name.isprintable()
+                                 or any(c in name for c in "/\\:") or not name.strip("."))
+
+
 # -- option groups -----------------------------------------------------------------------------
 
 def option(default: Any, help: str, parse: Callable[[str], Any] | None = None,

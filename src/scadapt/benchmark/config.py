@@ -15,8 +15,10 @@ from scadapt.data.options import (
     required_cells_per_class,
 )
 from scadapt.options import (
+    NAME_RULE,
     TUNING_MODES,
     MemoryOptions,
+    bad_name,
     internal,
     names,
     number_list,
@@ -113,6 +115,7 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),
             (self.folds is not None and self.folds < 1, f"folds must be at least 1 (got {self.folds})"),
             ("'" in self.name, "the benchmark name cannot contain a quote"),
+            (bad_name(self.experiment), f"experiment {self.experiment!r} {NAME_RULE}"),
             (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
              f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
             *self.backbone_problems(),
@@ -150,14 +153,15 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
     def fold_numbers(self) -> list[int]:
         return list(range(self.folds_run))
 
-    def fingerprint(self, backbone: str | None) -> str:
-        """Everything a cell's result depends on besides its dataset, split and strategy
-        (``backbone``: what identifies the backbone, a content digest or the pretraining job that
-        makes it; None without one).
+    def fingerprint(self, backbone: str | None, precision: str) -> str:
+        """Everything a cell's result depends on besides its data's content, split and strategy
+        (:attr:`MatrixCell.identity`; ``backbone``: what identifies the backbone, a content digest or
+        the pretraining job that makes it, None without one; ``precision``: the compute dtype).
 
-        Finished cells are found in MLflow by this value, so a rerun with the same settings
-        skips them, a bigger matrix (more datasets, strategies, folds or fractions) only runs
-        what is new, and changed settings never reuse a result made with other ones.
+        Finished cells are found in MLflow by this value and their identity, so a rerun with the
+        same settings and data skips them, a bigger matrix (more datasets, strategies, folds or
+        fractions) only runs what is new, and changed settings or data never reuse a result made
+        with other ones.
         """
         keep = {
             "n_folds": self.n_folds, "n_trials": self.n_trials, "epochs": self.epochs,
@@ -168,7 +172,7 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             "seed": self.seed, "data_options": json.loads(json.dumps(self.data_options().given(), default=str)),
             "job_options": {k: str(getattr(self, k)) for k in ("max_seq_len", "min_genes")
                             if getattr(self, k) != getattr(BackboneOptions, k)},
-            "backbone": backbone,
+            "backbone": backbone, "precision": precision,
             # the strategies' default settings: a release that changes one never reuses old cells
             "defaults": {name: get_strategy(name).config_class().to_params() for name in sorted(self.strategies)},
         }

@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split
+from scadapt.data.digest import content_digest, indices_digest
 from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.data.options import SplitOptions, required_cells_per_class
 from scadapt.errors import ScadaptError
@@ -37,10 +38,17 @@ class MatrixCell:
     n_eval: int = 0  # validation and test cells of its split
     n_cells: int = 0  # cells of its dataset
     thin_classes: tuple[str, ...] = ()  # held-out splits: test classes training lacks or holds few of
+    content: str = ""  # digest of the cells, values and annotations its split reads, and of the split's cells
 
     @property
     def key(self) -> str:
         return f"{self.dataset}/{self.split}/{self.strategy}"
+
+    @property
+    def identity(self) -> str:
+        """What its result is found by (with the benchmark's fingerprint): the key and the content,
+        so a file changed under the same name is a new cell, never an old result."""
+        return f"{self.key}@{self.content}" if self.content else self.key
 
     @property
     def setting(self) -> str:
@@ -63,9 +71,8 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
     cells = []
     for data in cfg.datasets:
         splits = dataset_splits(data, cfg, inspect)
-        name = splits[0][0] if splits else data
         for strategy in run_order(cfg.strategies, budgeted=cfg.time_budget is not None):
-            cells.extend(_cell(data, name, split, strategy, n_cells, thin) for _, split, n_cells, thin in splits)
+            cells.extend(_cell(data, strategy, *found) for found in splits)
     if not cells:
         raise ScadaptError(
             f"The benchmark matrix is empty: no dataset of {', '.join(cfg.datasets)} has splits for regimes "
@@ -76,10 +83,10 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
 
 def dataset_splits(data: str, cfg: BenchmarkConfig,
                    inspect: Callable[[AnnData, str], object] | None = None
-                   ) -> list[tuple[str, Split, int, tuple[str, ...]]]:
-    """(dataset name, split, cells of the dataset, its thin classes: see :func:`thin_classes`) for
-    every regime of ``cfg`` this dataset supports."""
-    found: list[tuple[str, Split, int, tuple[str, ...]]] = []
+                   ) -> list[tuple[str, Split, int, tuple[str, ...], str]]:
+    """(dataset name, split, cells of the dataset, its thin classes: see :func:`thin_classes`, its
+    content: see :attr:`MatrixCell.content`) for every regime of ``cfg`` this dataset supports."""
+    found: list[tuple[str, Split, int, tuple[str, ...], str]] = []
     loaded: dict[int, AnnData] = {}
     options = cfg.data_options()
     for regime in cfg.regimes:
@@ -95,7 +102,9 @@ def dataset_splits(data: str, cfg: BenchmarkConfig,
             continue
         needed = max(required_cells_per_class(regime, cfg.n_folds), options.min_cells_per_class)
         labels = adata.obs[info.label_key].astype(str).to_numpy()
-        found.extend((info.name, split, adata.n_obs, thin_classes(split, labels, needed) if split.held_out else ())
+        data_digest = content_digest(adata, [info.label_key, info.batch_key])
+        found.extend((info.name, split, adata.n_obs, thin_classes(split, labels, needed) if split.held_out else (),
+                      f"{data_digest[:16]}.{indices_digest(split.train, split.validation, split.test)[:12]}")
                      for split in split_for_regime(adata, options, split_options, cfg.fold_numbers()))
     return found
 
@@ -110,10 +119,11 @@ def thin_classes(split: Split, labels: np.ndarray, needed: int) -> tuple[str, ..
                  for cls, n in sorted(test.items()) if train.get(cls, 0) < needed)
 
 
-def _cell(data: str, dataset: str, split: Split, strategy: str, n_cells: int, thin: tuple[str, ...]) -> MatrixCell:
+def _cell(data: str, strategy: str, dataset: str, split: Split, n_cells: int, thin: tuple[str, ...],
+          content: str) -> MatrixCell:
     group = split.name.removeprefix("cross_study_") if split.regime == "cross_study" else ""
     return MatrixCell(data, dataset, split.regime, split.name, strategy, split.fold, split.label_fraction, group,
-                      len(split.train), len(split.validation) + len(split.test), n_cells, thin)
+                      len(split.train), len(split.validation) + len(split.test), n_cells, thin, content)
 
 
 def by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
@@ -128,7 +138,7 @@ def by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:
 def progress_grid(cells: Iterable[MatrixCell], finished: set[str]) -> pd.DataFrame:
     """``finished/planned`` per (dataset, strategy) row and setting column: the matrix filling."""
     rows = pd.DataFrame([{"dataset": c.dataset, "strategy": c.strategy, "setting": c.setting,
-                          "done": c.key in finished} for c in cells])
+                          "done": c.identity in finished} for c in cells])
     if rows.empty:
         return rows
     counts = rows.groupby(["dataset", "strategy", "setting"], sort=False)["done"].agg(["sum", "count"])

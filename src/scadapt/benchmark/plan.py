@@ -145,13 +145,13 @@ def make_plan(cfg: BenchmarkConfig, cells: list[MatrixCell], probes: dict[str, D
         for cell in group:
             tuned = cfg.tuned_on(cell, group) == cell
             work = StudyWork(trials if tuned else 1, max(1, epochs), cell.n_train, cell.n_eval, cell.n_cells)
-            seconds[cell.key] = chosen.estimate_seconds(work, rates[dataset])
-            one_trial[cell.key] = chosen.estimate_seconds(replace(work, trials=1), rates[dataset])
-            needs[cell.key] = chosen.needs_backbone
+            seconds[cell.identity] = chosen.estimate_seconds(work, rates[dataset])
+            one_trial[cell.identity] = chosen.estimate_seconds(replace(work, trials=1), rates[dataset])
+            needs[cell.identity] = chosen.needs_backbone
         rows.append({"dataset": dataset, "strategy": strategy, "cells": len(group), "trials": trials,
                      "epochs": epochs or "-", "training cells": group[0].n_train,
                      "tokens/cell": round(probes[dataset].tokens) if chosen.needs_backbone else "-",
-                     "seconds": sum(seconds[c.key] for c in group)})
+                     "seconds": sum(seconds[c.identity] for c in group)})
     return JobPlan(pd.DataFrame(rows), seconds, needs, one_trial, pretrain_sec, workers)
 
 

@@ -49,7 +49,7 @@ from scadapt.benchmark.plan import DataProbe, JobPlan, make_plan, refuse_small_b
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
 from scadapt.coordination import Coordinator
-from scadapt.devices import resolve_device
+from scadapt.devices import compute_dtype, resolve_device
 from scadapt.errors import BudgetSpent, ScadaptError
 from scadapt.notices import one_job
 from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, has_champion, promote
@@ -143,7 +143,7 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     client = MlflowClient()
     experiment_id = client.get_run(ctx.parent_id).info.experiment_id
     done_before = set(finished_runs(experiment_id, ctx.fingerprint))
-    todo = [c for c in cells if c.key not in done_before]
+    todo = [c for c in cells if c.identity not in done_before]
     n_workers, threads = plan_workers(cfg.workers, cfg.device, cfg.storage, len(todo))
     helpers = None
     try:
@@ -157,7 +157,8 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
             helpers = None
         with ctx.board.hold(f"benchmark-report:{ctx.fingerprint}"):  # promotions and the report, one worker at a time
             done = finished_runs(experiment_id, ctx.fingerprint)
-            cut_short = {c.key: ctx.cut_short.get(c.key, "the time budget was spent") for c in cells if c.key not in done}
+            cut_short = {c.key: ctx.cut_short.get(c.key, "the time budget was spent") for c in cells
+                         if c.identity not in done}
             if len(cut_short) == len(cells):
                 raise BudgetSpent(f"The time budget of {cfg.time_budget:g} min ended before any strategy finished "
                                   f"({next(iter(cut_short.values()))}). Give it more minutes; a rerun with the same "
@@ -165,7 +166,7 @@ def _run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
             if cut_short:
                 ctx.warnings.append(f"{CUT_SHORT_WARNING} {len(cut_short)} of {len(cells)} cells: "
                                     f"{', '.join(cut_short)}. Run again with the same settings to finish them.")
-            table = results_table((cell, done[cell.key]) for cell in cells if cell.key in done)
+            table = results_table((cell, done[cell.identity]) for cell in cells if cell.identity in done)
             promotions = _promote_all(ctx, dict.fromkeys(c.dataset for c in cells)) if cfg.promote else {}
             tables = summarise(table, PromotionPolicy.load(cfg.policy))
             tables.champions = _champions(tables, promotions)
@@ -227,7 +228,7 @@ def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
     checkpoint = given or (str(demo_folder(pretraining)) if cfg.needs_backbone else None)
     backbone = (checkpoint_digest(given) if given else demo_backbone_identity(pretraining)) \
         if cfg.needs_backbone else None
-    fingerprint = cfg.fingerprint(backbone)
+    fingerprint = cfg.fingerprint(backbone, str(compute_dtype(resolve_device(cfg.device))))
     if parent_run_id is not None:
         parent_id = parent_run_id
     else:
@@ -266,7 +267,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
     per dataset and strategy (one row per group it ran cells of)."""
     _close_interrupted(experiment_id, ctx.fingerprint)
     finished = set(finished_runs(experiment_id, ctx.fingerprint))
-    already = len({c.key for c in cells} & finished)
+    already = len({c.identity for c in cells} & finished)
     log.info("Benchmark %s (%s): %d cells, %d already finished (MLflow experiment %r, parent run %s).\n%s",
              ctx.cfg.name, ctx.fingerprint, len(cells), already, ctx.experiment, ctx.parent_id,
              progress_grid(cells, finished).to_string())
@@ -278,22 +279,22 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
             ran_one = False
             for group in groups:
                 for cell in group:
-                    if cell.key in finished or cell.key in ctx.cut_short:
+                    if cell.identity in finished or cell.key in ctx.cut_short:
                         continue
                     if not ctx.budget.spent() and not (_settings_ready(ctx, cell, group, finished)
                                                        and _cheap_ones_done(ctx, cell, cells, finished)):
                         continue  # (once the budget is spent, every cell no worker runs is cut short)
-                    with ctx.board.hold(f"cell:{ctx.fingerprint}/{cell.key}", wait=False) as claimed:
+                    with ctx.board.hold(f"cell:{ctx.fingerprint}/{cell.identity}", wait=False) as claimed:
                         if not claimed:
                             continue
-                        if cell_finished(experiment_id, ctx.fingerprint, cell.key):  # by another worker since the last look
-                            finished.add(cell.key)
+                        if cell_finished(experiment_id, ctx.fingerprint, cell.identity):  # by another worker since the last look
+                            finished.add(cell.identity)
                             bar.update(1)
                             continue
                         if (why := ctx.unrunnable(cell, group)) is not None:
                             ctx.cut_short[cell.key] = why
                             continue
-                        close_leftover_runs(experiment_id, ctx.fingerprint, cell.key)
+                        close_leftover_runs(experiment_id, ctx.fingerprint, cell.identity)
                         ran_one = True
                         started, tuning_before = time.perf_counter(), ctx.tuning_sec
                         try:
@@ -302,13 +303,13 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                                 ctx.ensure_backbone()
                                 started = time.perf_counter()  # (pretraining is not the cell's time)
                             ctx.cost_left = sum(get_strategy(g[0].strategy).relative_cost for g in groups
-                                                if g[0].key not in finished)
+                                                if g[0].identity not in finished)
                             metrics, tuned = _run_cell(ctx, cell, group)
                         except BudgetSpent as spent:
                             log.warning("%s: %s", cell.key, spent)
                             ctx.cut_short[cell.key] = str(spent)
                             continue
-                    finished.add(cell.key)
+                    finished.add(cell.identity)
                     bar.update(1)
                     row = timing.setdefault((cell.dataset, cell.strategy), {
                         "dataset": cell.dataset, "strategy": cell.strategy, "cells_run": 0, "wall_sec": 0.0,
@@ -319,16 +320,16 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                     row["cell_fit_sec"] += 0.0 if tuned else metrics["runtime_sec"]  # a study's fits count as tuning
                     bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
                     if ctx.plan is not None:
-                        ctx.plan.finished(cell.key, time.perf_counter() - started)
+                        ctx.plan.finished(cell.identity, time.perf_counter() - started)
                         log.info(ctx.plan.progress(finished, ctx.backbone_ready))
             if ran_one:  # look again at once; what other workers finished is found when claiming it
                 continue
             # nothing was left to claim here: see what the other workers finished (one search of the whole
             # experiment, which grows with the matrix, so not after every cell)
             now = set(finished_runs(experiment_id, ctx.fingerprint)) | finished
-            bar.update(len({c.key for c in cells} & (now - finished)))
+            bar.update(len({c.identity for c in cells} & (now - finished)))
             finished = now
-            left = [c for c in cells if c.key not in finished and c.key not in ctx.cut_short]
+            left = [c for c in cells if c.identity not in finished and c.key not in ctx.cut_short]
             if not left:
                 break
             # the rest are claimed by other workers: wait for them (a dead one's claim ends with it)
@@ -347,7 +348,7 @@ def cell_finished(experiment_id: str, fingerprint: str, cell_key: str) -> bool:
 
 
 def finished_runs(experiment_id: str, fingerprint: str) -> dict[str, Run]:
-    """``{cell key: run}`` of the benchmark's finished cells (the newest run where a cell has two)."""
+    """``{cell identity: run}`` of the benchmark's finished cells (the newest run where a cell has two)."""
     runs = search_all_runs([experiment_id], f"tags.`{BENCHMARK_TAG}` = '{fingerprint}' and attributes.status = 'FINISHED'")
     return {r.data.tags[CELL_TAG]: r for r in sorted(runs, key=lambda r: r.info.start_time) if CELL_TAG in r.data.tags}
 
@@ -468,10 +469,10 @@ class _Context:
             return
         self.answered = True
         done = finished_runs(experiment_id, self.fingerprint)
-        quick = [c for c in cells if c.key in done and not get_strategy(c.strategy).needs_backbone]
+        quick = [c for c in cells if c.identity in done and not get_strategy(c.strategy).needs_backbone]
         if not quick:
             return
-        tables = summarise(results_table((c, done[c.key]) for c in quick), PromotionPolicy.load(self.cfg.policy))
+        tables = summarise(results_table((c, done[c.identity]) for c in quick), PromotionPolicy.load(self.cfg.policy))
         shown = tables.ranking.drop(columns=["regime", "label_fraction"], errors="ignore")
         log.info("First answer, from the strategies without a backbone (those with one run next):\n%s",
                  shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -498,7 +499,7 @@ class _Context:
                          deadline=self.cfg.deadline, **vars(self.cfg.data_options()), **fields)
 
     def cell_tags(self, cell: MatrixCell) -> dict[str, str]:
-        return {BENCHMARK_TAG: self.fingerprint, CELL_TAG: cell.key, WORKER_TAG: worker_id()}
+        return {BENCHMARK_TAG: self.fingerprint, CELL_TAG: cell.identity, WORKER_TAG: worker_id()}
 
     def tune(self, cell: MatrixCell) -> TuneResult:
         """The study of ``cell``'s strategy on ``cell``'s split."""
@@ -536,7 +537,7 @@ def _settings_ready(ctx: _Context, cell: MatrixCell, group: list[MatrixCell], fi
     that claimed that cell (so its trials follow from the seed, however many workers there are),
     and the cells that reuse it wait for it."""
     tuned_on = ctx.cfg.tuned_on(cell, group)
-    return cell == tuned_on or tuned_on.key in finished or tuned_on.key in ctx.studies
+    return cell == tuned_on or tuned_on.identity in finished or tuned_on.key in ctx.studies
 
 
 def _cheap_ones_done(ctx: _Context, cell: MatrixCell, cells: list[MatrixCell], finished: set[str]) -> bool:
@@ -545,7 +546,7 @@ def _cheap_ones_done(ctx: _Context, cell: MatrixCell, cells: list[MatrixCell], f
     first answer comes before any backbone work, pretraining included."""
     if not get_strategy(cell.strategy).needs_backbone:
         return True
-    return all(c.key in finished or c.key in ctx.cut_short for c in cells
+    return all(c.identity in finished or c.key in ctx.cut_short for c in cells
                if c.dataset == cell.dataset and not get_strategy(c.strategy).needs_backbone)
 
 

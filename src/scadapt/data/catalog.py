@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from scadapt.data.sources import InMemory, LocalFile, PackageFile, RemoteFile, ScanpyDataset, Source
 from scadapt.errors import InputDataError
+from scadapt.options import NAME_RULE, bad_name
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def resolve_spec(
     changed = {key: value for key, value in overrides.items() if value is not None}
     if "batch_key" in changed and "study_groups" not in changed and changed["batch_key"] != spec.batch_key:
         changed["study_groups"] = None  # the catalogue's groups name values of its own batch key
+    if bad_name(name := changed.get("name", spec.name)):  # it names the dataset's experiment and registered model
+        raise InputDataError(f"The dataset name {name!r} {NAME_RULE}. Rename the file or give name=...")
     return replace(spec, **changed)
 
 

@@ -31,8 +31,8 @@ from safetensors.torch import load_file as load_torch
 from safetensors.torch import save as torch_bytes
 
 from scadapt.backbone.inference import cell_outputs as backbone_outputs
-from scadapt.data.preprocess import log_normalized
-from scadapt.data.validation import check_values
+from scadapt.data.preprocess import TARGET_SUM, log_normalized
+from scadapt.data.validation import check_values, value_kind
 from scadapt.devices import autocast
 from scadapt.errors import CheckpointError, InputDataError
 from scadapt.models.head import BackboneClassifier, ClassifierHead, trainable_state
@@ -62,6 +62,7 @@ class Annotator(ABC):
         self.config = config
         self.classes = [str(c) for c in classes]
         self.novelty: NoveltyScorer | None = None  # set by calibration after the fit; saved beside the weights
+        self.trained_on: dict[str, Any] = {"values": "unknown", "target_sum": TARGET_SUM}  # input_form() of the fit's cells
 
     # -- prediction --------------------------------------------------------------------------
     def outputs(self, adata: AnnData, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +165,7 @@ class Annotator(ABC):
     def _manifest(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION, "kind": self.kind, "strategy": self.strategy,
-            "config": self.config.to_params(), "classes": self.classes,
+            "config": self.config.to_params(), "classes": self.classes, "input": self.trained_on,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -320,13 +321,30 @@ class ExpressionAnnotator(Annotator):
                 f"Only {found.sum()} of the {len(self.genes)} genes this model uses are in the data "
                 f"(e.g. missing: {', '.join(np.asarray(self.genes)[~found][:5])}). Use gene symbols as var_names."
             )
-        normalized = log_normalized(matrix)
+        normalized = log_normalized(matrix, self.trained_on["target_sum"])
+        self._say_form(value_kind(matrix))
         if found.all():
             same_order = len(position) == normalized.shape[1] and (position == np.arange(len(position))).all()
             return normalized if same_order else normalized[:, position]
         select = sp.csr_matrix((np.ones(int(found.sum()), dtype=np.float32), (position[found], np.flatnonzero(found))),
                                shape=(normalized.shape[1], len(self.genes)))  # data columns -> model columns
         return sp.csr_matrix(normalized @ select)
+
+    def _say_form(self, query: str) -> None:
+        """Say once per model and form what was done to a query whose values are not of the kind
+        the model was trained on (counts, normalised or log-normalised)."""
+        trained, said = self.trained_on["values"], self.__dict__.setdefault("_forms_said", set())
+        if query == trained or trained == "unknown" or query in said:
+            return
+        said.add(query)
+        if query == "log_normalized":
+            log.warning("The query holds log-normalised values; this model was trained on %s and log-normalised them to "
+                        "%s per cell: the query is read as it is (give counts if it was normalised otherwise).",
+                        trained.replace("_", " "), f"{self.trained_on['target_sum']:,.0f}")
+        else:
+            log.warning("The query holds %s values; this model was trained on %s ones: each cell was scaled to %s in "
+                        "total (the training cells' median) and log1p-transformed, as the training cells were.",
+                        query, trained.replace("_", "-"), f"{self.trained_on['target_sum']:,.0f}")
 
     def matrix_outputs(self, matrix, genes, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Computed :data:`CHUNK` cells at a time: a model on every gene would need a dense

@@ -21,4 +21,5 @@ def rebuild_annotator(directory: str | Path, checkpoint: str | Path | None = Non
     config = strategy.config_class.from_saved(manifest["config"])
     annotator = strategy.rebuild(manifest, config, weights, Path(checkpoint) if checkpoint else None, device)
     annotator.novelty = NoveltyScorer.read(Path(directory))
+    annotator.trained_on = manifest.get("input", annotator.trained_on)  # saved before 2026-12-07: not recorded
     return annotator

@@ -27,7 +27,7 @@ BACKBONE_HASH_TAG = "scadapt.backbone_hash"  # on a run that logged a backbone c
 PRETRAIN_FINGERPRINT_TAG = "scadapt.pretrain_fingerprint"  # on a pretraining run: its settings' fingerprint
 BENCHMARK_TAG = "scadapt.benchmark"  # the benchmark's fingerprint, on its parent and cell runs
 BENCHMARK_RUN_TAG = "scadapt.benchmark_run"  # "true" on a benchmark's parent run
-CELL_TAG = "scadapt.cell"  # dataset/strategy/split of a benchmark cell's run
+CELL_TAG = "scadapt.cell"  # dataset/split/strategy@content of a benchmark cell's run (MatrixCell.identity)
 TUNED_BY_TAG = "scadapt.tuned_by"  # on a benchmark cell: the study run whose settings it used
 TRIALS_ENDED_BY_TAG = "scadapt.trials_ended_by"  # on a study cell: n_trials, timeout or the time budget
 

@@ -11,8 +11,10 @@ from scadapt.data.options import BUNDLED_DATASETS, REGIMES, DataOptions, SplitOp
 from scadapt.errors import ScadaptError
 from scadapt.options import (
     CHECKPOINTING_MODES,
+    NAME_RULE,
     PRUNERS,
     MemoryOptions,
+    bad_name,
     internal,
     names,
     number_list,
@@ -146,6 +148,7 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
              f"validation_fraction must lie between 0 and 1 (got {self.validation_fraction})"),
             (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
              f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
+            (bad_name(self.experiment), f"experiment {self.experiment!r} {NAME_RULE}"),
             *self.backbone_problems(),
             *memory_problems(self),
         ], "job settings")

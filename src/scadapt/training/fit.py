@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from scadapt.data.preprocess import input_form
 from scadapt.evaluation.metrics import ClassificationReport, classification_report
 from scadapt.fitting.classifier import FitResult
 from scadapt.models.annotator import Annotator
@@ -44,6 +45,7 @@ def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfi
     started = time.perf_counter()
     with PeakRSS(interval=0.02) as peak:
         fitted = strategy.fit(ctx, config, progress=progress, on_epoch=_until(ctx.deadline, on_epoch))
+    fitted.annotator.trained_on = input_form(ctx.adata.X[ctx.split.train])  # a query in another form is brought to it
     for name, value in fitted.adjusted.items():
         warn_once(log, "%s=%s cannot be used on these %d training cells x %d genes; %s=%s was used instead.", name,
                     getattr(config, name), len(ctx.split.train), ctx.adata.n_vars, name, value)
@@ -95,5 +97,5 @@ def calibrate_novelty(ctx: TrainingContext, annotator: Annotator) -> dict[str, f
     strategy = get_strategy(annotator.strategy)
     trained, _ = strategy.outputs(ctx, annotator, ctx.split.train)
     known, _ = strategy.outputs(ctx, annotator, ctx.split.validation)
-    annotator.novelty = NoveltyScorer.fit(trained, ctx.codes[ctx.split.train], known)
+    annotator.novelty = NoveltyScorer.fit(trained, ctx.codes[ctx.split.train], known, ctx.codes[ctx.split.validation])
     return {"novelty_threshold": annotator.novelty.threshold(DEFAULT_REJECTED)}
