@@ -141,7 +141,7 @@ def reference_scores(folder: Path, cfg, name: str, seed: int, python: Path) -> p
     data = cfg.datasets[0]
     regime = cfg.regimes[0]
     adata = load_for_regime(data, cfg.data_options(), SplitOptions(regime=regime, n_folds=cfg.n_folds, seed=seed))
-    splits = [split for _, split, _, _ in dataset_splits(data, cfg)]
+    splits = [split for _, split, _, _, _ in dataset_splits(data, cfg)]
     labels = adata.obs[DatasetInfo.of(adata).label_key].astype(str)
     ad.AnnData(per_10k_log1p(adata.X), obs=pd.DataFrame({LABEL: labels.to_numpy()}, index=adata.obs_names),
                var=pd.DataFrame(index=adata.var_names)).write_h5ad(folder / "data.h5ad")

@@ -161,7 +161,7 @@ def test_bad_requests_are_refused_before_anything_is_written(pca_folder, pancrea
     scaled.X = sp.csr_matrix(scaled.X.toarray() - 1.0)
     with pytest.raises(InputDataError, match="negative values"):
         scadapt.annotate(scaled, pca_folder, progress=False)
-    with pytest.raises(InputDataError, match="batch_size must be a positive"):
+    with pytest.raises(ScadaptError, match="batch_size is a number of cells, at least 1"):
         scadapt.annotate(query, pca_folder, batch_size=-3, progress=False)
     query.write_h5ad(tmp_path / "query.h5ad")
     with pytest.raises(InputDataError, match="Over-clustering column"):
@@ -252,7 +252,7 @@ def test_a_query_in_counts_is_read_as_the_model_was_trained(strategy, tmp_path, 
         labels = query.obs["scadapt_label"].astype(str).to_numpy()
         assert np.mean(labels == expected["label"].to_numpy()) >= 0.99, form
         assert np.mean(labels == "Unassigned") == pytest.approx(np.mean(expected["label"] == "Unassigned"), abs=0.01)
-        said = [r.getMessage() for r in caplog.records if "this model was trained on log-normalized" in r.getMessage()]
+        said = [r.getMessage() for r in caplog.records if "this model was trained on log-normalised values" in r.getMessage()]
         assert len(said) == 1 and "1,000,000" in said[0], form  # once for the whole query, not per chunk
     scaled = logged.copy()
     scaled.X = scaled.X.toarray() - 1.0  # centred values fit neither form

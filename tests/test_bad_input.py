@@ -46,6 +46,25 @@ def _blocked_dir() -> str:
     return str(Path("plain_file").resolve() / "sub")
 
 
+def _predict(data: str, *options: str) -> list[str]:
+    options = ("--model", "models:/x@champion", *options) if "--model" not in options else options
+    return ["predict", "--data", data, *options]
+
+
+def _truncated(path: str) -> str:
+    content = Path(path).read_bytes()
+    Path(path).write_bytes(content[: len(content) // 2])
+    return path
+
+
+def _sklearn_model() -> str:
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.sklearn.save_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), "sk_model")
+    return str(Path("sk_model").resolve())
+
+
 def _policy(old: str, new: str) -> str:
     assert old in POLICY
     Path("policy.yaml").write_text(POLICY.replace(old, new))
@@ -169,6 +188,27 @@ CASES = [
          "lacks vocab.json, best_model.pt"),
     Case("predict on a non-h5ad", lambda: ["predict", "--model", "models:/x@champion", "--data", _file("a.csv", b"1")],
          "a.csv is not an .h5ad file"),
+    # each of these was "unexpected error ... This is a bug" (issue 40)
+    Case("predict on a truncated .h5ad", lambda: _predict(_truncated(_write(_labelled()))),
+         "cannot be read as an .h5ad file"),
+    Case("predict on a text file named .h5ad", lambda: _predict(_file("text.h5ad", b"cell,gene\n1,2\n")),
+         "text.h5ad cannot be read as an .h5ad file"),
+    Case("predict with an http model", lambda: _predict(_write(_labelled()), "--model", "http://127.0.0.1:1/model"),
+         "Cannot load model http://127.0.0.1:1/model"),
+    Case("predict with an s3 model", lambda: _predict(_write(_labelled()), "--model", "s3://bucket/model"),
+         "Cannot load model s3://bucket/model"),
+    Case("predict with another flavour's model", lambda: _predict(_write(_labelled()), "--model", _sklearn_model()),
+         "is not a scadapt annotator model"),
+    Case("predict with an empty key", lambda: _predict(_write(_labelled()), "--key", ""),
+         "key='' is not a usable name"),  # it wrote obs columns named _label and X_
+    Case("predict with batch size 0", lambda: _predict(_write(_labelled()), "--batch-size", "0"),
+         "batch_size is a number of cells, at least 1"),  # it meant 10,000
+    Case("predict with an empty unknown", lambda: _predict(_write(_labelled()), "--unknown", ""),
+         "argument --unknown: expected auto, none or a fraction", status=2),  # it turned rejection off
+    Case("predict to a .csv", lambda: _predict(_write(_labelled()), "--output", "labels.csv"),
+         "give it the .h5ad suffix"),  # it wrote HDF5 under a .csv name
+    Case("unwritable splits output", lambda: ["splits", "--data", "pancreas_small", "--output", _blocked_dir()],
+         "Cannot write the splits"),
     # -- policy --------------------------------------------------------------------------------------
     Case("policy: unknown metric", lambda: ["promote", "--data", "d", "--policy",
                                             _policy("metric: val_accuracy", "metric: val_acc")],

@@ -79,6 +79,20 @@ def test_redact_masks_every_credential_form(monkeypatch):
         "sqlite:///optuna.db and http://127.0.0.1:5000/path"  # nothing secret, nothing changed
 
 
+# passwords a URL parser takes unencoded: spaces and quotes ended the mask before and were printed whole
+ODD_PASSWORDS = ["Spa cePW", "Quo'tePW", 'Dou"ble', "a@b c", "p#?/%:@x", "tab\there", "semi;co,lon", "<ang>le`"]
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_a_password_of_any_characters_is_masked_on_the_real_error_path(password, capsys, caplog):
+    """A study storage where nothing listens: the error the command prints quotes the URL."""
+    url = f"postgresql://scadapt:{password}@127.0.0.1:{free_port()}/studies"
+    assert redact(f"Cannot use '{url}' ({url}).").count("***") == 2
+    code, output, seconds = _run(_tune(url), capsys, caplog)
+    assert code == 2 and "study storage postgresql://scadapt:***@" in output, output
+    assert password not in output, output
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("form", ["encoded", "unencoded", "query"])
 def test_a_refused_study_storage_is_reported_at_once_after_one_login_and_no_secret(guarded, form, capsys, caplog):

@@ -40,9 +40,9 @@ def _classes(path: str, cfg: BenchmarkConfig) -> dict[str, set[str]]:
     loaded = []
     splits = dataset_splits(path, cfg, inspect=lambda adata, name: loaded.append(adata))
     labels = loaded[0].obs["celltype"].astype(str).to_numpy()
-    assert all(split.train.max() < len(labels) for _, split, _, _ in splits)  # one loading serves every regime
+    assert all(split.train.max() < len(labels) for _, split, _, _, _ in splits)  # one loading serves every regime
     return {split.name: set(labels[np.concatenate([split.train, split.validation, split.test])])
-            for _, split, _, _ in splits}
+            for _, split, _, _, _ in splits}
 
 
 def test_dropping_rare_classes_leaves_one_class_set_in_every_regime(with_rare_classes):
@@ -63,7 +63,7 @@ def test_dropping_rare_classes_leaves_one_class_set_in_every_regime(with_rare_cl
 def test_the_report_names_the_classes_a_held_out_split_never_trained_on(with_rare_classes):
     cfg = BenchmarkConfig(datasets=(with_rare_classes,), label_key="celltype", batch_key="tech",
                           regimes=("full", "cross_study"), folds=1, drop_rare_classes=True)
-    thin = {f"{name}/{split.name}": classes for name, split, _, classes in dataset_splits(with_rare_classes, cfg)}
+    thin = {f"{name}/{split.name}": classes for name, split, _, classes, _ in dataset_splits(with_rare_classes, cfg)}
     name = next(iter(thin)).split("/")[0]
     assert thin[f"{name}/full_fold0"] == ()  # only held-out splits are looked at
     assert any(c.startswith("smartseq_only (0 training, 6 test cells)") for c in thin[f"{name}/cross_study_smartseq2"])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 
+import anndata
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -55,11 +58,11 @@ def test_the_pipeline_from_python_returns_the_summary_and_the_champions_uri(cell
 
 
 def test_unknown_options_and_misplaced_names_are_refused(cells):
-    with pytest.raises(ScadaptError, match="Unknown option of train n_trial"):
+    with pytest.raises(ScadaptError, match="Unknown keyword of train n_trial"):
         scadapt.train(cells, "logreg", label_key="celltype", n_trial=3)
     with pytest.raises(ScadaptError, match="name= names an in-memory AnnData"):
         scadapt.train("pancreas_small", "logreg", name="other")
-    with pytest.raises(ScadaptError, match="pipeline settings"):
+    with pytest.raises(ScadaptError, match="Unknown keyword of run_pipeline strategy"):
         scadapt.run_pipeline(cells, label_key="celltype", strategy="logreg")
 
 
@@ -75,3 +78,67 @@ def test_a_name_that_is_not_a_name_is_refused_before_any_work(cells, name, tmp_p
     cells.write_h5ad(tmp_path / "my:cells.h5ad")
     with pytest.raises(ScadaptError, match="The dataset name 'my:cells' is not a usable name"):
         scadapt.train(str(tmp_path / "my:cells.h5ad"), "logreg", label_key="celltype")
+
+
+# -- the notebook reads its keywords as the commands read their options -------------------------------
+
+@pytest.mark.parametrize(("call", "keywords", "refused"), [
+    ("tune", {"n_trials": 1.5}, "n_trials=1.5 is refused (expected an integer"),  # it ran 2 trials
+    ("tune", {"n_trials": "three"}, "n_trials='three' is refused"),
+    ("run_pipeline", {"time_budget": "abc"}, "time_budget='abc' is refused (expected a number"),
+    ("run_pipeline", {"strategies": "pca_logreg,nope"}, "unknown strategies nope"),
+    ("run_pipeline", {"strategies": ["pca_logreg", "nope"]}, "unknown strategies nope"),
+    ("train", {"seed": -1}, "seed must be 0 or more"),
+    ("train", {"hparams": 5}, "hparams=5 is refused"),
+    ("train", {"regime": "everything"}, "regime='everything' is refused (expected one of full, low, cross_study"),
+    ("train", {"umap": "perhaps"}, "umap='perhaps' is refused (expected true or false"),
+    ("annotate", {"batch_size": 0}, "batch_size is a number of cells, at least 1"),  # it meant 10,000
+    ("annotate", {"batch_size": 2.5}, "batch_size=2.5 is refused"),
+    ("annotate", {"unknown": ""}, "unknown='' is refused"),  # it turned rejection off
+    ("annotate", {"unknown": "often"}, "unknown='often' is refused"),
+    ("annotate", {"unknown": True}, "unknown=True is refused"),
+    ("annotate", {"key": ""}, "key='' is not a usable name"),  # it wrote obs columns named _label
+    ("annotate", {"over_clustering": [0, 1]}, "over_clustering has 2 entries for 60 cells"),
+])
+def test_bad_keywords_are_one_message_naming_the_keyword(cells, call, keywords, refused):
+    with pytest.raises(ScadaptError, match=re.escape(refused)):
+        if call == "annotate":
+            scadapt.annotate(cells[:60].copy(), "no-such-model", **keywords)
+        else:
+            getattr(scadapt, call)(cells, **({"strategy": "logreg"} if call != "run_pipeline" else {}),
+                                   label_key="celltype", **keywords)
+
+
+def test_the_commands_strings_and_python_values_mean_the_same(cells, tmp_path):
+    from scadapt.benchmark.config import BenchmarkConfig
+    from scadapt.options import AnnotateOptions, keyword_values
+    from scadapt.training.config import TrainJob
+
+    assert keyword_values(BenchmarkConfig, {"strategies": "pca_logreg,logreg", "n_trials": "3", "time_budget": 2},
+                          "x") == {"strategies": ("pca_logreg", "logreg"), "n_trials": 3, "time_budget": 2.0}
+    assert keyword_values(BenchmarkConfig, {"strategies": ["pca_logreg", "logreg"]}, "x")["strategies"] == \
+        ("pca_logreg", "logreg")
+    assert keyword_values(TrainJob, {"hparams": "n_components=5"}, "x") == {"hparams": {"n_components": "5"}}
+    assert keyword_values(AnnotateOptions, {"unknown": "0.1", "batch_size": "10"}, "x") == {"unknown": 0.1,
+                                                                                           "batch_size": 10}
+    assert keyword_values(AnnotateOptions, {"unknown": "none"}, "x") == {"unknown": None}
+    result = scadapt.train(cells, "pca_logreg", name="islets", label_key="celltype", hparams="n_components=5",
+                           progress=False, umap=False)
+    assert result.annotator.config.n_components == 5
+    cells.write_h5ad(tmp_path / "query.h5ad")
+    annotated = scadapt.annotate(str(tmp_path / "query.h5ad"), result.annotator, unknown="none", batch_size="50",
+                                 progress=False)  # a path is read as the command reads it
+    assert annotated.n_obs == cells.n_obs and (annotated.obs["scadapt_label"] != "Unassigned").all()
+    clusters = cells.obs["celltype"].astype(str).to_numpy(dtype=object)
+    without = np.arange(cells.n_obs) % 7 == 0
+    clusters[without] = np.nan
+    voted = scadapt.annotate(cells.copy(), result.annotator, over_clustering=clusters, progress=False)
+    assert (voted.obs["scadapt_majority_voting"].astype(str).to_numpy()[without] ==
+            voted.obs["scadapt_label"].astype(str).to_numpy()[without]).all()  # no "nan" cluster votes for them
+    assert "nan" not in set(voted.obs["scadapt_over_clustering"].astype(str))
+
+
+def test_obs_columns_h5py_cannot_write_are_stored_as_strings(cells, caplog):
+    cells.obs["meta"] = [{"a": i} if i % 2 else i for i in range(cells.n_obs)]  # dicts and ints
+    path = dataset_file(cells, "islets")
+    assert "meta" in caplog.text and anndata.read_h5ad(path).obs["meta"].iloc[1] == "{'a': 1}"

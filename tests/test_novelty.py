@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import scadapt
-from scadapt.errors import InputDataError
+from scadapt.errors import InputDataError, ScadaptError
 from scadapt.models.annotator import UNASSIGNED
 from scadapt.models.novelty import NoveltyScorer
 from scadapt.training.config import TrainJob
@@ -75,8 +75,8 @@ def test_bad_rejection_settings_are_refused(without_acinar, tmp_path):
     root, key, query = without_acinar
     model = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy="logreg", progress=False,
                            umap=False)).annotator
-    for unknown in (1.5, -0.1, "sometimes", True):
-        with pytest.raises(InputDataError, match="unknown"):
+    for unknown in (1.5, -0.1, "sometimes", True, ""):
+        with pytest.raises(ScadaptError, match="unknown"):
             scadapt.annotate(query.copy(), model, unknown=unknown, progress=False)
     model.novelty = None  # as a model saved before novelty scorers existed
     assert (scadapt.annotate(query.copy(), model, progress=False).obs["scadapt_label"] != UNASSIGNED).all()

@@ -90,6 +90,16 @@ def test_the_smallest_budget_that_fits_passes_and_a_smaller_one_is_refused():
         refuse_small_budget(plan, 1.0, elapsed=40.0)
 
 
+def test_the_smallest_budget_counts_only_the_work_still_to_do_and_the_time_left_stays_within_the_budget():
+    """A rerun whose strategies without a backbone are done was refused: "even the strategies without
+    a backbone need about 297 min" (the pending pretraining's estimate); the progress line said
+    "about 199 min left" with 10 minutes of budget left."""
+    backbone_only = _plan({"slow": 500.0}, {"slow": True}, pretrain_sec=17_000.0)
+    assert backbone_only.minimum_seconds() == pytest.approx(FINISH_SEC)
+    refuse_small_budget(backbone_only, 4.0, elapsed=5.0)  # pretraining continues where it stopped
+    assert backbone_only.progress(set(), pretrained=False, budget_left=600.0).endswith("about 10 min 00 s left.")
+
+
 def test_a_strategy_estimates_its_study_from_the_rates_its_family_uses():
     work = StudyWork(trials=3, epochs=10, n_train=400, n_eval=200, n_cells=700)
     full, lora = get_strategy("full").estimate_seconds(work, RATES), get_strategy("lora").estimate_seconds(work, RATES)

@@ -98,3 +98,14 @@ def test_bad_settings_are_refused():
         PretrainConfig(mask_ratios=(0.5, 1.5))
     with pytest.raises(ScadaptError, match="at least one dataset"):
         PretrainConfig(data=())
+
+
+def test_a_log_that_is_not_a_terminal_gets_one_line_per_epoch_not_one_per_step(tmp_path, capsys, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="scadapt"):
+        pretrain(PretrainConfig(**TINY, epochs=2, output_dir=str(tmp_path / "out")))
+    assert "pretrain epoch" not in capsys.readouterr().err  # the step bar drew a line per step into a log file
+    assert [m for m in caplog.messages if m.startswith("epoch ")] == [m for m in caplog.messages
+                                                                     if m.startswith(("epoch 1/2", "epoch 2/2"))]
+    assert len([m for m in caplog.messages if m.startswith("epoch ")]) == 2

@@ -382,3 +382,56 @@ def test_a_port_taken_before_the_server_binds_it_is_retried(tiny_checkpoint, len
         with serving("models:/scadapt-pancreas_small@champion") as base:
             assert not base.endswith(f":{taken}")
             assert requests.get(f"{base}/ping", timeout=5).status_code == 200
+
+
+# -- promotion that holds ------------------------------------------------------------------------------------------
+
+def test_a_winner_in_another_experiment_than_the_active_one_is_promoted(tiny_checkpoint, lenient_policy, tmp_path):
+    """A ``train`` run promoted from a process whose active experiment is another (a benchmark's):
+    MLflow refused to resume it ("active experiment ID does not match environment run ID")."""
+    from scadapt.benchmark import BenchmarkConfig, run_benchmark
+
+    trained = _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    mlflow.set_experiment("scadapt-benchmark")
+    promoted = promote("pancreas_small", lenient_policy)
+    assert promoted.changed and promoted.run_id == trained.run_id
+    assert mlflow.get_run(trained.run_id).info.status == "FINISHED"
+    result = run_benchmark(BenchmarkConfig(datasets=("pancreas_small",), strategies=("logreg",), regimes=("full",),
+                                           folds=1, n_trials=1, policy=str(lenient_policy), progress=False, workers=1,
+                                           output_dir=str(tmp_path / "out"), storage=f"sqlite:///{tmp_path / 'o.db'}"))
+    assert "pancreas_small" in result.promotions and not result.tables.champions["pancreas_small"]["run_id"] == ""
+
+
+def test_an_interrupted_promotion_leaves_the_run_finished_and_a_rerun_promotes(tiny_checkpoint, lenient_policy,
+                                                                               monkeypatch):
+    import importlib
+
+    promote_module = importlib.import_module("scadapt.registry.promote")  # the module, not the function
+    trained = _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    real = promote_module.log_served_model
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the served model is logged (about 1.5 s)
+
+    monkeypatch.setattr(promote_module, "log_served_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        promote("pancreas_small", lenient_policy)
+    assert mlflow.get_run(trained.run_id).info.status == "FINISHED"  # it was FAILED: no candidate any more
+    monkeypatch.setattr(promote_module, "log_served_model", real)
+    assert promote("pancreas_small", lenient_policy).run_id == trained.run_id
+
+
+@pytest.mark.integration
+def test_two_promotions_at_once_give_one_champion_and_no_false_no_candidates(tiny_checkpoint, lenient_policy,
+                                                                            tmp_path):
+    import subprocess
+
+    _train(tiny_checkpoint, "pca_logreg", n_components=20)
+    command = [sys.executable, "-m", "scadapt.cli", "promote", "--data", "pancreas_small", "--policy",
+               str(lenient_policy), "--storage", f"sqlite:///{tmp_path / 'locks.db'}"]
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert not any("No candidate" in o for o in outputs)
+    versions = mlflow.MlflowClient().search_model_versions("name = 'scadapt-pancreas_small'")
+    assert len(versions) == 1  # registered once; the second promotion found it the champion already

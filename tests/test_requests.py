@@ -62,8 +62,12 @@ def test_unknown_columns_are_ignored(caplog):
     (pd.DataFrame({"A": [1.0], "B": [2.0]}), "None of the model's 10 genes is among the 2 column"),
     (pd.DataFrame(index=[0, 1]), "None of the model's 10 genes is among the 0 column"),
     (_table(GENES) - 10.0, "negative values"),
-    (_table(GENES).assign(G1=np.nan), "NaN or infinite"),
+    (_table(GENES).assign(G1=np.nan), "3 cell\\(s\\) lack a value for some of the model's genes"),
+    (_table(GENES).assign(G1=np.inf), "3 NaN or infinite values"),
     (_table(GENES).assign(G4=[3.0, 1e30, 0.0]), "values up to 1e\\+30, beyond any count"),
+    # a float32 overflow was "765 NaN or infinite values", a record without keys "764 NaN or infinite values"
+    (_table(GENES).assign(G4=[3.0, 1e308, 0.0]), "values up to 1e\\+308, beyond any count"),
+    (pd.DataFrame.from_records([dict.fromkeys(GENES, 1.0), {GENES[0]: 2.0}]), "1 cell\\(s\\) lack a value .* cell '1'"),
     (_shifted_z_scores(_table(GENES, n_cells=20)), r"Only [\d.]+% of the expression values are zero"),
     ([[1.0, 2.0]], "Send a table"),
 ])

@@ -139,3 +139,22 @@ def test_a_study_gets_its_cost_share_of_the_time_left_and_at_least_the_floor():
     assert TimeBudget(time.time() + 10).share(0.05, 5.0) == pytest.approx(10, abs=1)  # never more than is left
     assert TimeBudget(None).share(1.0, 1.0) is None and not TimeBudget(None).spent()
     assert TimeBudget(time.time() - 1).spent() and TimeBudget(time.time() - 1).left() == 0
+
+
+def test_an_interrupted_helper_worker_says_one_line_and_no_traceback(tmp_path):
+    """Ctrl-C reaches the helper processes too; one in the middle of loading its modules printed
+    Python's KeyboardInterrupt traceback into the terminal."""
+    import signal
+    import subprocess
+    import sys
+
+    from scadapt.benchmark.local_workers import HELPER_BOOT
+
+    helper = subprocess.Popen([sys.executable, "-c", HELPER_BOOT, str(tmp_path / "spec.json")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # it is importing torch, MLflow and Optuna for seconds
+    helper.send_signal(signal.SIGINT)
+    _, err = helper.communicate(timeout=60)
+    assert helper.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"helper {helper.pid}: interrupted; its unfinished cell runs again when the "
+                                        "benchmark is started again."]

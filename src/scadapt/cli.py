@@ -18,16 +18,16 @@ from scadapt.errors import ScadaptError
 from scadapt.interrupts import interrupts_at_safe_points
 from scadapt.notices import one_job
 from scadapt.options import (
+    AnnotateOptions,
     MemoryOptions,
     add_options,
     boolean,
     dashed_option_names,
     from_args,
-    optional_count,
     optional_text,
-    unknown_cells,
 )
 from scadapt.redaction import redact, redact_logs
+from scadapt.storage import writable_dir
 
 
 def echo(*parts: object, file=None) -> None:
@@ -62,6 +62,7 @@ def _add_splits(subparsers) -> None:
 def _run_splits(args: argparse.Namespace) -> None:
     from scadapt.data import load_and_split, save_splits
 
+    writable_dir(args.output, "the splits", "--output")
     try:
         folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     except ValueError:
@@ -110,15 +111,19 @@ def _add_promote(subparsers) -> None:
                    help="rank only this experiment's candidates (default: every experiment's)")
     p.add_argument("--force", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
                    help="promote the best candidate even if it ranks below the current champion")
+    p.add_argument("--storage", type=optional_text, default=None,
+                   help="study storage whose locks the workers share: one promotion of a dataset at a time "
+                        "(default: sqlite:///optuna.db)")
     p.set_defaults(handler=_run_promote)
 
 
 def _run_promote(args: argparse.Namespace) -> None:
     from scadapt.registry import promote
     from scadapt.serving.server import SERVE_NOTE, serve_command
+    from scadapt.tuning.storage import coordinator
 
     dataset = Path(args.data).stem if args.data.endswith(".h5ad") else args.data
-    result = promote(dataset, args.policy, args.experiment, force=args.force)
+    result = promote(dataset, args.policy, args.experiment, force=args.force, lock=coordinator(args.storage).hold)
     shown = result.ranking.drop(columns=["run_id"]).head(10)
     echo(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     echo(f"\n{result.note}")
@@ -130,27 +135,14 @@ def _add_predict(subparsers) -> None:
     p.add_argument("--model", required=True, help="model URI, e.g. models:/scadapt-pbmc68k_reduced@champion")
     p.add_argument("--data", required=True, help=".h5ad file with counts or log-normalised values")
     p.add_argument("--output", type=optional_text, default=None, help="default: <input stem>_annotated.h5ad here")
-    p.add_argument("--layer", type=optional_text, default=None, help="AnnData layer to read ('raw' for .raw; default: X)")
-    p.add_argument("--gene-column", type=optional_text, default=None, help="var column with gene symbols")
-    p.add_argument("--key", default="scadapt", help="obs/obsm key prefix (default: %(default)s)")
-    p.add_argument("--majority-voting", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
-                   help="give each cluster of an over-clustering its most frequent label (obs <key>_majority_voting)")
-    p.add_argument("--over-clustering", type=optional_text, default=None,
-                   help="obs column of clusters to vote in (default: Leiden clusters of the model's embedding)")
-    p.add_argument("--unknown", type=unknown_cells, default="auto",
-                   help="cells unlike every trained type are Unassigned: auto (the model's threshold, 5%% of known "
-                        "cells rejected), a fraction of known cells to reject, or none (default: %(default)s)")
-    p.add_argument("--batch-size", type=optional_count, default=None,
-                   help="cells read, labelled and written at a time (default: 10000)")
+    add_options(p, AnnotateOptions)
     p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> None:
     from scadapt.serving.predict import predict_h5ad
 
-    result = predict_h5ad(args.model, args.data, args.output, args.layer, args.gene_column, args.key,
-                          majority_voting=args.majority_voting, over_clustering=args.over_clustering,
-                          unknown=args.unknown, batch_size=args.batch_size)
+    result = predict_h5ad(args.model, args.data, args.output, from_args(AnnotateOptions, args))
     echo(result.label_counts.to_string())
     echo(f"\nWrote {result.output} (obs {args.key}_label, {args.key}_confidence; obsm X_{args.key}); "
           f"MLflow run {result.run_id}.")

@@ -10,14 +10,16 @@ given again is not written again.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from anndata import AnnData
 
+from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data.digest import content_digest
 from scadapt.errors import ScadaptError
-from scadapt.options import NAME_RULE, bad_name, check_keys
+from scadapt.options import NAME_RULE, bad_name, keyword_values
 from scadapt.pipeline import PipelineResult, pipeline_config
 from scadapt.pipeline import run_pipeline as run_pipeline_job
 from scadapt.storage import atomic_write, default_cache_dir
@@ -28,27 +30,30 @@ from scadapt.tuning.study import TuneResult
 from scadapt.tuning.study import tune as tune_job
 
 Data = str | Path | AnnData
+log = logging.getLogger(__name__)
 
 
 def train(data: Data, strategy: str, *, name: str | None = None, **options: Any) -> TrainResult:
     """One strategy on one split as one MLflow run (``scadapt train``); ``options`` are the fields
-    of :class:`~scadapt.training.config.TrainJob` (``label_key``, ``hparams``, ``split``, ...)."""
-    check_keys(TrainJob, options, "option of train")
-    return train_job(TrainJob(data=dataset_file(data, name), strategy=strategy, **options))
+    of :class:`~scadapt.training.config.TrainJob` (``label_key``, ``hparams``, ``split``, ...), in the
+    command's forms (``hparams="lr=0.001,epochs=5"``) or as Python values."""
+    settings = keyword_values(TrainJob, {"strategy": strategy, **options}, "train")
+    return train_job(TrainJob(data=dataset_file(data, name), **settings))
 
 
 def tune(data: Data, strategy: str, *, name: str | None = None, **options: Any) -> TuneResult:
     """An Optuna study of one strategy (``scadapt tune``); ``options`` are the fields of
-    :class:`~scadapt.training.config.TuneJob` (``label_key``, ``n_trials``, ...)."""
-    check_keys(TuneJob, options, "option of tune")
-    return tune_job(TuneJob(data=dataset_file(data, name), strategy=strategy, **options))
+    :class:`~scadapt.training.config.TuneJob` (``label_key``, ``n_trials``, ...), as :func:`train` reads them."""
+    settings = keyword_values(TuneJob, {"strategy": strategy, **options}, "tune")
+    return tune_job(TuneJob(data=dataset_file(data, name), **settings))
 
 
 def run_pipeline(data: Data, *, name: str | None = None, **options: Any) -> PipelineResult:
     """The main job (``scadapt pipeline``): a study per strategy, promotion of the best to
     ``@champion``, the summary (``result.summary``) and the champion's URI (``result.champion_uri``).
-    ``options`` are the command's (``label_key``, ``strategies``, ``n_trials``, ...)."""
-    settings = {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
+    ``options`` are the command's (``label_key``, ``strategies``, ``n_trials``, ...), as :func:`train`
+    reads them (``strategies="pca_logreg,logreg"`` or a list)."""
+    settings = keyword_values(BenchmarkConfig, options, "run_pipeline")
     return run_pipeline_job(pipeline_config(dataset_file(data, name), **settings))
 
 
@@ -67,6 +72,11 @@ def dataset_file(data: Data, name: str | None = None) -> str:
     path = folder / f"{name}.h5ad"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
+        if mixed := [c for c in data.obs.columns if data.obs[c].dtype == object and
+                     not data.obs[c].map(lambda v: isinstance(v, str)).all()]:  # h5py writes no dicts or mixed types
+            log.warning("obs columns %s hold values other than strings; the job's copy stores them as strings.", mixed)
+            data = data.copy()
+            data.obs[mixed] = data.obs[mixed].astype(str)
         atomic_write(path, lambda handle: data.write_h5ad(handle.name))
     return str(path)
 

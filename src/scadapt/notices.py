@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,3 +57,9 @@ def one_job() -> Iterator[None]:
     finally:
         os.environ.pop(SAID_DIR_ENV, None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def steps_shown() -> bool:
+    """Whether a bar over the steps of an epoch or a pass is drawn: on a terminal only. A log written
+    to a file gets the per-epoch and per-cell lines instead of one line per step."""
+    return sys.stderr.isatty()

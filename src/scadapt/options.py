@@ -122,7 +122,7 @@ def unknown_cells(text: str) -> str | float | None:
     """How annotation treats cells unlike any trained type: ``auto`` (the model's calibrated
     threshold), a fraction of known cells to reject (``0.1``), or ``none`` (no rejection)."""
     text = str(text).strip().lower()
-    if text in ("", "none", "off"):
+    if text in ("none", "off"):
         return None
     if text == "auto":
         return "auto"
@@ -197,6 +197,37 @@ def check_keys(group: type, given: dict[str, Any], what: str) -> None:
         raise ScadaptError(f"Unknown {what} {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
 
 
+def keyword_values(group: type, given: dict[str, Any], what: str) -> dict[str, Any]:
+    """Python keywords for the fields of ``group``, read as the command reads its options: a string
+    is parsed by the option's own parser, a list or tuple is the command's comma-separated form, a
+    dict is taken where the field holds one, a float is refused where an integer is asked for, and
+    any other value is parsed from its text. Each bad keyword is one :class:`ScadaptError` naming
+    it and what it accepts; fields that are not options pass as given."""
+    check_keys(group, given, f"keyword of {what}")
+    hints, fields = typing.get_type_hints(group), {f.name: f for f in dataclasses.fields(group)}
+    values = {}
+    for name, value in given.items():
+        f, hint = fields[name], hints[name]
+        if "help" not in f.metadata or value is None and type(None) in typing.get_args(hint):
+            values[name] = value
+            continue
+        parse = f.metadata.get("parse") or _parser_for(hint)
+        try:
+            if isinstance(value, dict) and dict in {typing.get_origin(h) for h in (hint, *typing.get_args(hint))}:
+                values[name] = dict(value)
+                continue
+            if isinstance(value, float) and parse in (integer, optional_count) or value is None:
+                raise argparse.ArgumentTypeError(f"expected {'an integer' if value is not None else 'a value'}")
+            text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            values[name] = parse(text)
+            if (choices := f.metadata.get("choices")) and values[name] not in choices:
+                raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}")
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            raise ScadaptError(f"{what}: {name}={value!r} is refused ({error}). {name}: "
+                               f"{f.metadata['help'].replace('%%', '%')}.") from None
+    return values
+
+
 @dataclass
 class MemoryOptions:
     """How much memory training through the backbone may use: the same options for ``train``,
@@ -214,6 +245,32 @@ class MemoryOptions:
     def memory_options(self) -> MemoryOptions:
         """The memory options alone (of a job dataclass that extends this group)."""
         return MemoryOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MemoryOptions)})
+
+
+@dataclass
+class AnnotateOptions:
+    """How cells are labelled: the same options for ``scadapt.annotate``, ``scadapt predict`` and
+    :func:`~scadapt.annotation.annotate_h5ad` (the served model takes ``unknown`` as a param)."""
+
+    key: str = option("scadapt", "prefix of the annotation's obs and obsm names (<key>_label, X_<key>, ...)", parse=str)
+    majority_voting: bool = option(False, "give each cluster of an over-clustering its most frequent label "
+                                          "(obs <key>_majority_voting)")
+    over_clustering: str | None = option(None, "obs column of clusters to vote in (implies majority voting; "
+                                               "default: Leiden clusters of the model's embedding)")
+    unknown: str | float | None = option("auto", "cells unlike every trained type are Unassigned: auto (the model's "
+                                                 "calibrated threshold, at most 5%% of known cells rejected), a "
+                                                 "fraction of known cells to reject, or none", parse=unknown_cells)
+    batch_size: int | None = option(None, "cells read, labelled and written at a time (default: 10000)")
+    layer: str | None = option(None, "the matrix to read: a layer, or 'raw' for .raw (default: X)")
+    gene_column: str | None = option(None, "var column with gene symbols, when var_names are not symbols")
+
+    def __post_init__(self) -> None:
+        if bad_name(self.key) or not self.key or " " in self.key:
+            raise ScadaptError(f"key={self.key!r} {NAME_RULE}, and no spaces: the annotation's obs and obsm "
+                               "names start with it.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ScadaptError(f"batch_size is a number of cells, at least 1 (got {self.batch_size}); leave it out "
+                               "for 10,000.")
 
 
 def add_options(parser: argparse.ArgumentParser, group: type) -> None:
@@ -265,8 +322,7 @@ def _parser_for(hint: Any) -> Callable[[str], Any]:
     options = set(typing.get_args(hint)) or {hint}
     if bool in options:
         return boolean
-    if int in options:
-        return integer
-    if float in options:
-        return number
+    if int in options or float in options:
+        parse = integer if int in options else number
+        return (lambda text: parse(text) if str(text).strip() else None) if type(None) in options else parse
     return optional_text

@@ -32,7 +32,7 @@ from scadapt.registry import PromotionResult
 from scadapt.serving.server import SERVE_NOTE, serve_command
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params
 from scadapt.tracking.contract import REPORT_ARTIFACT, RESULTS_RUN_TAG, TRIALS_ENDED_BY_TAG, WARNINGS_TAG
-from scadapt.tracking.runs import mark_model_development
+from scadapt.tracking.runs import mark_model_development, resumed_run
 from scadapt.training.preflight import GeneCoverage
 from scadapt.training.pretrain import demo_pretraining
 
@@ -112,7 +112,7 @@ def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
     if launcher:
         mark_model_development(mlflow.set_experiment(
             experiment_id=mlflow.MlflowClient().get_run(launcher).info.experiment_id))
-    with mlflow.start_run(run_id=launcher or result.parent_run_id):
+    with resumed_run(launcher or result.parent_run_id):
         log_params({"data": data, "strategies": ",".join(cfg.strategies), "n_trials": cfg.n_trials,
                     "epochs": cfg.epochs, "checkpoint": checkpoint, "seed": cfg.seed,
                     **{f"data.{k}": v for k, v in cfg.data_options().given().items()},

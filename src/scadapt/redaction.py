@@ -4,8 +4,9 @@ A URI that a user gives (a tracking store, a study storage, a registry, a checkp
 password; scadapt's errors, log lines, MLflow params and tags all go through :func:`redact`, so
 no secret is printed or stored, whatever the message quotes. Forms masked:
 
-* ``user:password@`` in any URL scheme, the password holding ``@``, ``:`` or ``/`` unencoded
-  (everything up to the last ``@`` of the URL counts as the password);
+* ``user:password@host`` in any URL scheme, the password holding any character but a line break
+  unencoded (``@``, ``:``, ``/``, spaces, quotes: everything up to the last ``@`` before a host, on
+  its line and before the next URL, counts as the password: a message may lose more, never less);
 * ``password=``, ``sslpassword=``, ``token=``, ``secret=``, ``api_key=`` values, in a query
   string or a libpq keyword string;
 * ``Bearer``/``Basic`` credentials of an HTTP ``Authorization`` header;
@@ -20,11 +21,11 @@ import os
 import re
 
 MASK = "***"
-# a URL as it appears in text: a scheme, then everything up to a space or a quote (one slash after
-# the colon too: a URL that went through pathlib lost one)
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:/+)([^\s'\"<>`]+)")
-# after the scheme: the user (no ':', '/' or '@'), then the password up to the URL's last '@'
-_USERINFO = re.compile(r"^([^:/@]*):(.*)@([^@]*)$", re.DOTALL)
+# a URL's credentials as they appear in text: a scheme (one slash after the colon too: a URL that
+# went through pathlib lost one), a user (no ':', '/', '@', space or quote), then the password up to
+# the last '@' that a host follows, on its line and before the next URL
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:/+)([^:/@\s'\"<>`]*):((?:(?![A-Za-z][A-Za-z0-9+.-]*://)[^\n])*)@"
+                          r"(?=[A-Za-z0-9\[][A-Za-z0-9\[\]._~%-]*(?::\d*)?(?:[/?#\s'\"`<>),;]|$))", re.MULTILINE)
 _KEYWORDS = re.compile(r"(?i)(\b(?:ssl)?password|\bpasswd|\bpwd|\b[a-z_]*token|\bsecret|\bapi[_-]?key)=[^&\s'\"]+")
 _AUTHORIZATION = re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")
 _SECRET_ENV = re.compile(r"(?i)(TOKEN|PASSWORD|PASSWD|SECRET|API_KEY)$")
@@ -33,7 +34,7 @@ _MIN_SECRET = 4  # shorter environment values (e.g. "true") are not masked where
 
 def redact(text: object) -> str:
     """``text`` (made a string) with every credential replaced by ``***``."""
-    text = _URL.sub(_mask_url, str(text))
+    text = _CREDENTIALS.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", str(text))
     text = _KEYWORDS.sub(lambda m: f"{m.group(1)}={MASK}", text)
     text = _AUTHORIZATION.sub(lambda m: f"{m.group(1)} {MASK}", text)
     for secret in _environment_secrets():
@@ -41,20 +42,10 @@ def redact(text: object) -> str:
     return text
 
 
-def _mask_url(match: re.Match) -> str:
-    scheme, rest = match.groups()
-    userinfo = _USERINFO.match(rest)
-    if userinfo is None:
-        return match.group(0)
-    user, _, host = userinfo.groups()
-    return f"{scheme}{user}:{MASK}@{host}"
-
-
 def url_password(url: str) -> str | None:
-    """The password in ``url``'s user information (up to its last ``@``), or None."""
-    match = _URL.fullmatch(url.strip())
-    userinfo = _USERINFO.match(match.group(2)) if match else None
-    return userinfo.group(2) if userinfo else None
+    """The password in ``url``'s user information (up to its last ``@`` before the host), or None."""
+    match = _CREDENTIALS.match(url.strip())
+    return match.group(3) if match else None
 
 
 def _environment_secrets() -> list[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+import anndata
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -15,14 +17,13 @@ from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import majority_vote, over_cluster
 from scadapt.errors import InputDataError, ScadaptError
 from scadapt.models.annotator import UNASSIGNED
+from scadapt.options import AnnotateOptions, keyword_values
 
 log = logging.getLogger(__name__)
 
 
-def annotate(adata: AnnData, model: Any, *, key: str = "scadapt", majority_voting: bool = False,
-             over_clustering: str | None = None, unknown: float | str | None = "auto", batch_size: int | None = None,
-             layer: str | None = None, gene_column: str | None = None, copy: bool = False,
-             progress: bool = True) -> AnnData:
+def annotate(adata: AnnData | str | Path, model: Any, *, copy: bool = False, progress: bool = True,
+             **options: Any) -> AnnData:
     """Label the cells of ``adata`` with ``model`` and return the annotated AnnData.
 
     Writes ``obs[f"{key}_label"]`` (categorical), ``obs[f"{key}_confidence"]`` (the top class's
@@ -33,47 +34,73 @@ def annotate(adata: AnnData, model: Any, *, key: str = "scadapt", majority_votin
 
     Args:
         adata: counts or log-normalised expression, in memory or backed (``backed="r+"`` to write
-            into its file; it is read ``batch_size`` cells at a time).
+            into its file; it is read ``batch_size`` cells at a time), or an ``.h5ad`` path (read
+            into memory; ``scadapt predict`` annotates a file into a new file in chunks).
         model: a ``models:/`` or ``runs:/`` URI, an MLflow model folder, a saved annotator folder, a
             model loaded with ``mlflow.pyfunc.load_model``, or an annotator.
-        majority_voting: give each cluster of an over-clustering its most frequent label.
-        over_clustering: an ``obs`` column of clusters to vote in (implies majority voting); by
-            default Leiden clusters of the model's embedding, at a resolution that grows with the
-            number of cells.
-        unknown: cells unlike every trained type are ``Unassigned``: ``"auto"`` at the threshold
-            calibrated on the model's validation cells (5 % of known cells rejected), a number in
-            [0, 1] for another fraction, ``None`` for no rejection.
-        batch_size: cells read and labelled at a time (default 10,000).
-        layer: the matrix to read (a layer, or ``"raw"``; default ``X``).
-        gene_column: the ``var`` column with gene symbols, when ``var_names`` are not symbols.
         copy: annotate a copy and leave ``adata`` as it is.
+        options: those of ``scadapt predict``, as keywords (:class:`~scadapt.options.AnnotateOptions`:
+            ``key``, ``majority_voting``, ``over_clustering``, ``unknown``, ``batch_size``, ``layer``,
+            ``gene_column``), in the command's forms or as Python values; ``over_clustering`` may also
+            be an array of one cluster per cell (cells without one are left out of voting).
     """
-    if not key or not str(key).strip():
-        raise ScadaptError("key must be a non-empty name: the annotation's obs/obsm columns start with it.")
-    if over_clustering is not None and over_clustering not in adata.obs.columns:
-        raise InputDataError(f"Over-clustering column {over_clustering!r} is not in adata.obs (columns: "
-                             f"{', '.join(map(str, adata.obs.columns[:10])) or 'none'}).")
+    clusters = options.pop("over_clustering", None)
+    opts = AnnotateOptions(**keyword_values(AnnotateOptions, options, "annotate"))
+    if isinstance(adata, str | Path):
+        adata = read_query(adata)
+    if clusters is not None:
+        clusters = given_clusters(adata.obs, clusters)
     if adata.isbacked and not copy and adata.file._filemode == "r":
         raise ScadaptError(f"{adata.filename} is open read-only (backed='r'), so the annotation cannot be written into "
                            "it: open it with backed='r+', pass copy=True, or write a new file with scadapt predict.")
     loaded = load_model(model)
-    threshold = loaded.annotator.unknown_threshold(unknown)
+    threshold = loaded.annotator.unknown_threshold(opts.unknown)
     target = (adata.to_memory() if adata.isbacked else adata.copy()) if copy else adata
-    query = Query.of(target, loaded, layer, gene_column)
-    voting = majority_voting or over_clustering is not None
-    labels = label_query(loaded, query, batch_size, threshold=threshold, progress=progress)
+    query = Query.of(target, loaded, opts.layer, opts.gene_column)
+    labels = label_query(loaded, query, opts.batch_size, threshold=threshold, progress=progress)
     report_rejected(labels)
-    write_labels(target, labels, key, loaded)
-    target.obsm[f"X_{key}"] = labels.embedding
-    if voting:
-        clusters = target.obs[over_clustering].to_numpy(dtype=str) if over_clustering is not None else \
-            over_cluster(labels.embedding)
-        write_majority_vote(target, labels.labels, clusters, key)
+    write_labels(target, labels, opts.key, loaded)
+    target.obsm[f"X_{opts.key}"] = labels.embedding
+    if opts.majority_voting or clusters is not None:
+        write_majority_vote(target, labels.labels, over_cluster(labels.embedding) if clusters is None else clusters,
+                            opts.key)
     if target.isbacked:
         target.write()  # obs, obsm and uns into the file; X stays where it is
     log.info("Annotated %d cells with %s (%s): obs %s_label, %s_confidence; obsm X_%s.", target.n_obs,
-             loaded.source, loaded.annotator.strategy, key, key, key)
+             loaded.source, loaded.annotator.strategy, opts.key, opts.key, opts.key)
     return target
+
+
+def given_clusters(obs: pd.DataFrame, clusters: Any) -> np.ndarray:
+    """The over-clustering ``[n_cells]`` as strings, ``""`` for a cell without a cluster (left out of
+    voting): an ``obs`` column's name, or one cluster per cell."""
+    if isinstance(clusters, str):
+        if clusters not in obs.columns:
+            raise InputDataError(f"Over-clustering column {clusters!r} is not in adata.obs (columns: "
+                                 f"{', '.join(map(str, obs.columns[:10])) or 'none'}).")
+        clusters = obs[clusters]
+    values = pd.Series(np.asarray(clusters, dtype=object).ravel() if not isinstance(clusters, pd.Series) else
+                       clusters.to_numpy(dtype=object))
+    if len(values) != len(obs):
+        raise InputDataError(f"over_clustering has {len(values)} entries for {len(obs)} cells: give one cluster per "
+                             "cell, or the name of an obs column.")
+    if missing := int(values.isna().sum()):
+        log.warning("%d of %d cells have no cluster: they keep their own label and are left out of majority voting.",
+                    missing, len(values))
+    return np.where(values.isna(), "", values.astype(str)).astype(str)
+
+
+def read_query(path: str | Path, backed: str | None = None) -> AnnData:
+    """An ``.h5ad`` file's cells (in memory, or ``backed``), or one message saying why the file
+    cannot be read."""
+    path = Path(path)
+    if path.suffix != ".h5ad" or not path.is_file():
+        raise InputDataError(f"{path} is not an .h5ad file.")
+    try:
+        return anndata.read_h5ad(path, backed=backed)
+    except Exception as error:  # h5py and anndata raise many kinds for a damaged or foreign file
+        raise InputDataError(f"{path} cannot be read as an .h5ad file ({type(error).__name__}: "
+                             f"{str(error)[:200]}); is it complete, and written by anndata?") from None
 
 
 def write_labels(adata: AnnData, labels: CellLabels, key: str, model: AnnotationModel) -> None:

@@ -18,12 +18,13 @@ import h5py
 import pandas as pd
 from anndata.io import write_elem
 
-from scadapt.annotation.annotate import write_labels, write_majority_vote
+from scadapt.annotation.annotate import given_clusters, read_query, write_labels, write_majority_vote
 from scadapt.annotation.labelling import CellLabels, report_rejected
 from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import over_cluster
-from scadapt.errors import InputDataError, ScadaptError
+from scadapt.errors import ScadaptError
+from scadapt.options import AnnotateOptions, keyword_values
 from scadapt.storage import writable_file
 
 log = logging.getLogger(__name__)
@@ -46,33 +47,30 @@ class FileAnnotation:
         return len(self.labels)
 
 
-def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None, *, key: str = "scadapt",
-                  majority_voting: bool = False, over_clustering: str | None = None,
-                  unknown: float | str | None = "auto", batch_size: int | None = None, layer: str | None = None,
-                  gene_column: str | None = None, progress: bool = True) -> FileAnnotation:
-    """Annotate the cells of the file ``data`` with ``model`` (see :func:`scadapt.annotate`) and
-    write ``output`` (default: ``<stem>_annotated.h5ad`` in the working directory): the input's
-    content plus the annotation. The output appears only when complete."""
+def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None, *, progress: bool = True,
+                  **options: Any) -> FileAnnotation:
+    """Annotate the cells of the file ``data`` with ``model`` (see :func:`scadapt.annotate`, whose
+    ``options`` it takes; ``over_clustering`` is an ``obs`` column's name) and write ``output``
+    (default: ``<stem>_annotated.h5ad`` in the working directory): the input's content plus the
+    annotation. The output appears only when complete."""
+    opts = AnnotateOptions(**keyword_values(AnnotateOptions, options, "annotate_h5ad"))
     data = Path(data)
-    if data.suffix != ".h5ad" or not data.is_file():
-        raise ScadaptError(f"{data} is not an .h5ad file.")
     output = Path(output) if output else Path.cwd() / f"{data.stem}_annotated.h5ad"
+    if output.suffix != ".h5ad":
+        raise ScadaptError(f"The output {output} is written as an .h5ad file: give it the .h5ad suffix.")
     if output.resolve() == data.resolve():
         raise ScadaptError("The output would overwrite the input; choose another --output.")
     writable_file(output, "the annotated cells", "--output")
-    loaded = load_model(model)
-    threshold = loaded.annotator.unknown_threshold(unknown)
-    source = ad.read_h5ad(data, backed="r")
+    source, key = read_query(data, backed="r"), opts.key
     partial = output.with_name(f".{output.name}.partial")
     embeddings = output.with_name(f".{output.name}.embedding.partial")  # written while the input is copied
     copier = ThreadPoolExecutor(max_workers=1)
     copying = None
     try:
-        if over_clustering is not None and over_clustering not in source.obs.columns:
-            raise InputDataError(f"Over-clustering column {over_clustering!r} is not in the obs of {data} (columns: "
-                                 f"{', '.join(map(str, source.obs.columns[:10])) or 'none'}).")
-        query = Query.of(source, loaded, layer, gene_column)
-        voting = majority_voting or over_clustering is not None
+        loaded = load_model(model)
+        threshold = loaded.annotator.unknown_threshold(opts.unknown)
+        clusters = given_clusters(source.obs, opts.over_clustering) if opts.over_clustering is not None else None
+        query = Query.of(source, loaded, opts.layer, opts.gene_column)
         copying = copier.submit(shutil.copyfile, data, partial)  # disk-bound: runs beside the CPU-bound labelling
         with h5py.File(embeddings, "w") as side:
             def write_embedding(start: int, stop: int, embedding) -> None:
@@ -81,15 +79,14 @@ def annotate_h5ad(model: Any, data: str | Path, output: str | Path | None = None
                                         chunks=(min(query.n_cells, 4096), embedding.shape[1]))
                 side["embedding"][start:stop] = embedding
 
-            labels = label_query(loaded, query, batch_size, threshold=threshold, keep_embedding=False,
+            labels = label_query(loaded, query, opts.batch_size, threshold=threshold, keep_embedding=False,
                                  on_embedding=write_embedding, progress=progress)
             report_rejected(labels)
             annotated = ad.AnnData(obs=source.obs.copy())
             write_labels(annotated, labels, key, loaded)
-            if voting:
-                clusters = annotated.obs[over_clustering].to_numpy(dtype=str) if over_clustering is not None else \
-                    over_cluster(side["embedding"][:])  # the one step that holds every cell's embedding
-                write_majority_vote(annotated, labels.labels, clusters, key)
+            if opts.majority_voting or clusters is not None:  # over_cluster: the one step with every cell's embedding
+                write_majority_vote(annotated, labels.labels, over_cluster(side["embedding"][:]) if clusters is None
+                                    else clusters, key)
             copying.result()
             with h5py.File(partial, "r+") as written:
                 obsm = written.require_group("obsm")

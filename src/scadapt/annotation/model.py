@@ -38,7 +38,7 @@ def load_model(model: Any, device: str = "auto") -> AnnotationModel:
     if isinstance(model, Annotator):
         return AnnotationModel(model, None, f"an in-memory {model.strategy} annotator")
     if isinstance(model, mlflow.pyfunc.PyFuncModel):
-        return _served(model.unwrap_python_model(), "a loaded MLflow model")
+        return _served(model, "a loaded MLflow model")
     if hasattr(model, "annotator") and hasattr(model, "genes"):
         return _served(model, "a loaded MLflow model")
     if not isinstance(model, str | Path):
@@ -55,12 +55,17 @@ def load_model(model: Any, device: str = "auto") -> AnnotationModel:
                            "or a model folder.")
     try:
         loaded = mlflow.pyfunc.load_model(text)
-    except (MlflowException, OSError) as error:
-        raise ScadaptError(f"Cannot load model {text}: {getattr(error, 'message', error)}") from None
-    return _served(loaded.unwrap_python_model(), text)
+    except Exception as error:  # MLflow's, the network's, a missing client (s3://, gs://: boto3, ...)
+        raise ScadaptError(f"Cannot load model {text}: {getattr(error, 'message', error)} ({type(error).__name__}). "
+                           "Pass a models:/ or runs:/ URI of this tracking store, or a model folder.") from None
+    return _served(loaded, text)
 
 
-def _served(python_model: Any, source: str) -> AnnotationModel:
+def _served(model: Any, source: str) -> AnnotationModel:
+    try:
+        python_model = model.unwrap_python_model() if isinstance(model, mlflow.pyfunc.PyFuncModel) else model
+    except MlflowException:  # another flavour's model (scikit-learn, ...): no python model inside
+        python_model = None
     if not hasattr(python_model, "annotator"):
         raise ScadaptError(f"{source} is not a scadapt annotator model (a model registered by scadapt promote).")
     return AnnotationModel(python_model.annotator, list(python_model.genes), source)

@@ -48,8 +48,9 @@ def over_cluster(representation: np.ndarray, resolution: float | None = None, se
 
 def majority_vote(labels, clusters) -> np.ndarray:
     """Each cell's label replaced by the most frequent label of its cluster (ties: the label that
-    sorts first), ``[n_cells]``."""
-    table = pd.crosstab(pd.Series(np.asarray(clusters, dtype=str), name="cluster"),
-                        pd.Series(np.asarray(labels, dtype=str), name="label"))
-    winner = table.idxmax(axis=1)
-    return winner.reindex(np.asarray(clusters, dtype=str)).to_numpy(dtype=object)
+    sorts first), ``[n_cells]``; a cell whose cluster is ``""`` (none) keeps its own."""
+    clusters, labels = np.asarray(clusters, dtype=str), np.asarray(labels, dtype=str)
+    table = pd.crosstab(pd.Series(clusters, name="cluster"), pd.Series(labels, name="label"))
+    voted = table.idxmax(axis=1).reindex(clusters).to_numpy(dtype=object)
+    voted[clusters == ""] = labels[clusters == ""]
+    return voted

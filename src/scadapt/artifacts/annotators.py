@@ -10,7 +10,7 @@ import mlflow
 
 from scadapt.artifacts.checkpoints import fetch_checkpoint
 from scadapt.backbone.checkpoint import checkpoint_weights_hash
-from scadapt.errors import CheckpointError
+from scadapt.errors import CheckpointError, ScadaptError
 from scadapt.models.annotator import Annotator, read_manifest
 from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, SERVING_ARTIFACT
@@ -38,6 +38,9 @@ def download_serving_inputs(run_id: str, destination: str | Path) -> Path:
 
 def load_annotator(run_id: str, device: str = "cpu") -> Annotator:
     """The run's annotator, ready to predict (its backbone loaded from the recorded checkpoint)."""
+    if ":" in run_id or "/" in run_id:
+        raise ScadaptError(f"load_annotator takes a run id, not {run_id!r}: for a models:/ or runs:/ URI use "
+                           "scadapt.load_model(uri).annotator, or annotate with the URI itself.")
     with tempfile.TemporaryDirectory() as tmp:
         return read_annotator(download_annotator(run_id, tmp), device=device)
 

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from scadapt.backbone.model import ScGPTBackbone
 from scadapt.devices import autocast, inference_tokens
+from scadapt.notices import steps_shown
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import inference_batches
 
@@ -57,7 +58,7 @@ def cell_outputs(
     batches = inference_batches(tokenizer.token_lengths(cells, chosen), inference_tokens(device, max_tokens),
                                 batch_size)
     with torch.inference_mode(), autocast(device):
-        for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        for rows in tqdm(batches, desc=desc, disable=not (progress and steps_shown()), leave=False):
             batch = tokenizer.batch(cells, chosen[rows])
             cls = model(batch["gene_ids"].to(device), batch["values"].to(device), batch["padding_mask"].to(device))
             embedding[rows] = cls.float().cpu().numpy()

@@ -110,6 +110,7 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             (self.n_trials < 1 or self.epochs < 1 or self.pretrain_epochs < 1,
              "n_trials, epochs and pretrain_epochs must be at least 1"),
             (self.workers < 0, f"workers must be 0 (automatic) or more (got {self.workers})"),
+            (self.seed < 0, f"seed must be 0 or more (got {self.seed})"),
             (self.time_budget is not None and not self.time_budget > 0,
              f"time_budget is a number of minutes above 0 (got {self.time_budget}); leave it out for no limit"),
             (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),

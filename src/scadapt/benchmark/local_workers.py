@@ -37,7 +37,11 @@ AUTO_MEMORY_PER_WORKER = 4 * 2**30  # available memory per worker for more than 
 STOP_WAIT_SEC = 30.0  # after an interrupt, how long a helper may take to close its runs
 OWN_INTERRUPT_SEC = 3.0  # how long a helper may take to end on a Ctrl-C that reached it directly
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-HELPER_MODULE = "scadapt.benchmark.helper"  # what a helper process runs
+# what a helper process runs: scadapt.benchmark.helper.main, with an interrupt answered by one line
+# even while its modules load (the package's imports come before any code of the helper module)
+HELPER_BOOT = ("import os, sys\ntry:\n    from scadapt.benchmark.helper import main\n    sys.exit(main(sys.argv[1]))\n"
+               "except KeyboardInterrupt:\n    sys.stderr.write(f'helper {os.getpid()}: interrupted; its unfinished cell "
+               "runs again when the benchmark is started again.\\n')\n    sys.exit(130)\n")
 
 
 def usable_cores() -> int:
@@ -154,7 +158,7 @@ class LocalWorkers:
             spec = self.folder / f"helper{i}.json"
             spec.write_text(json.dumps({"config": helper_settings(cfg), "threads": threads, "parent_run_id": parent_run_id,
                                         "timing": str(self.folder / f"timing{i}.csv")}))
-            self.processes.append(subprocess.Popen([sys.executable, "-m", HELPER_MODULE, str(spec)], env=env))
+            self.processes.append(subprocess.Popen([sys.executable, "-c", HELPER_BOOT, str(spec)], env=env))
         log.info("Started %d helper worker process%s (%d torch thread%s each) beside this one, to share the cells.",
                  n, "" if n == 1 else "es", threads, "" if threads == 1 else "s")
 

@@ -76,14 +76,10 @@ class JobPlan:
         return self.pretrain_sec + sum(self.seconds.values()) / self.workers + FINISH_SEC
 
     def minimum_seconds(self) -> float:
-        """The smallest time budget that fits: every strategy without a backbone, one trial each
-        (or, without such strategies, the cheapest one after pretraining), and the job's end."""
-        quick = [key for key, backbone in self.needs_backbone.items() if not backbone]
-        if quick:
-            work = sum(self.one_trial[key] for key in quick)
-        else:
-            work = self.pretrain_sec + min(self.one_trial.values())
-        return work + FINISH_SEC
+        """The smallest time budget that fits: the strategies without a backbone still to run, one
+        trial each, and the job's end. With none left any budget moves the job on: pretraining
+        continues where it stopped, and a budget too small for it ends the job with that said."""
+        return sum(self.one_trial[key] for key, backbone in self.needs_backbone.items() if not backbone) + FINISH_SEC
 
     def shown(self) -> pd.DataFrame:
         """The plan's table as printed and logged."""
@@ -102,10 +98,11 @@ class JobPlan:
     def finished(self, key: str, seconds: float) -> None:
         self.measured[key] = seconds
 
-    def progress(self, done: set[str], pretrained: bool) -> str:
-        """One line: cells done, time so far, time left re-estimated from the measured cells."""
+    def progress(self, done: set[str], pretrained: bool, budget_left: float = math.inf) -> str:
+        """One line: cells done, time so far, time left re-estimated from the measured cells (at
+        most ``budget_left``, the time budget's seconds left)."""
         left = sum(self.seconds[key] * self._ratio(self.needs_backbone[key]) for key in self.seconds if key not in done)
-        left = left / self.workers + (0.0 if pretrained else self.pretrain_sec) + FINISH_SEC
+        left = min(left / self.workers + (0.0 if pretrained else self.pretrain_sec) + FINISH_SEC, budget_left)
         return (f"Progress: {len(done & set(self.seconds))} of {len(self.seconds)} cells done in "
                 f"{_duration(time.time() - self.started)}; about {_duration(left)} left.")
 
@@ -162,8 +159,8 @@ def refuse_small_budget(plan: JobPlan, budget_minutes: float, elapsed: float) ->
         return
     smallest = math.ceil(needed / 30) / 2  # minutes, rounded up to half a minute
     raise ScadaptError(
-        f"A time budget of {budget_minutes:g} min is too small for this job: even the strategies without a backbone, "
-        f"one trial each, need about {_duration(needed)} here (estimated from a timed fit on your cells, with the "
+        f"A time budget of {budget_minutes:g} min is too small for this job: even the strategies without a backbone "
+        f"still to run, one trial each, need about {_duration(needed)} here (estimated from a timed fit on your cells, with the "
         f"{_duration(elapsed)} the job has taken so far). The smallest budget that fits: --time-budget {smallest:g} "
         "(-P time_budget=... with mlflow run).")
 

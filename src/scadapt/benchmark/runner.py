@@ -72,7 +72,7 @@ from scadapt.tracking.contract import (
     TUNED_BY_TAG,
     WORKER_TAG,
 )
-from scadapt.tracking.runs import close_orphaned_runs, quiet_artifact_downloads, search_all_runs
+from scadapt.tracking.runs import close_orphaned_runs, quiet_artifact_downloads, resumed_run, search_all_runs
 from scadapt.tracking.workers import worker_id
 from scadapt.training.config import PretrainConfig, TrainJob
 from scadapt.training.preflight import (
@@ -254,7 +254,7 @@ def _plan(ctx: _Context, todo: list[MatrixCell], workers: int, threads: int) -> 
     plan = make_plan(cfg, todo, ctx.probes, ctx.backbone_shape, pretraining, workers, threads,
                      str(resolve_device(cfg.device)))
     log.info("%s", plan.text())
-    with mlflow.start_run(run_id=ctx.parent_id):
+    with resumed_run(ctx.parent_id):
         mlflow.log_text(plan.shown().to_csv(index=False), PLAN_ARTIFACT)
     if cfg.time_budget is not None and cfg.deadline is not None:
         refuse_small_budget(plan, cfg.time_budget, elapsed=time.time() - (cfg.deadline - 60 * cfg.time_budget))
@@ -321,7 +321,7 @@ def _fill_matrix(ctx: _Context, cells: list[MatrixCell], experiment_id: str) -> 
                     bar.set_postfix_str(f"{cell.key}: test macro-F1 {metrics['test_macro_f1']:.3f}")
                     if ctx.plan is not None:
                         ctx.plan.finished(cell.identity, time.perf_counter() - started)
-                        log.info(ctx.plan.progress(finished, ctx.backbone_ready))
+                        log.info(ctx.plan.progress(finished, ctx.backbone_ready, ctx.budget.left()))
             if ran_one:  # look again at once; what other workers finished is found when claiming it
                 continue
             # nothing was left to claim here: see what the other workers finished (one search of the whole
@@ -360,7 +360,7 @@ def _promote_all(ctx: _Context, datasets) -> dict[str, PromotionResult]:
     promotions = {}
     for dataset in datasets:
         try:
-            promotions[dataset] = promote(dataset, ctx.cfg.policy, force=ctx.cfg.force)
+            promotions[dataset] = promote(dataset, ctx.cfg.policy, force=ctx.cfg.force, lock=ctx.board.hold)
         except DowngradeRefused as refused:
             ctx.warnings.append(str(refused))
             log.warning("%s", refused)
@@ -476,7 +476,7 @@ class _Context:
         shown = tables.ranking.drop(columns=["regime", "label_fraction"], errors="ignore")
         log.info("First answer, from the strategies without a backbone (those with one run next):\n%s",
                  shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        with mlflow.start_run(run_id=self.parent_id):
+        with resumed_run(self.parent_id):
             mlflow.log_text(tables.ranking.to_csv(index=False), FIRST_ANSWER_ARTIFACT)
         if not self.cfg.promote:
             return
@@ -484,7 +484,7 @@ class _Context:
             if has_champion(dataset, self.cfg.policy):
                 continue
             try:
-                promotion = promote(dataset, self.cfg.policy)
+                promotion = promote(dataset, self.cfg.policy, lock=self.board.hold)
                 log.info("Provisional champion of %s: %s (%s version %s); a better runner replaces it at the end.",
                          dataset, promotion.strategy, promotion.model_name, promotion.version)
             except ScadaptError as error:
@@ -588,7 +588,7 @@ def _log_outputs(ctx: _Context, output_dir: Path, tables: BenchmarkTables, timin
                  seconds: float) -> None:
     """Settings, totals and the report folder on the benchmark's parent run."""
     cfg = ctx.cfg
-    with mlflow.start_run(run_id=ctx.parent_id):
+    with resumed_run(ctx.parent_id):
         # the settings behind the fingerprint are fixed for this run; the matrix may grow on a rerun (tags)
         log_params({"n_folds": cfg.n_folds, "tuning": cfg.tuning, "n_trials": cfg.n_trials, "epochs": cfg.epochs,
                     "checkpoint": ctx.checkpoint, "seed": cfg.seed, "fingerprint": ctx.fingerprint,

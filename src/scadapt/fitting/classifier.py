@@ -43,6 +43,7 @@ from scadapt.fitting.memory import (
 )
 from scadapt.fitting.optim import MAX_NONFINITE_STEPS, Updater
 from scadapt.models.head import BackboneClassifier, trainable_state
+from scadapt.notices import steps_shown
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import inference_batches, length_grouped_batches
 
@@ -287,7 +288,7 @@ def fit_classifier(
     best_key = (float("-inf"), float("-inf"))
     nonfinite = 0  # consecutive steps whose loss was NaN or infinite
     result.plan = source.plan_steps(train_idx, cfg.batch_size)
-    bar = tqdm(total=total, desc="training", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc="training", unit="step", disable=not (progress and steps_shown()), leave=False)
     for epoch in range(cfg.epochs):
         started = time.perf_counter()
         module.train()

@@ -37,6 +37,7 @@ from scadapt.devices import autocast
 from scadapt.errors import CheckpointError, InputDataError
 from scadapt.models.head import BackboneClassifier, ClassifierHead, trainable_state
 from scadapt.models.novelty import DEFAULT_REJECTED, NoveltyScorer
+from scadapt.options import AnnotateOptions, keyword_values
 from scadapt.storage import atomic_write
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 
@@ -50,6 +51,7 @@ UNASSIGNED = "Unassigned"  # the label of a cell the model does not call: no exp
 #                             type it was trained on (CellTypist's word)
 
 log = logging.getLogger(__name__)
+_FORMS = {"counts": "raw counts", "normalized": "normalised values", "log_normalized": "log-normalised values"}
 
 
 class Annotator(ABC):
@@ -90,21 +92,17 @@ class Annotator(ABC):
         return self.table(adata.obs_names, proba, self.expressed(adata), novelty, self.unknown_threshold(unknown))
 
     def unknown_threshold(self, unknown: float | str | None = "auto") -> float:
-        """The novelty score above which a cell is ``Unassigned``: ``"auto"`` rejects the calibrated
-        5 % of known cells (nothing for a model saved without a novelty scorer), a number in [0, 1]
-        that fraction, ``None`` nothing (``inf``)."""
-        if unknown is None:
+        """The novelty score above which a cell is ``Unassigned``: ``"auto"`` rejects at most the
+        calibrated 5 % of known cells (nothing for a model saved without a novelty scorer), a fraction
+        in [0, 1] (or its text) that fraction, ``None`` or ``"none"`` nothing (``inf``); read as
+        ``--unknown`` is (:class:`~scadapt.options.AnnotateOptions`)."""
+        unknown = keyword_values(AnnotateOptions, {"unknown": unknown}, "unknown")["unknown"]
+        if unknown is None or unknown == "auto" and self.novelty is None:
             return float("inf")
-        if isinstance(unknown, str):
-            if unknown != "auto":
-                raise InputDataError(f"unknown must be 'auto', a fraction between 0 and 1 or None, not {unknown!r}.")
-            return self.novelty.threshold(DEFAULT_REJECTED) if self.novelty is not None else float("inf")
-        if isinstance(unknown, bool) or not 0.0 <= float(unknown) <= 1.0:
-            raise InputDataError(f"unknown is the fraction of known cells to reject, between 0 and 1; got {unknown!r}.")
         if self.novelty is None:
             raise InputDataError("This model was saved without a novelty scorer, so it cannot reject cells of unknown "
                                  "types: train it again, or pass unknown=None.")
-        return self.novelty.threshold(float(unknown))
+        return self.novelty.threshold(DEFAULT_REJECTED if unknown == "auto" else float(unknown))
 
     def expressed(self, adata: AnnData) -> np.ndarray:
         """Whether each cell expresses at least one gene this model reads (bool ``[n_cells]``)."""
@@ -334,17 +332,11 @@ class ExpressionAnnotator(Annotator):
         """Say once per model and form what was done to a query whose values are not of the kind
         the model was trained on (counts, normalised or log-normalised)."""
         trained, said = self.trained_on["values"], self.__dict__.setdefault("_forms_said", set())
-        if query == trained or trained == "unknown" or query in said:
-            return
-        said.add(query)
-        if query == "log_normalized":
-            log.warning("The query holds log-normalised values; this model was trained on %s and log-normalised them to "
-                        "%s per cell: the query is read as it is (give counts if it was normalised otherwise).",
-                        trained.replace("_", " "), f"{self.trained_on['target_sum']:,.0f}")
-        else:
-            log.warning("The query holds %s values; this model was trained on %s ones: each cell was scaled to %s in "
-                        "total (the training cells' median) and log1p-transformed, as the training cells were.",
-                        query, trained.replace("_", "-"), f"{self.trained_on['target_sum']:,.0f}")
+        if trained not in ("unknown", query) and query not in said:
+            said.add(query)
+            log.warning("The query holds %s; this model was trained on %s, log-normalised to %s per cell: %s", _FORMS[query],
+                        _FORMS[trained], f"{self.trained_on['target_sum']:,.0f}", "the query is read as it is."
+                        if query == "log_normalized" else "each cell was scaled to that total and log1p-transformed.")
 
     def matrix_outputs(self, matrix, genes, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Computed :data:`CHUNK` cells at a time: a model on every gene would need a dense

@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from scadapt.tracking.contract import (
     SPLIT_TAG,
     STRATEGY_TAG,
 )
-from scadapt.tracking.runs import quiet_artifact_downloads, search_all_runs
+from scadapt.tracking.runs import quiet_artifact_downloads, resumed_run, search_all_runs
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +111,18 @@ def rank(runs: list[Run], policy: PromotionPolicy) -> pd.DataFrame:
 
 
 def promote(dataset: str, policy_path: str | Path | None = None, experiment: str | None = None,
-            force: bool = False) -> PromotionResult:
+            force: bool = False, lock: Callable[[str], AbstractContextManager] | None = None) -> PromotionResult:
     """Make the best candidate of ``dataset`` its ``@champion`` unless the champion is as good.
 
     ``force``: move the alias to the best candidate even when it ranks below the current champion.
+    ``lock``: the workers' lock by name (:meth:`scadapt.coordination.Coordinator.hold`): two
+    promotions of a dataset at once run one after the other, so each sees the other's champion.
     """
+    with lock(f"promote:{dataset}") if lock else nullcontext():
+        return _promote(dataset, policy_path, experiment, force)
+
+
+def _promote(dataset: str, policy_path: str | Path | None, experiment: str | None, force: bool) -> PromotionResult:
     policy = PromotionPolicy.load(policy_path)
     if problem := invalid_model_name(policy.model_name(dataset)):
         raise ScadaptError(f"The registered model name {policy.model_name(dataset)!r} (from the policy's "
@@ -226,7 +235,7 @@ def _register(run: Run, name: str) -> ModelVersion:
             raise ScadaptError(f"The winner's backbone checkpoint {checkpoint} is gone; it must be served with the model.")
         genes = json.loads((serving / GENES_FILE).read_text())
         example = pd.read_csv(serving / INPUT_EXAMPLE_FILE)
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        with resumed_run(run_id):
             info = log_served_model(annotator, genes, example, checkpoint)
     return mlflow.register_model(info.model_uri, name)
 

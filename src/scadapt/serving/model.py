@@ -12,7 +12,6 @@ Input: a table of cells x gene symbols (counts or log-normalised). Output: one r
 from __future__ import annotations
 
 import json
-from argparse import ArgumentTypeError
 from pathlib import Path
 
 import mlflow
@@ -23,7 +22,6 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from scadapt.annotation.labelling import label_cells, report_rejected
 from scadapt.devices import resolve_device
 from scadapt.errors import ScadaptError
-from scadapt.options import unknown_cells
 from scadapt.serving.request import OUTPUTS, matrix_from_table
 from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, GENES_FILE, SERVING_ARTIFACT
@@ -42,7 +40,7 @@ class ServedAnnotator(mlflow.pyfunc.PythonModel):
         try:
             if output not in OUTPUTS:
                 raise ScadaptError(f"Unknown output {output!r}; choose one of {', '.join(OUTPUTS)}.")
-            threshold = self.annotator.unknown_threshold(_unknown((params or {}).get("unknown", "auto")))
+            threshold = self.annotator.unknown_threshold((params or {}).get("unknown", "auto"))
             matrix = matrix_from_table(model_input, self.genes)  # no AnnData: the lean path of one request
             labels = label_cells(self.annotator, matrix, self.genes, threshold)  # as annotate() labels each chunk
         except ScadaptError as error:  # a bad request: HTTP 400 with the message, the server keeps serving
@@ -55,14 +53,6 @@ class ServedAnnotator(mlflow.pyfunc.PythonModel):
             embedding = labels.embedding
             table = table.join(pd.DataFrame(embedding, columns=[f"emb_{i}" for i in range(embedding.shape[1])]))
         return table
-
-
-def _unknown(value):
-    """The ``unknown`` param as a request sends it (a string or a number)."""
-    try:
-        return unknown_cells(str(value))
-    except ArgumentTypeError as error:
-        raise ScadaptError(f"unknown: {error}") from None
 
 
 mlflow.models.set_model(ServedAnnotator())

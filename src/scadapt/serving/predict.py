@@ -19,6 +19,7 @@ import pandas as pd
 
 from scadapt.annotation import annotate_h5ad
 from scadapt.models.annotator import UNASSIGNED
+from scadapt.options import AnnotateOptions
 from scadapt.tracking import log_params, tracked_run
 from scadapt.tracking.contract import ENTRY_POINT_TAG, LABEL_COUNTS_FILE, PREDICT_EXPERIMENT, PREDICTIONS_FILE
 
@@ -32,20 +33,17 @@ class PredictResult:
     label_counts: pd.Series
 
 
-def predict_h5ad(model_uri: str, data: str | Path, output: str | Path | None = None, layer: str | None = None,
-                 gene_column: str | None = None, key: str = "scadapt", experiment: str = PREDICT_EXPERIMENT, *,
-                 majority_voting: bool = False, over_clustering: str | None = None,
-                 unknown: float | str | None = "auto", batch_size: int | None = None) -> PredictResult:
+def predict_h5ad(model_uri: str, data: str | Path, output: str | Path | None = None,
+                 options: AnnotateOptions | None = None, experiment: str = PREDICT_EXPERIMENT) -> PredictResult:
     """Annotate the cells of ``data`` with the model at ``model_uri`` (e.g. ``models:/name@champion``)
     and write ``output`` (default: ``<stem>_annotated.h5ad`` in the working directory)."""
+    options = options or AnnotateOptions()
+    key = options.key
     with tracked_run(experiment, run_name=f"predict {Path(data).name}", tags={ENTRY_POINT_TAG: "predict"}) as run:
-        result = annotate_h5ad(model_uri, data, output, key=key, majority_voting=majority_voting,
-                               over_clustering=over_clustering, unknown=unknown, batch_size=batch_size,
-                               layer=layer, gene_column=gene_column)
-        log_params({"model_uri": model_uri, "data": str(data), "layer": layer, "output": str(result.output),
-                    "strategy": result.model.annotator.strategy, "n_cells": result.n_cells,
-                    "majority_voting": majority_voting or over_clustering is not None,
-                    "over_clustering": over_clustering, "unknown": unknown})
+        result = annotate_h5ad(model_uri, data, output, **vars(options))
+        log_params({"model_uri": model_uri, "data": str(data), "output": str(result.output),
+                    "strategy": result.model.annotator.strategy, "n_cells": result.n_cells, **vars(options),
+                    "majority_voting": options.majority_voting or options.over_clustering is not None})
         column = f"{key}_majority_voting" if f"{key}_majority_voting" in result.obs else f"{key}_label"
         counts = result.obs[column].value_counts()
         mlflow.log_metrics({"n_cells": result.n_cells, "mean_confidence": float(result.labels.confidence.mean()),

@@ -53,6 +53,10 @@ def matrix_from_table(table: pd.DataFrame, genes: list[str], max_missing: float 
         unknown = columns[~columns.isin(genes)]
         log.warning("Ignoring %d column(s) the model does not read: %s", n_unknown, ", ".join(unknown[:5]))
     given = _numbers(table.iloc[:, position[found]])
+    if missing := int(np.isnan(given).any(axis=1).sum()):  # a record without some genes (dataframe_records)
+        raise InputDataError(f"{missing} cell(s) lack a value for some of the model's genes (e.g. cell "
+                             f"{str(table.index[np.isnan(given).any(axis=1)][0])!r}): send every gene column for every cell "
+                             "(0 where not expressed).")
     check_values(given)  # as train and predict check their data (the zeros of absent genes left out)
     matrix = np.zeros((table.shape[0], len(genes)), dtype=np.float32)
     matrix[:, found] = given
@@ -60,9 +64,9 @@ def matrix_from_table(table: pd.DataFrame, genes: list[str], max_missing: float 
 
 
 def _numbers(values: pd.DataFrame) -> np.ndarray:
-    """The table as float32; numbers in object columns (mixed JSON records) are numbers too, anything else is refused."""
+    """The table as float64 (a value too large for float32 is refused as such, not as infinite); numbers in object columns (mixed JSON records) are numbers too, anything else is refused."""
     if all(kind in "biuf" for kind in {dtype.kind for dtype in values.dtypes}):
-        return values.to_numpy(dtype=np.float32)  # the usual request: every column numeric, one conversion
+        return values.to_numpy(dtype=np.float64)  # the usual request: every column numeric, one conversion
     textual = [not pd.api.types.is_numeric_dtype(dtype) for dtype in values.dtypes]
     columns = values.columns[textual]
     converted = values[columns].apply(pd.to_numeric, errors="coerce")
@@ -70,4 +74,4 @@ def _numbers(values: pd.DataFrame) -> np.ndarray:
     if not_numbers.any():
         raise InputDataError(f"Gene columns must hold numbers; not numeric: "
                              f"{', '.join(map(str, not_numbers.index[not_numbers][:5]))}.")
-    return values.assign(**{c: converted[c] for c in columns}).to_numpy(dtype=np.float32)
+    return values.assign(**{c: converted[c] for c in columns}).to_numpy(dtype=np.float64)

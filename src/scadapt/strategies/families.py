@@ -1,4 +1,5 @@
-"""The four families of strategy, each holding the fit its members share.
+"""The three families of strategy (expression, frozen backbone, adapted backbone), each holding the
+fit its members share.
 
 A strategy module subclasses one of them and adds only what is its own: the config, and for a
 strategy trained through the backbone, :meth:`AdaptedStrategy.adapt` (and, if it needs them, the

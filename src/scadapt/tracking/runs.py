@@ -59,6 +59,24 @@ def tracked_run(
 
 
 @contextmanager
+def resumed_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
+    """Run ``run_id`` as the active run for the block (nested under an active one), whichever
+    experiment is active (MLflow refuses to resume a run of another: a promoted ``train`` run
+    seen from a benchmark), which stays active after. A finished run ends as it was whatever
+    happens in the block: an interrupt while logging to it must not fail finished work."""
+    status = MlflowClient().get_run(run_id).info.status
+    fluent = mlflow.tracking.fluent
+    active, fluent._active_experiment_id = fluent._active_experiment_id, None  # no public setter clears it
+    try:
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None) as run:
+            yield run
+    finally:
+        fluent._active_experiment_id = active
+        if status != "RUNNING":
+            MlflowClient().set_terminated(run_id, status)
+
+
+@contextmanager
 def quiet_artifact_downloads() -> Iterator[None]:
     """No MLflow progress bar per downloaded artifact (small files, fetched many at a time)."""
     with temporary_environment({MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false"}):

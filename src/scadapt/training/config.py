@@ -149,6 +149,7 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
             (not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions),
              f"label_fractions must lie in (0, 1] (got {self.label_fractions})"),
             (bad_name(self.experiment), f"experiment {self.experiment!r} {NAME_RULE}"),
+            (self.seed < 0, f"seed must be 0 or more (got {self.seed})"),
             *self.backbone_problems(),
             *memory_problems(self),
         ], "job settings")

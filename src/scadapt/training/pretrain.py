@@ -31,6 +31,7 @@ from scadapt.data import load_expression
 from scadapt.devices import autocast, resolve_device
 from scadapt.errors import BudgetSpent, ScadaptError, TrainingDiverged
 from scadapt.fitting.optim import MAX_NONFINITE_STEPS, Updater
+from scadapt.notices import steps_shown
 from scadapt.storage import atomic_write, demo_backbone_dir, writable_dir
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
 from scadapt.tokenization.batching import length_grouped_batches
@@ -162,7 +163,7 @@ def _train_epoch(model, tokenizer, corpus: _Corpus, updater: Updater, cfg: Pretr
     torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout: a resumed epoch replays exactly
     batches = length_grouped_batches(corpus.cells.lengths[corpus.train_idx], cfg.batch_size, epoch_rng)
     running, n_batches, nonfinite = 0.0, 0, 0
-    bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not steps_shown())
     for batch_idx in bar:
         batch = tokenizer.batch(corpus.cells, corpus.train_idx[batch_idx], epoch=epoch)
         ratio = float(epoch_rng.choice(cfg.mask_ratios))
