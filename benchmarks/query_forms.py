@@ -49,7 +49,7 @@ def measure(strategies: list[str], folder: str) -> list[list[object]]:
     pbmc = scadapt.load_dataset("pbmc68k_reduced")
     unlogged = sp.csr_matrix(pbmc.X, dtype=np.float64)
     unlogged.data = np.expm1(unlogged.data)
-    smallest = np.array([unlogged.data[a:b].min() for a, b in zip(unlogged.indptr[:-1], unlogged.indptr[1:])])
+    smallest = np.array([unlogged.data[a:b].min() for a, b in zip(unlogged.indptr[:-1], unlogged.indptr[1:], strict=True)])
     pbmc_counts = sp.diags(1.0 / smallest) @ unlogged
     pbmc_counts.data = np.round(pbmc_counts.data)
     pancreas = scadapt.load_dataset("pancreas_small")

@@ -142,3 +142,8 @@ def test_obs_columns_h5py_cannot_write_are_stored_as_strings(cells, caplog):
     cells.obs["meta"] = [{"a": i} if i % 2 else i for i in range(cells.n_obs)]  # dicts and ints
     path = dataset_file(cells, "islets")
     assert "meta" in caplog.text and anndata.read_h5ad(path).obs["meta"].iloc[1] == "{'a': 1}"
+
+
+def test_load_annotator_given_a_uri_says_what_to_use():
+    with pytest.raises(ScadaptError, match="load_annotator takes a run id, not 'models:/scadapt-x@champion'"):
+        scadapt.load_annotator("models:/scadapt-x@champion")  # it said "Run with id=models: not found"

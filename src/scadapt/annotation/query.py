@@ -60,8 +60,6 @@ def label_query(model: AnnotationModel, query: Query, chunk_cells: int | None = 
     receives each chunk's embedding (to write it out); ``keep_embedding=False`` then drops it from
     the result."""
     size = chunk_cells or CHUNK_CELLS
-    if size < 1:
-        raise InputDataError(f"batch_size must be a positive number of cells, not {size}.")
     parts = []
     bar = tqdm(total=query.n_cells, unit="cells", desc="annotating", disable=not progress or query.n_cells <= size)
     for start, stop, matrix in query.chunks(size):

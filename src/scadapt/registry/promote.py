@@ -235,7 +235,7 @@ def _register(run: Run, name: str) -> ModelVersion:
             raise ScadaptError(f"The winner's backbone checkpoint {checkpoint} is gone; it must be served with the model.")
         genes = json.loads((serving / GENES_FILE).read_text())
         example = pd.read_csv(serving / INPUT_EXAMPLE_FILE)
-        with resumed_run(run_id):
+        with resumed_run(run_id, keep_status=True):
             info = log_served_model(annotator, genes, example, checkpoint)
     return mlflow.register_model(info.model_uri, name)
 

@@ -59,12 +59,13 @@ def tracked_run(
 
 
 @contextmanager
-def resumed_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
+def resumed_run(run_id: str, keep_status: bool = False) -> Iterator[mlflow.ActiveRun]:
     """Run ``run_id`` as the active run for the block (nested under an active one), whichever
     experiment is active (MLflow refuses to resume a run of another: a promoted ``train`` run
-    seen from a benchmark), which stays active after. A finished run ends as it was whatever
-    happens in the block: an interrupt while logging to it must not fail finished work."""
-    status = MlflowClient().get_run(run_id).info.status
+    seen from a benchmark), which stays active after. The run ends FINISHED (FAILED after an
+    error), or with ``keep_status`` as it was whatever happens in the block: an interrupt while
+    logging to finished work must not fail it."""
+    status = MlflowClient().get_run(run_id).info.status if keep_status else "RUNNING"
     fluent = mlflow.tracking.fluent
     active, fluent._active_experiment_id = fluent._active_experiment_id, None  # no public setter clears it
     try:
