@@ -10,15 +10,16 @@ from scadapt.data.validation import value_kind
 TARGET_SUM = 1e4
 
 
-def log_normalized(matrix, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
+def log_normalized(matrix, target_sum: float = TARGET_SUM, kind: str | None = None) -> sp.csr_matrix:
     """``log1p`` of counts (or normalised values) scaled to ``target_sum`` per cell; log-normalised
     input is kept as is, and values normalised to about ``target_sum`` already are only logged.
 
     Whether the input is already on a log scale is decided from the values themselves
-    (:func:`~scadapt.data.validation.value_kind`), the same way at fitting and at prediction.
+    (:func:`~scadapt.data.validation.value_kind`, or ``kind`` where the caller has it), the same
+    way at fitting and at prediction.
     """
     matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    if (kind := value_kind(matrix)) == "log_normalized":
+    if (kind := kind or value_kind(matrix)) == "log_normalized":
         return matrix
     totals = np.asarray(matrix.sum(axis=1)).ravel()
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)

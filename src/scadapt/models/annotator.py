@@ -319,8 +319,8 @@ class ExpressionAnnotator(Annotator):
                 f"Only {found.sum()} of the {len(self.genes)} genes this model uses are in the data "
                 f"(e.g. missing: {', '.join(np.asarray(self.genes)[~found][:5])}). Use gene symbols as var_names."
             )
-        normalized = log_normalized(matrix, self.trained_on["target_sum"])
-        self._say_form(value_kind(matrix))
+        self._say_form(kind := value_kind(matrix))
+        normalized = log_normalized(matrix, self.trained_on["target_sum"], kind)  # the kind read once per chunk
         if found.all():
             same_order = len(position) == normalized.shape[1] and (position == np.arange(len(position))).all()
             return normalized if same_order else normalized[:, position]
