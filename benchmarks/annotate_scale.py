@@ -91,8 +91,8 @@ def print_linearity(kind: str, per_cell: list[tuple[int, float]]) -> None:
 def champion(folder: Path, strategy: str) -> Path:
     """The annotator folder of ``strategy`` trained on the bundled pancreas cells (default settings)."""
     import scadapt
+    from scadapt.jobs.pretrain import ensure_demo_backbone
     from scadapt.strategies import get_strategy
-    from scadapt.training.pretrain import ensure_demo_backbone
 
     target = folder / f"{strategy}_annotator"
     if not target.is_dir():

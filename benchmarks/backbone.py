@@ -222,7 +222,7 @@ def _our_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def _ours_embed(model, ids, values, mask, batch_size):
     """Our embedding path on the same padded inputs: regroup by length, CLS-only last layer
     (in the precision ``SCADAPT_PRECISION`` asks for)."""
-    from scadapt.devices import autocast
+    from scadapt.infra.devices import autocast
 
     lengths = (~mask).sum(1).numpy()
     emb = np.empty((len(ids), model.config.d_model), dtype=np.float32)

@@ -45,8 +45,8 @@ def speed_worker(ckpt: Path, out: Path) -> dict:
     import torch.nn.functional as F
 
     from scadapt.backbone import load_backbone
-    from scadapt.devices import autocast
     from scadapt.fitting.optim import Updater
+    from scadapt.infra.devices import autocast
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneVocab
 
@@ -81,10 +81,10 @@ def speed_worker(ckpt: Path, out: Path) -> dict:
 
 
 def quality_worker(data: str, checkpoint: str, epochs: int) -> dict:
+    from scadapt.jobs.config import TrainJob
+    from scadapt.jobs.context import prepare
+    from scadapt.jobs.fit import evaluate, fit_strategy
     from scadapt.strategies import epoch_budget, get_strategy
-    from scadapt.training.config import TrainJob
-    from scadapt.training.context import prepare
-    from scadapt.training.fit import evaluate, fit_strategy
 
     ctx = prepare(TrainJob(data=data, checkpoint=checkpoint, progress=False, umap=False))
     result = {}
@@ -161,7 +161,7 @@ def main() -> None:
             make_checkpoint(args.reference_dir, ckpt)
             speed = {p: run(p, "speed", str(ckpt)) for p in PRECISIONS}
         if "quality" in args.part:
-            from scadapt.storage import demo_backbone_dir
+            from scadapt.infra.storage import demo_backbone_dir
 
             demo = str(demo_backbone_dir())
             quality = {(p, data): run(p, "quality", data, demo) for p in PRECISIONS for data in DATASETS}

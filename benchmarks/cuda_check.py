@@ -27,8 +27,8 @@ import torch
 
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, embed_cells, load_backbone
 from scadapt.data import load_expression, make_splits
-from scadapt.errors import TrainingDiverged
 from scadapt.fitting.classifier import TokenSource, fit_classifier
+from scadapt.infra.errors import TrainingDiverged
 from scadapt.strategies import get_strategy
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 
@@ -106,7 +106,7 @@ def _whole_human(folder: Path) -> None:
     print(f"\n4. whole-human shapes ({sum(p.numel() for p in backbone.parameters()) / 1e6:.1f}M parameters, "
           f"random weights), 1,200 tokens per cell\n")
     print("| task | cells | seconds (median of 3, after a warm-up) | cells/s | peak GPU memory (GiB) |\n|---|---|---|---|---|")
-    from scadapt.devices import autocast
+    from scadapt.infra.devices import autocast
 
     def embed() -> None:
         with torch.inference_mode(), autocast(torch.device("cuda")):

@@ -49,8 +49,8 @@ def main() -> None:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         from scadapt.backbone import ScGPTBackbone, embed_cells, load_backbone
         from scadapt.data import load_expression
+        from scadapt.jobs.pretrain import PretrainConfig, pretrain
         from scadapt.tokenization import GeneTokenizer
-        from scadapt.training.pretrain import PretrainConfig, pretrain
 
         overrides = {k: v for k, v in vars(args).items() if v is not None}
         if "d_model" in overrides:

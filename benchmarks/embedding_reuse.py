@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="jobs per strategy after the first")
     args = parser.parse_args()
 
-    from scadapt.storage import demo_backbone_dir
+    from scadapt.infra.storage import demo_backbone_dir
 
     demo = demo_backbone_dir()
     if not (demo / "args.json").is_file():
@@ -42,8 +42,8 @@ def main() -> None:
         checkpoint = tmp / "backbone"
         shutil.copytree(demo, checkpoint)
 
-        from scadapt.training.config import TrainJob
-        from scadapt.training.train import train
+        from scadapt.jobs.config import TrainJob
+        from scadapt.jobs.train import train
 
         jobs = [("frozen_probe", {})] + [(s, {"epochs": 10} if s == "head" else {})
                                          for s in ("frozen_probe", "head") for _ in range(args.repeats)]

@@ -41,9 +41,9 @@ def main() -> None:
 
     from scadapt.backbone import load_backbone
     from scadapt.data.dataset import load_dataset
+    from scadapt.jobs.pretrain import ensure_demo_backbone
     from scadapt.tokenization import GeneTokenizer
     from scadapt.tokenization.batching import inference_batches
-    from scadapt.training.pretrain import ensure_demo_backbone
 
     loaded = load_backbone(ensure_demo_backbone(), with_decoders=False, device=torch.device("cpu"))
     model = loaded.model.eval()

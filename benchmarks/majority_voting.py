@@ -45,8 +45,8 @@ def measure(strategies: list[str]) -> list[list[object]]:
     import scadapt
     from scadapt.annotation.voting import majority_vote, over_cluster
     from scadapt.data.preprocess import log_normalized
-    from scadapt.training.config import TrainJob
-    from scadapt.training.train import train
+    from scadapt.jobs.config import TrainJob
+    from scadapt.jobs.train import train
 
     rows = []
     for data, regimes in SPLITS.items():

@@ -42,9 +42,9 @@ def measure(strategies: list[str], n_types: int, folder: str) -> list[list[objec
     from sklearn.metrics import roc_auc_score
 
     import scadapt
+    from scadapt.jobs.config import TrainJob
+    from scadapt.jobs.train import train
     from scadapt.models.annotator import UNASSIGNED
-    from scadapt.training.config import TrainJob
-    from scadapt.training.train import train
 
     rows = []
     for data in ("pancreas_small", "pbmc68k_reduced"):

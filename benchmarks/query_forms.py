@@ -42,9 +42,9 @@ def measure(strategies: list[str], folder: str) -> list[list[object]]:
     import scipy.sparse as sp
 
     import scadapt
+    from scadapt.jobs.config import TrainJob
+    from scadapt.jobs.train import train
     from scadapt.models.annotator import UNASSIGNED
-    from scadapt.training.config import TrainJob
-    from scadapt.training.train import train
 
     pbmc = scadapt.load_dataset("pbmc68k_reduced")
     unlogged = sp.csr_matrix(pbmc.X, dtype=np.float64)

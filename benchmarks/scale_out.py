@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from scadapt.backbone import load_backbone
-    from scadapt.storage import demo_backbone_dir
+    from scadapt.infra.storage import demo_backbone_dir
 
     if not (demo_backbone_dir() / "args.json").is_file():
         sys.exit("No demo backbone: run `scadapt pretrain` first.")

@@ -62,9 +62,9 @@ def _policy(tmp: Path) -> Path:
 
 
 def _champion(data: str, strategy: str, checkpoint: str | None, hparams: dict, policy: Path, max_seq_len=None):
+    from scadapt.jobs.config import TrainJob
+    from scadapt.jobs.train import train
     from scadapt.registry import promote
-    from scadapt.training.config import TrainJob
-    from scadapt.training.train import train
 
     experiment = f"bench-{data}-{strategy}"  # one candidate per experiment: each strategy becomes the champion
     train(TrainJob(data=data, strategy=strategy, checkpoint=checkpoint, hparams=hparams, progress=False, umap=False,
@@ -217,7 +217,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from scadapt.data import load_expression
-    from scadapt.storage import demo_backbone_dir
+    from scadapt.infra.storage import demo_backbone_dir
 
     results, load, stages = [], [], []
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -62,11 +62,11 @@ def human_strategies() -> list[str]:
 
 
 def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
+    from scadapt.jobs.config import TrainJob
+    from scadapt.jobs.context import prepare
+    from scadapt.jobs.fit import fit_strategy
     from scadapt.strategies import get_strategy
     from scadapt.strategies.base import TorchConfig
-    from scadapt.training.config import TrainJob
-    from scadapt.training.context import prepare
-    from scadapt.training.fit import fit_strategy
 
     cls = get_strategy(strategy)
     ctx = prepare(TrainJob(data="pbmc68k_reduced", strategy=strategy, device=device, progress=False, umap=False),
@@ -89,9 +89,9 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
     import torch.nn.functional as F
 
     from scadapt.backbone import load_backbone
-    from scadapt.devices import autocast, resolve_device
     from scadapt.fitting.classifier import TrainingHooks
     from scadapt.fitting.optim import Updater
+    from scadapt.infra.devices import autocast, resolve_device
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneVocab
     from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
@@ -156,9 +156,9 @@ def epochs_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
     tokens (a fifth of them for validation), as ``fit`` runs them: frozen layers below the adapted
     ones run once per cell (:mod:`scadapt.fitting.frozen_layers`)."""
     from scadapt.backbone import load_backbone
-    from scadapt.devices import resolve_device
     from scadapt.fitting.classifier import TokenSource, fit_classifier
     from scadapt.fitting.frozen_layers import FrozenLayerCache
+    from scadapt.infra.devices import resolve_device
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells
     from scadapt.tokenization.tokenizer import GeneOverlap
@@ -195,10 +195,10 @@ def budget_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
     """One epoch of ``--budget-cells`` cells of ``--budget-seq-len`` tokens in one optimisation batch
     within the budget ``args.budget`` (GB; 0: none), checkpointing ``args.checkpointing``."""
     from scadapt.backbone import load_backbone
-    from scadapt.devices import resolve_device
     from scadapt.fitting.classifier import TokenSource, fit_classifier
     from scadapt.fitting.frozen_layers import FrozenLayerCache
     from scadapt.fitting.memory import MemoryBudget
+    from scadapt.infra.devices import resolve_device
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells
     from scadapt.tokenization.tokenizer import GeneOverlap

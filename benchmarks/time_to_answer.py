@@ -5,7 +5,7 @@ Run:  python benchmarks/time_to_answer.py [--reference REV] [--budget 5] [--data
                                           [--codes this reference] [--keep DIR]
 
 Datasets: the bundled ``pbmc68k_reduced`` (700 cells x 765 genes) and a synthetic 1,000-cell x
-11,000-gene one (``scadapt.data.synthetic``: negative-binomial counts, 8 cell types as gene-program
+11,000-gene one (``tools/synthetic.py``: negative-binomial counts, 8 cell types as gene-program
 shifts; the genes are the bundled datasets' and then others of the whole-human vocabulary, so most
 cells have more genes in the demo backbone's vocabulary than fit in its 512 tokens). Every job
 starts from an empty cache, so the demo backbone is pretrained in it. Each job runs in its own
@@ -78,9 +78,10 @@ def main() -> None:
 def wide_dataset(path: Path, n_cells: int = 1000, n_genes: int = 11_000) -> Path:
     """The synthetic wide dataset: the bundled datasets' genes first, then other genes of the
     whole-human vocabulary."""
-    sys.path.insert(0, str(REPO / "src"))
+    sys.path[:0] = [str(REPO / "src"), str(REPO / "tools")]
+    from synthetic import synthetic_counts  # tools/synthetic.py
+
     from scadapt.data import load_expression
-    from scadapt.data.synthetic import synthetic_counts
 
     genes = list(dict.fromkeys(g for name in ("pancreas_small", "pbmc68k_reduced")
                                for g in load_expression(name).var_names))

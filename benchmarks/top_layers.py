@@ -31,10 +31,10 @@ INJECTED = ("lora", "dora", "adalora", "adapter", "prefix", "ia3")
 
 
 def measure(data: str, layers: list[int], epochs: int) -> dict[tuple[str, int], dict]:
+    from scadapt.jobs.config import TrainJob
+    from scadapt.jobs.context import prepare
+    from scadapt.jobs.fit import evaluate, fit_strategy
     from scadapt.strategies import epoch_budget, get_strategy
-    from scadapt.training.config import TrainJob
-    from scadapt.training.context import prepare
-    from scadapt.training.fit import evaluate, fit_strategy
 
     ctx = prepare(TrainJob(data=data, progress=False, umap=False))
     ctx.embeddings(ctx.split.train, progress=False)  # the head's input statistics: computed once, not timed

@@ -5,13 +5,14 @@ contract come from the registry, the option declarations and ``tracking/contract
 checkout being built, and the results page is ``benchmarks/RESULTS.md`` itself.
 """
 
+import sys
 from pathlib import Path
 
 import mkdocs_gen_files
 
-from scadapt.reference import cli_reference, contract_reference, strategies_reference, unknown_options
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from reference import cli_reference, contract_reference, strategies_reference, unknown_options  # noqa: E402
 
 PAGES = {
     "strategies.md": lambda: strategies_reference(ROOT / "tests" / "data" / "scgpt_human"),

@@ -16,6 +16,7 @@ from scadapt.data import load_expression
 from scadapt.tokenization import GeneVocab
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))  # the build tools and the synthetic data maker
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

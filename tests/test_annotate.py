@@ -11,9 +11,9 @@ import scipy.sparse as sp
 import scadapt
 from scadapt.annotation import annotate_h5ad, majority_vote, over_cluster
 from scadapt.annotation.voting import over_clustering_resolution
-from scadapt.errors import InputDataError, ScadaptError
-from scadapt.training.config import TrainJob
-from scadapt.training.train import train
+from scadapt.infra.errors import InputDataError, ScadaptError
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.train import train
 
 
 @pytest.fixture(scope="module")

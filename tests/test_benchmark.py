@@ -22,7 +22,7 @@ from scadapt.benchmark.local_workers import helper_settings, plan_workers, worke
 from scadapt.benchmark.matrix import MatrixCell, progress_grid
 from scadapt.benchmark.results import METRICS
 from scadapt.cli import main
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.registry import PromotionPolicy
 
 FIGURES = ("full_label_macro_f1", "low_label_curves", "efficiency_pareto", "champion_per_class_f1")

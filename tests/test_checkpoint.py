@@ -10,7 +10,7 @@ from conftest import padded_batch, random_backbone
 
 from scadapt.backbone import load_backbone, save_backbone
 from scadapt.backbone.checkpoint import WEIGHTS_FILE
-from scadapt.errors import CheckpointError
+from scadapt.infra.errors import CheckpointError
 from scadapt.tokenization import GeneVocab
 
 

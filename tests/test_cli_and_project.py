@@ -112,9 +112,9 @@ def test_unknown_hyperparameter_is_a_message(tmp_path):
 
 
 def test_mlproject_is_written_from_the_command_options():
-    from scadapt.project import MLPROJECT, mlproject_text
+    from mlproject import MLPROJECT, mlproject_text
 
-    assert MLPROJECT.read_text() == mlproject_text(), "MLproject is out of date: run python -m scadapt.project"
+    assert MLPROJECT.read_text() == mlproject_text(), "MLproject is out of date: run python tools/mlproject.py"
     spec = mlflow.projects._project_spec.load_project(str(REPO))
     for entry in ("main", "benchmark", "train", "tune"):  # one definition of the data options everywhere
         assert {"label_key", "batch_key", "layer", "gene_column", "drop_rare_classes", "study_groups"} <= \
@@ -122,7 +122,8 @@ def test_mlproject_is_written_from_the_command_options():
 
 
 def test_every_strategy_name_is_a_module_registering_that_strategy_and_all_means_all():
-    from scadapt.project import mlproject_text
+    from mlproject import mlproject_text
+
     from scadapt.strategies import NAMES, all_strategies, baselines, without_backbone
 
     assert [cls.name for cls in all_strategies().values()] == list(NAMES)
@@ -143,7 +144,7 @@ def test_options_are_parsed_before_any_heavy_import():
 
 def test_undeclared_mlflow_parameters_reach_the_options_too():
     from scadapt.cli import build_parser
-    from scadapt.options import dashed_option_names
+    from scadapt.infra.options import dashed_option_names
 
     # `mlflow run -P name=value` passes a parameter the entry point does not declare as --name value
     argv = dashed_option_names(["pipeline", "--label_key", "cell_type", "--drop_rare_classes", "true",

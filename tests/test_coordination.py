@@ -14,11 +14,11 @@ import time
 import pytest
 from servers import create_database, postgres_bin, postgres_cluster
 
-from scadapt.coordination import AdvisoryLocks, FileLocks, coordinator_for
+from scadapt.infra.coordination import AdvisoryLocks, FileLocks, coordinator_for
 
 HOLDER = """
 import sys, time
-from scadapt.coordination import coordinator_for
+from scadapt.infra.coordination import coordinator_for
 with coordinator_for(sys.argv[1]).hold(sys.argv[2]):
     print("held", flush=True)
     time.sleep(600)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from scadapt.backbone import embed_cells, load_backbone
+from scadapt.jobs.pretrain import PretrainConfig, pretrain
 from scadapt.tokenization import GeneTokenizer
-from scadapt.training.pretrain import PretrainConfig, pretrain
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -14,7 +14,7 @@ from conftest import REPO, SHARED, synthetic_adata
 
 from scadapt.data import CATALOG, DatasetInfo, load_dataset, load_expression
 from scadapt.data.sources import RemoteFile
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 
 SHARED_PANCREAS = SHARED / "data" / "pancreas_panc8_small_bbknnR.h5ad"
 BUNDLED_PANCREAS = REPO / "src/scadapt/data/bundled/pancreas_panc8_small.h5ad"

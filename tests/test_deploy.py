@@ -25,12 +25,12 @@ import requests
 import yaml
 from conftest import REPO
 
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.train import train
 from scadapt.registry import promote
 from scadapt.registry.policy import DEFAULT_POLICY
 from scadapt.serving.package import served_requirements
 from scadapt.serving.server import serving, uv_find_links
-from scadapt.training.config import TrainJob
-from scadapt.training.train import train
 
 CHAMPION = "models:/scadapt-pancreas_small@champion"
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[a-z0-9,_-]+\])?==(?P<version>[0-9][0-9a-z.]*)$")

@@ -100,7 +100,7 @@ def _tiny_demo_backbone(pancreas: anndata.AnnData) -> None:
     from conftest import random_backbone
 
     from scadapt.backbone import save_backbone
-    from scadapt.storage import demo_backbone_dir
+    from scadapt.infra.storage import demo_backbone_dir
     from scadapt.tokenization import GeneVocab
 
     vocab = GeneVocab.from_genes(pancreas.var_names)

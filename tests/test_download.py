@@ -16,7 +16,7 @@ import pytest
 from test_data import PANCREAS_FILE
 
 from scadapt.data.download import DownloadedFile
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 
 
 def _leftovers(cache: Path) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from servers import postgres_bin, postgres_server
 
 from scadapt.cli import main
-from scadapt.redaction import redact
+from scadapt.infra.redaction import redact
 from scadapt.serving.server import free_port
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"),

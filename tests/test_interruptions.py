@@ -77,7 +77,7 @@ def test_a_sigkilled_pretraining_run_is_closed_on_the_next_start(tmp_path):
 def test_workers_creating_a_new_sqlite_study_store_at_once_all_succeed(tmp_path):
     start = time.time() + 6  # every worker has imported optuna by then
     script = ("import sys, time\n"
-              "from scadapt.tuning.storage import open_storage\n"
+              "from scadapt.jobs.study_storage import open_storage\n"
               "import optuna\n"
               f"time.sleep(max(0.0, {start} - time.time()))\n"
               "storage = open_storage(sys.argv[1])\n"
@@ -92,7 +92,7 @@ def test_workers_creating_a_new_sqlite_study_store_at_once_all_succeed(tmp_path)
 
 
 def test_ctrl_c_inside_a_store_transaction_waits_until_it_is_over():
-    from scadapt.interrupts import interrupts_at_safe_points
+    from scadapt.infra.interrupts import interrupts_at_safe_points
 
     store_code = {"__name__": "sqlalchemy.engine.fake", "os": os, "signal": signal, "time": time}
     exec("def transaction():\n"

@@ -12,12 +12,12 @@ import pytest
 import torch
 from test_strategies import _job, planted  # noqa: F401  (the planted dataset and its tiny backbone)
 
-from scadapt.errors import ScadaptError
 from scadapt.fitting.classifier import TokenSource, accumulate_gradients
 from scadapt.fitting.memory import MemoryBudget, StepPlan, saved_activation_bytes
 from scadapt.fitting.optim import Updater
+from scadapt.infra.errors import ScadaptError
+from scadapt.jobs.context import prepare
 from scadapt.strategies import get_strategy
-from scadapt.training.context import prepare
 
 
 def _source(planted, strategy: str, **hparams):  # noqa: F811
@@ -175,7 +175,7 @@ def test_out_of_memory_halves_the_micro_batches_and_retries_the_step(planted, mo
 
 
 def test_a_fit_within_a_small_budget_logs_its_plan_and_an_unmeetable_one_fails_the_run(planted):  # noqa: F811
-    from scadapt.training.train import train
+    from scadapt.jobs.train import train
 
     _, path, backbone, _ = planted
     job = _job(path, backbone, "full", epochs=1, batch_size=32)
@@ -193,8 +193,8 @@ def test_a_fit_within_a_small_budget_logs_its_plan_and_an_unmeetable_one_fails_t
 
 def test_memory_budgets_are_read_as_sizes_and_shared_by_local_workers(monkeypatch):
     from scadapt.fitting.memory import SHARE_ENV
-    from scadapt.options import parse_memory_size
-    from scadapt.training.config import TrainJob
+    from scadapt.infra.options import parse_memory_size
+    from scadapt.jobs.config import TrainJob
 
     assert parse_memory_size("auto") is None and parse_memory_size("8") == 8 * 2**30
     assert parse_memory_size("512MB") == parse_memory_size("0.5 gb") == 2**29
@@ -215,7 +215,7 @@ def test_the_advised_memory_budget_is_enough_when_followed_once(planted):  # noq
     budget they give up, so raising the budget to what it says makes the fit run."""
     import re
 
-    from scadapt.training.train import train
+    from scadapt.jobs.train import train
 
     _, path, backbone, _ = planted
     job = _job(path, backbone, "lora", epochs=1, batch_size=32, layers=1)  # the bottom layer frozen, its outputs kept

@@ -13,7 +13,7 @@ import pytest
 
 import scadapt
 from scadapt.data.digest import content_digest
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.notebook import dataset_file
 
 
@@ -111,8 +111,8 @@ def test_bad_keywords_are_one_message_naming_the_keyword(cells, call, keywords, 
 
 def test_the_commands_strings_and_python_values_mean_the_same(cells, tmp_path):
     from scadapt.benchmark.config import BenchmarkConfig
-    from scadapt.options import AnnotateOptions, keyword_values
-    from scadapt.training.config import TrainJob
+    from scadapt.infra.options import AnnotateOptions, keyword_values
+    from scadapt.jobs.config import TrainJob
 
     assert keyword_values(BenchmarkConfig, {"strategies": "pca_logreg,logreg", "n_trials": "3", "time_budget": 2},
                           "x") == {"strategies": ("pca_logreg", "logreg"), "n_trials": 3, "time_budget": 2.0}

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 import scadapt
-from scadapt.errors import InputDataError, ScadaptError
+from scadapt.infra.errors import InputDataError, ScadaptError
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.train import train
 from scadapt.models.annotator import UNASSIGNED
 from scadapt.models.novelty import NoveltyScorer
-from scadapt.training.config import TrainJob
-from scadapt.training.train import train
 
 LEFT_OUT = "acinar"
 

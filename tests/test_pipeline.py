@@ -15,11 +15,11 @@ import pytest
 import scipy.sparse as sp
 from conftest import REPO
 
-from scadapt.errors import ScadaptError, TrainingDiverged
+from scadapt.infra.errors import ScadaptError, TrainingDiverged
+from scadapt.jobs import tune
+from scadapt.jobs.config import TrainJob, TuneJob
+from scadapt.jobs.train import train
 from scadapt.pipeline import pipeline_config, run_pipeline
-from scadapt.training.config import TrainJob, TuneJob
-from scadapt.training.train import train
-from scadapt.tuning import tune
 
 
 def _user_file(pancreas, path: Path, extra_genes: int = 0) -> Path:

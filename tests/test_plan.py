@@ -16,13 +16,13 @@ import torch
 from scadapt.backbone.config import BackboneConfig
 from scadapt.backbone.speed import time_cell_passes
 from scadapt.benchmark.plan import FINISH_SEC, JobPlan, refuse_small_budget
-from scadapt.errors import ScadaptError
-from scadapt.notices import one_job, warn_once
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.notices import one_job, warn_once
+from scadapt.jobs.preflight import GeneCoverage
 from scadapt.pipeline import pipeline_config, run_pipeline
 from scadapt.strategies import get_strategy
 from scadapt.strategies.costs import EPOCHS_RUN, Rates, StudyWork
 from scadapt.tracking.contract import CELL_TAG, PLAN_ARTIFACT
-from scadapt.training.preflight import GeneCoverage
 
 RATES = Rates(train_cell_sec=0.01, embed_cell_sec=0.003, expression_cell_sec=0.001, trial_overhead_sec=2.0)
 

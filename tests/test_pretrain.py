@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from scadapt.backbone import load_backbone
-from scadapt.errors import ScadaptError
-from scadapt.training import pretrain as pretrain_module
-from scadapt.training.pretrain import PretrainConfig, mask_values, pretrain
+from scadapt.infra.errors import ScadaptError
+from scadapt.jobs import pretrain as pretrain_module
+from scadapt.jobs.pretrain import PretrainConfig, mask_values, pretrain
 
 TINY = dict(data=("pancreas_small",), d_model=32, nlayers=2, nhead=4, d_hid=48, max_seq_len=128,
             batch_size=32, lr=3e-3, warmup_steps=5, min_genes=50)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import REPO
+from mlproject import subparsers
+from reference import cli_reference, contract_entries, contract_reference, strategies_reference, unknown_options
 
 from scadapt.cli import build_parser
-from scadapt.project import subparsers
-from scadapt.reference import cli_reference, contract_entries, contract_reference, strategies_reference, unknown_options
 from scadapt.strategies import NAMES
 from scadapt.tracking import contract
 

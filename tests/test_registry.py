@@ -18,12 +18,12 @@ from mlflow.exceptions import MlflowException
 
 from scadapt.artifacts.checkpoints import local_checkpoint
 from scadapt.backbone import load_backbone
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.train import train
 from scadapt.registry import DowngradeRefused, PromotionPolicy, promote
 from scadapt.registry.policy import DEFAULT_POLICY
 from scadapt.serving.server import serving
-from scadapt.training.config import TrainJob
-from scadapt.training.train import train
 
 POLICY = DEFAULT_POLICY.read_text()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 from scadapt.serving.request import MAX_MISSING_FRACTION, cells_from_table
 
 GENES = [f"G{i}" for i in range(10)]

@@ -191,7 +191,7 @@ def test_benchmark_workers_split_the_matrix_and_agree_with_one_worker(servers, t
 
 def _open_new_storage(url: str, start: float) -> str:
     """Open the study storage at ``url`` at the wall-clock time ``start`` (in a pool process)."""
-    from scadapt.tuning.storage import open_storage
+    from scadapt.jobs.study_storage import open_storage
 
     time.sleep(max(0.0, start - time.time()))
     try:
@@ -209,7 +209,7 @@ def test_workers_opening_a_new_study_database_at_once_all_get_it(postgres):
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(6, initializer=importlib.import_module,
-                                                   initargs=("scadapt.tuning.storage",)) as pool:
+                                                   initargs=("scadapt.jobs.study_storage",)) as pool:
         for round_ in range(15):
             url = create_database(postgres, f"optuna_race_{round_}")
             start, stagger = time.time() + (3.0 if round_ == 0 else 0.2), 0.015 * (round_ % 5)

@@ -11,7 +11,7 @@ import pytest
 from conftest import synthetic_adata
 
 from scadapt.data import load_dataset, load_splits, make_splits, save_splits
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ from conftest import random_backbone, tiny_config
 from scadapt import annotate
 from scadapt.artifacts.annotators import read_annotator
 from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
-from scadapt.errors import CheckpointError
 from scadapt.fitting.classifier import TokenSource, fit_classifier
+from scadapt.infra.errors import CheckpointError
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.train import train
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, without_backbone
 from scadapt.strategies.families import AdaptedStrategy
 from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tokenization import GeneTokenizer, GeneVocab
-from scadapt.training.config import TrainJob
-from scadapt.training.train import train
 
 D, H, LAYERS, K = 32, 48, 2, 3  # tiny_config: d_model, d_hid, nlayers; classes
 BACKBONE_STRATEGIES = [s for s in STRATEGY_NAMES if s not in without_backbone()]
@@ -275,7 +275,7 @@ def test_backbone_dropout_applies_to_the_base_only(strategy, hparams, expected, 
     ],
 )
 def test_bad_hyperparameters_are_refused(strategy, hparams, message, planted):
-    from scadapt.errors import ScadaptError
+    from scadapt.infra.errors import ScadaptError
 
     with pytest.raises(ScadaptError, match=message):
         _model(strategy, planted[3], **hparams)
@@ -360,8 +360,8 @@ def test_adalora_shrinks_its_rank_budget_and_keeps_its_factors_orthogonal(plante
 def test_evaluation_scores_the_contexts_own_tokens(strategy, planted):
     """Cells longer than max_seq_len keep a gene subset seeded by their index in the dataset: the
     training run scores exactly the tokens it validated on, not a re-tokenized subset."""
-    from scadapt.training.context import prepare
-    from scadapt.training.fit import evaluate, fit_strategy
+    from scadapt.jobs.context import prepare
+    from scadapt.jobs.fit import evaluate, fit_strategy
 
     _, path, backbone, _ = planted
     job = _job(path, backbone, strategy, epochs=1)
@@ -378,8 +378,8 @@ def test_the_validation_report_is_that_of_the_restored_weights(strategy, planted
     """The validation report reuses the best epoch's validation logits: they are the outputs of the
     weights the fit restored, by the path that serves the model (here through the frozen-layer
     cache for lora), so running the validation cells again would give the same report."""
-    from scadapt.training.context import prepare
-    from scadapt.training.fit import evaluate, fit_strategy, validation_report
+    from scadapt.jobs.context import prepare
+    from scadapt.jobs.fit import evaluate, fit_strategy, validation_report
 
     _, path, backbone, _ = planted
     ctx = prepare(_job(path, backbone, strategy))
@@ -397,7 +397,7 @@ def test_frozen_embeddings_are_computed_once_for_every_job_on_the_same_data(plan
     """A second job on the same data and backbone (another matrix cell, trial or process) reads the
     embeddings the first computed; other tokens per cell are another entry; a damaged entry is rebuilt."""
     from scadapt.backbone.embedding_cache import EmbeddingCache
-    from scadapt.training import context
+    from scadapt.jobs import context
 
     _, path, backbone, _ = planted
     first = context.prepare(_job(path, backbone, "head"))
@@ -431,8 +431,8 @@ def test_frozen_bottom_layers_run_once_per_cell_with_the_same_results(strategy, 
     results with the cache off, shared, or kept per fit for only some cells; the test evaluation
     gives the served path's outputs."""
     from scadapt.fitting.frozen_layers import BUDGET_ENV, SharedFrozenLayers
-    from scadapt.training.context import prepare
-    from scadapt.training.fit import fit_strategy
+    from scadapt.jobs.context import prepare
+    from scadapt.jobs.fit import fit_strategy
 
     SharedFrozenLayers.clear()
     _, path, backbone, _ = planted
@@ -487,7 +487,7 @@ def test_kept_frozen_outputs_do_not_depend_on_which_cells_are_asked_first(plante
     """A cell's kept output is computed in a fixed batch of the whole data, so the same bits come
     out whether a fit asks for it with the training cells or the validation cells first."""
     from scadapt.fitting.frozen_layers import SharedFrozenLayers, budget_bytes, frozen_depth
-    from scadapt.training.context import prepare
+    from scadapt.jobs.context import prepare
 
     _, path, backbone, _ = planted
     ctx = prepare(_job(path, backbone, "lora"))
@@ -511,7 +511,7 @@ def test_kept_frozen_outputs_do_not_depend_on_which_cells_are_asked_first(plante
 def test_annotators_saved_before_top_layer_adaptation_load_as_they_were_trained():
     """Recorded settings without ``layers`` adapted every layer; adapters once said "all" or
     "first_half" (no longer built: a message says to retrain)."""
-    from scadapt.errors import ScadaptError
+    from scadapt.infra.errors import ScadaptError
 
     assert get_strategy("lora").config_class.from_saved({"r": 4}).layers == 0
     assert get_strategy("lora").config_class.from_params({"r": 4}).layers == 2  # today's default
@@ -528,9 +528,9 @@ def test_annotators_saved_before_top_layer_adaptation_load_as_they_were_trained(
     ("SCADAPT_FROZEN_CACHE_MB", "-5", "is not a number of megabytes \\(>= 0; 0 turns the cache off\\)"),
 ])
 def test_bad_precision_and_cache_settings_are_refused(variable, value, message, monkeypatch):
-    from scadapt.devices import autocast
-    from scadapt.errors import ScadaptError
     from scadapt.fitting.frozen_layers import budget_bytes
+    from scadapt.infra.devices import autocast
+    from scadapt.infra.errors import ScadaptError
 
     monkeypatch.setenv(variable, value)
     with pytest.raises(ScadaptError, match=message):
@@ -540,7 +540,7 @@ def test_bad_precision_and_cache_settings_are_refused(variable, value, message, 
 def test_bf16_precision_autocasts_on_the_cpu(planted, monkeypatch):
     """``SCADAPT_PRECISION=bf16`` runs the backbone's matrix products in bfloat16 on the CPU; the
     default keeps float32 there."""
-    from scadapt.devices import autocast, compute_dtype
+    from scadapt.infra.devices import autocast, compute_dtype
 
     batch = _token_batch(planted, 4)
     model = random_backbone(planted[3]).eval()
@@ -559,8 +559,8 @@ def test_bf16_precision_autocasts_on_the_cpu(planted, monkeypatch):
 def test_adalora_fits_in_a_single_step(planted):
     """One epoch of one batch: the rank schedule's final step comes before any importance score;
     the ranks stay as initialised instead of peft failing on the missing scores."""
-    from scadapt.training.context import prepare
-    from scadapt.training.fit import fit_strategy
+    from scadapt.jobs.context import prepare
+    from scadapt.jobs.fit import fit_strategy
 
     _, path, backbone, _ = planted
     ctx = prepare(_job(path, backbone, "adalora"))
@@ -573,7 +573,7 @@ def test_more_layers_than_the_backbone_has_adapt_every_layer_and_log_the_depth_u
     import mlflow
 
     from scadapt.backbone import load_backbone
-    from scadapt.training.train import train
+    from scadapt.jobs.train import train
 
     _, path, backbone, _ = planted
     depth = load_backbone(backbone).config.nlayers

@@ -16,9 +16,9 @@ from conftest import random_backbone
 
 from scadapt.backbone import save_backbone
 from scadapt.data import CATALOG
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
+from scadapt.jobs import TuneJob, tune
 from scadapt.tokenization import GeneVocab
-from scadapt.tuning import TuneJob, tune
 
 
 @pytest.fixture

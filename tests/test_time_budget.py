@@ -10,19 +10,19 @@ import time
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from synthetic import synthetic_counts  # tools/synthetic.py
 
 from scadapt.benchmark import runner
 from scadapt.benchmark.budget import MIN_STUDY_SEC, TimeBudget
-from scadapt.data.synthetic import synthetic_counts
-from scadapt.errors import BudgetSpent, ScadaptError
+from scadapt.infra.errors import BudgetSpent, ScadaptError
+from scadapt.jobs import pretrain as pretrain_module
+from scadapt.jobs import tune
+from scadapt.jobs.config import PretrainConfig, TrainJob, TuneJob
+from scadapt.jobs.context import prepare
+from scadapt.jobs.fit import fit_strategy
 from scadapt.pipeline import pipeline_config, run_pipeline
 from scadapt.strategies import get_strategy, run_order
 from scadapt.tracking.contract import STRATEGY_TAG
-from scadapt.training import pretrain as pretrain_module
-from scadapt.training.config import PretrainConfig, TrainJob, TuneJob
-from scadapt.training.context import prepare
-from scadapt.training.fit import fit_strategy
-from scadapt.tuning import tune
 
 TINY_PRETRAINING = dict(data=("pancreas_small",), d_model=32, nlayers=2, nhead=4, d_hid=48, max_seq_len=128,
                         batch_size=32, lr=3e-3, warmup_steps=5, min_genes=50)

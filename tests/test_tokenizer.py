@@ -9,7 +9,7 @@ import torch
 from anndata import AnnData
 from reference_scgpt import import_scgpt
 
-from scadapt.errors import InputDataError, VocabularyError
+from scadapt.infra.errors import InputDataError, VocabularyError
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache
 from scadapt.tokenization import tokenizer as tokenizer_module
 

@@ -15,8 +15,8 @@ from conftest import REPO
 from optuna.trial import TrialState
 from studies import load_study
 
-from scadapt.errors import ScadaptError
-from scadapt.tuning import TuneJob, tune
+from scadapt.infra.errors import ScadaptError
+from scadapt.jobs import TuneJob, tune
 
 FAST = {"epochs": 3, "batch_size": 32}
 
@@ -71,7 +71,7 @@ def test_bad_tuning_settings_are_refused():
     with pytest.raises(ScadaptError, match="pruning must be one of"):
         TuneJob(pruning="hyperband")
     with pytest.raises(ScadaptError, match="Unknown study storage"):
-        from scadapt.tuning.storage import open_storage
+        from scadapt.jobs.study_storage import open_storage
 
         open_storage("optuna.db")
 
@@ -161,8 +161,8 @@ def test_a_study_starts_from_the_defaults_and_keeps_the_first_of_equal_trials(tm
     the best, whatever order the database returns them in."""
     from optuna.distributions import FloatDistribution
 
+    from scadapt.jobs.study import _best_trial, _default_trial
     from scadapt.strategies.logreg import LogRegConfig
-    from scadapt.tuning.study import _best_trial, _default_trial
 
     result = tune(_job(None, strategy="logreg", hparams={}, n_trials=2))
     study = optuna.load_study(study_name=result.study_name, storage="sqlite:///optuna.db")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from scadapt.errors import CheckpointError, InputDataError, ScadaptError, VocabularyError
+from scadapt.infra.errors import CheckpointError, InputDataError, ScadaptError, VocabularyError
 
 __version__ = "0.1.0"
 
@@ -25,9 +25,9 @@ _LAZY = {
     "save_backbone": "scadapt.backbone",
     "GeneTokenizer": "scadapt.tokenization",
     "GeneVocab": "scadapt.tokenization",
-    "PretrainConfig": "scadapt.training.config",
-    "PretrainResult": "scadapt.training.pretrain",
-    "pretrain": "scadapt.training.pretrain",
+    "PretrainConfig": "scadapt.jobs.config",
+    "PretrainResult": "scadapt.jobs.pretrain",
+    "pretrain": "scadapt.jobs.pretrain",
     "read_annotator": "scadapt.artifacts.annotators",
     "load_annotator": "scadapt.artifacts.annotators",
     "DatasetInfo": "scadapt.data",

@@ -1,6 +1,6 @@
 """The ``scadapt`` console command. Each subcommand parses arguments and calls library code.
 
-Errors caused by input (:class:`~scadapt.errors.ScadaptError`) are printed as one readable
+Errors caused by input (:class:`~scadapt.infra.errors.ScadaptError`) are printed as one readable
 message with exit status 2, never as a stack trace.
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scadapt.data.options import DataOptions, SplitOptions
-from scadapt.errors import ScadaptError
-from scadapt.interrupts import interrupts_at_safe_points
-from scadapt.notices import one_job
-from scadapt.options import (
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.interrupts import interrupts_at_safe_points
+from scadapt.infra.notices import one_job
+from scadapt.infra.options import (
     AnnotateOptions,
     MemoryOptions,
     add_options,
@@ -26,8 +26,8 @@ from scadapt.options import (
     from_args,
     optional_text,
 )
-from scadapt.redaction import redact, redact_logs
-from scadapt.storage import writable_dir
+from scadapt.infra.redaction import redact, redact_logs
+from scadapt.infra.storage import writable_dir
 
 
 def echo(*parts: object, file=None) -> None:
@@ -48,7 +48,7 @@ def _run_datasets(args: argparse.Namespace) -> None:
 
 
 def _add_splits(subparsers) -> None:
-    from scadapt.training.config import DATA_HELP, TrainJob
+    from scadapt.jobs.config import DATA_HELP, TrainJob
 
     p = subparsers.add_parser("splits", help="make the train/validation/test splits of a regime and save them")
     p.add_argument("--data", default=TrainJob.data, help=f"{DATA_HELP} (default: %(default)s)")
@@ -85,7 +85,7 @@ def _add_job(subparsers, command: str, help: str, group: type, handler) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from scadapt.training.train import train
+    from scadapt.jobs.train import train
 
     result = train(from_args(args.group, args))
     m = result.metrics
@@ -94,7 +94,7 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_tune(args: argparse.Namespace) -> None:
-    from scadapt.tuning.study import tune
+    from scadapt.jobs.study import tune
 
     result = tune(from_args(args.group, args))
     m = result.metrics
@@ -118,9 +118,9 @@ def _add_promote(subparsers) -> None:
 
 
 def _run_promote(args: argparse.Namespace) -> None:
+    from scadapt.jobs.study_storage import coordinator
     from scadapt.registry import promote
     from scadapt.serving.server import SERVE_NOTE, serve_command
-    from scadapt.tuning.storage import coordinator
 
     dataset = Path(args.data).stem if args.data.endswith(".h5ad") else args.data
     result = promote(dataset, args.policy, args.experiment, force=args.force, lock=coordinator(args.storage).hold)
@@ -150,7 +150,7 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 def _add_pipeline(subparsers) -> None:
     from scadapt.benchmark.config import PIPELINE_DATA, StudyOptions
-    from scadapt.training.config import DATA_HELP
+    from scadapt.jobs.config import DATA_HELP
 
     p = subparsers.add_parser("pipeline", help="the main job: demo backbone, tune every strategy, promote, summarise")
     p.add_argument("--data", default=PIPELINE_DATA, help=f"{DATA_HELP} (default: %(default)s)")
@@ -174,7 +174,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> None:
-    from scadapt.training.pretrain import pretrain
+    from scadapt.jobs.pretrain import pretrain
 
     result = pretrain(from_args(args.group, args))
     echo(f"Pretrained backbone written to {result.checkpoint_dir}")
@@ -199,7 +199,7 @@ def _run_publish_backbone(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from scadapt.benchmark.config import BenchmarkConfig
-    from scadapt.training.config import PretrainConfig, TrainJob, TuneJob
+    from scadapt.jobs.config import PretrainConfig, TrainJob, TuneJob
 
     parser = argparse.ArgumentParser(prog="scadapt", description="Adapt scGPT to cell-type annotation.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with interrupts_at_safe_points(), one_job():  # a data warning is said once, whatever the processes
             if args.command not in ("datasets", "splits"):
-                from scadapt.databases import is_server_url, probe
+                from scadapt.infra.databases import is_server_url, probe
                 from scadapt.tracking.runs import announce_server_retries, check_tracking_store
 
                 check_tracking_store()

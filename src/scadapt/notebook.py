@@ -18,16 +18,16 @@ from anndata import AnnData
 
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data.digest import content_digest
-from scadapt.errors import ScadaptError
-from scadapt.options import NAME_RULE, bad_name, keyword_values
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.options import NAME_RULE, bad_name, keyword_values
+from scadapt.infra.storage import atomic_write, default_cache_dir
+from scadapt.jobs.config import TrainJob, TuneJob
+from scadapt.jobs.study import TuneResult
+from scadapt.jobs.study import tune as tune_job
+from scadapt.jobs.train import TrainResult
+from scadapt.jobs.train import train as train_job
 from scadapt.pipeline import PipelineResult, pipeline_config
 from scadapt.pipeline import run_pipeline as run_pipeline_job
-from scadapt.storage import atomic_write, default_cache_dir
-from scadapt.training.config import TrainJob, TuneJob
-from scadapt.training.train import TrainResult
-from scadapt.training.train import train as train_job
-from scadapt.tuning.study import TuneResult
-from scadapt.tuning.study import tune as tune_job
 
 Data = str | Path | AnnData
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def train(data: Data, strategy: str, *, name: str | None = None, **options: Any) -> TrainResult:
     """One strategy on one split as one MLflow run (``scadapt train``); ``options`` are the fields
-    of :class:`~scadapt.training.config.TrainJob` (``label_key``, ``hparams``, ``split``, ...), in the
+    of :class:`~scadapt.jobs.config.TrainJob` (``label_key``, ``hparams``, ``split``, ...), in the
     command's forms (``hparams="lr=0.001,epochs=5"``) or as Python values."""
     settings = keyword_values(TrainJob, {"strategy": strategy, **options}, "train")
     return train_job(TrainJob(data=dataset_file(data, name), **settings))
@@ -43,7 +43,7 @@ def train(data: Data, strategy: str, *, name: str | None = None, **options: Any)
 
 def tune(data: Data, strategy: str, *, name: str | None = None, **options: Any) -> TuneResult:
     """An Optuna study of one strategy (``scadapt tune``); ``options`` are the fields of
-    :class:`~scadapt.training.config.TuneJob` (``label_key``, ``n_trials``, ...), as :func:`train` reads them."""
+    :class:`~scadapt.jobs.config.TuneJob` (``label_key``, ``n_trials``, ...), as :func:`train` reads them."""
     settings = keyword_values(TuneJob, {"strategy": strategy, **options}, "tune")
     return tune_job(TuneJob(data=dataset_file(data, name), **settings))
 

@@ -25,16 +25,16 @@ from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import PIPELINE_DATA, BenchmarkConfig
 from scadapt.benchmark.runner import CUT_SHORT_WARNING, BenchmarkResult, run_benchmark
 from scadapt.data import resolve_spec
-from scadapt.errors import ScadaptError
-from scadapt.notices import one_job
-from scadapt.options import check_keys
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.notices import one_job
+from scadapt.infra.options import check_keys
+from scadapt.jobs.preflight import GeneCoverage
+from scadapt.jobs.pretrain import demo_pretraining
 from scadapt.registry import PromotionResult
 from scadapt.serving.server import SERVE_NOTE, serve_command
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params
 from scadapt.tracking.contract import REPORT_ARTIFACT, RESULTS_RUN_TAG, TRIALS_ENDED_BY_TAG, WARNINGS_TAG
 from scadapt.tracking.runs import mark_model_development, resumed_run
-from scadapt.training.preflight import GeneCoverage
-from scadapt.training.pretrain import demo_pretraining
 
 log = logging.getLogger(__name__)
 

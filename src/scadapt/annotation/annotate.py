@@ -15,9 +15,9 @@ from scadapt.annotation.labelling import CellLabels, report_rejected
 from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import majority_vote, over_cluster
-from scadapt.errors import InputDataError, ScadaptError
+from scadapt.infra.errors import InputDataError, ScadaptError
+from scadapt.infra.options import AnnotateOptions, keyword_values
 from scadapt.models.annotator import UNASSIGNED
-from scadapt.options import AnnotateOptions, keyword_values
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def annotate(adata: AnnData | str | Path, model: Any, *, copy: bool = False, pro
         model: a ``models:/`` or ``runs:/`` URI, an MLflow model folder, a saved annotator folder, a
             model loaded with ``mlflow.pyfunc.load_model``, or an annotator.
         copy: annotate a copy and leave ``adata`` as it is.
-        options: those of ``scadapt predict``, as keywords (:class:`~scadapt.options.AnnotateOptions`:
+        options: those of ``scadapt predict``, as keywords (:class:`~scadapt.infra.options.AnnotateOptions`:
             ``key``, ``majority_voting``, ``over_clustering``, ``unknown``, ``batch_size``, ``layer``,
             ``gene_column``), in the command's forms or as Python values; ``over_clustering`` may also
             be an array of one cluster per cell (cells without one are left out of voting).

@@ -23,9 +23,9 @@ from scadapt.annotation.labelling import CellLabels, report_rejected
 from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import over_cluster
-from scadapt.errors import ScadaptError
-from scadapt.options import AnnotateOptions, keyword_values
-from scadapt.storage import writable_file
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.options import AnnotateOptions, keyword_values
+from scadapt.infra.storage import writable_file
 
 log = logging.getLogger(__name__)
 

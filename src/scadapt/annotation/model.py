@@ -12,8 +12,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from scadapt.artifacts.annotators import read_annotator
-from scadapt.devices import resolve_device
-from scadapt.errors import ScadaptError
+from scadapt.infra.devices import resolve_device
+from scadapt.infra.errors import ScadaptError
 from scadapt.models.annotator import ANNOTATOR_FILE, Annotator
 from scadapt.tracking.contract import GENES_FILE, SERVING_ARTIFACT
 

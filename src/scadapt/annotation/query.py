@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from scadapt.annotation.labelling import CellLabels, label_cells
 from scadapt.annotation.model import AnnotationModel
 from scadapt.data.validation import check_gene_coverage, expression_matrix, gene_symbols
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 
 CHUNK_CELLS = 10_000  # cells read, labelled and written at a time
 

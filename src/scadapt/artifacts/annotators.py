@@ -10,7 +10,7 @@ import mlflow
 
 from scadapt.artifacts.checkpoints import fetch_checkpoint
 from scadapt.backbone.checkpoint import checkpoint_weights_hash
-from scadapt.errors import CheckpointError, ScadaptError
+from scadapt.infra.errors import CheckpointError, ScadaptError
 from scadapt.models.annotator import Annotator, read_manifest
 from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, SERVING_ARTIFACT

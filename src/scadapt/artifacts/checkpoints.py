@@ -25,8 +25,8 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
 from scadapt.backbone.checkpoint import ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE
-from scadapt.errors import CheckpointError
-from scadapt.storage import default_cache_dir
+from scadapt.infra.errors import CheckpointError
+from scadapt.infra.storage import default_cache_dir
 from scadapt.tracking.contract import BACKBONE_ARTIFACT, BACKBONE_EXPERIMENT, BACKBONE_HASH_TAG, ENTRY_POINT_TAG
 from scadapt.tracking.runs import ensure_experiment, quiet_artifact_downloads, search_all_runs
 

@@ -1,7 +1,7 @@
 """The scGPT-compatible encoder and its checkpoint format. The names load on first use, so reading
 a job's options (which name a backbone's shape) imports no torch."""
 
-from scadapt.lazy import lazy_attributes
+from scadapt.infra.lazy import lazy_attributes
 
 _WHERE = {
     **dict.fromkeys(("LoadedBackbone", "load_backbone", "save_backbone", "weights_hash"), "scadapt.backbone.checkpoint"),

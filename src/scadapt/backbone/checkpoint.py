@@ -23,8 +23,8 @@ from torch import Tensor
 
 from scadapt.backbone.config import BackboneConfig
 from scadapt.backbone.model import ScGPTBackbone
-from scadapt.errors import CheckpointError
-from scadapt.storage import atomic_write
+from scadapt.infra.errors import CheckpointError
+from scadapt.infra.storage import atomic_write
 from scadapt.tokenization.vocab import GeneVocab
 
 ARGS_FILE = "args.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scadapt.errors import CheckpointError
+from scadapt.infra.errors import CheckpointError
 
 
 @dataclass(frozen=True)

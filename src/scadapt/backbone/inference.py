@@ -10,8 +10,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scadapt.backbone.model import ScGPTBackbone
-from scadapt.devices import autocast, inference_tokens
-from scadapt.notices import steps_shown
+from scadapt.infra.devices import autocast, inference_tokens
+from scadapt.infra.notices import steps_shown
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import inference_batches
 
@@ -47,7 +47,7 @@ def cell_outputs(
     the order of ``indices``.
 
     Cells are batched by length so that padding stays short, at most ``batch_size`` cells and
-    :func:`~scadapt.devices.inference_tokens` tokens a batch (or ``max_tokens``, if fewer: a memory
+    :func:`~scadapt.infra.devices.inference_tokens` tokens a batch (or ``max_tokens``, if fewer: a memory
     budget's), and the last layer computes the CLS row only. The model is put in eval mode.
     """
     device = next(model.parameters()).device

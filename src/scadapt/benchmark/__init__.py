@@ -1,7 +1,7 @@
 """The benchmark matrix (``benchmark``): datasets x strategies x regime splits, tuned, tracked,
 resumable, aggregated into tables, figures and a report, ending with a champion per dataset."""
 
-from scadapt.lazy import lazy_attributes
+from scadapt.infra.lazy import lazy_attributes
 
 _WHERE = {
     **dict.fromkeys(("TUNING_MODES", "BenchmarkConfig"), "scadapt.benchmark.config"),

@@ -14,7 +14,7 @@ from scadapt.data.options import (
     DataOptions,
     required_cells_per_class,
 )
-from scadapt.options import (
+from scadapt.infra.options import (
     NAME_RULE,
     TUNING_MODES,
     MemoryOptions,
@@ -26,9 +26,9 @@ from scadapt.options import (
     optional_count,
     optional_minutes,
 )
+from scadapt.jobs.config import BackboneOptions, memory_problems, refuse
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, strategy_names  # strategy classes load on first use
 from scadapt.tracking.contract import BENCHMARK_EXPERIMENT
-from scadapt.training.config import BackboneOptions, memory_problems, refuse
 
 PIPELINE_DATA = BUNDLED_DATASETS[0]  # the main job's dataset by default (`mlflow run .`)
 PRETRAIN_DATA_HELP = ("pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or catalogued "

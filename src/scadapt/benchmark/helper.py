@@ -16,8 +16,8 @@ from pathlib import Path
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.local_workers import worker_share
 from scadapt.benchmark.runner import run_cells
-from scadapt.interrupts import interrupts_at_safe_points
-from scadapt.redaction import redact_logs
+from scadapt.infra.interrupts import interrupts_at_safe_points
+from scadapt.infra.redaction import redact_logs
 from scadapt.tracking.runs import announce_server_retries
 
 

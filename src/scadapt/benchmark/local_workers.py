@@ -3,7 +3,7 @@
 On CPU the backbones trained here are small enough that one process cannot keep two cores busy
 (torch's intra-op threads help little on ``[32, 200, 64]`` tensors, and logging, figures and
 scoring run on one core anyway). Several single-threaded processes that split the matrix through
-the same locks as workers on several machines (:mod:`scadapt.coordination`) finish it sooner.
+the same locks as workers on several machines (:mod:`scadapt.infra.coordination`) finish it sooner.
 The process that was started stays in charge: it starts the helpers once the benchmark's parent
 run exists, takes cells itself, waits for them, then merges their timing and writes the report.
 

@@ -15,7 +15,7 @@ from scadapt.data import DatasetInfo, Split
 from scadapt.data.digest import content_digest, indices_digest
 from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.data.options import SplitOptions, required_cells_per_class
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.strategies import run_order
 
 log = logging.getLogger(__name__)

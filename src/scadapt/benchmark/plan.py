@@ -29,8 +29,8 @@ from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.matrix import MatrixCell, by_dataset_and_strategy
 from scadapt.data import DatasetInfo
 from scadapt.data.preprocess import log_normalized
-from scadapt.errors import ScadaptError
 from scadapt.fitting.linear import fit_linear
+from scadapt.infra.errors import ScadaptError
 from scadapt.strategies import epoch_budget, get_strategy
 from scadapt.strategies.costs import Rates, StudyWork
 from scadapt.tokenization import GeneVocab

@@ -10,11 +10,11 @@ import pandas as pd
 
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.results import COMPARED, BenchmarkTables
+from scadapt.infra.storage import atomic_write
+from scadapt.jobs.preflight import GeneCoverage
 from scadapt.registry import PromotionResult
 from scadapt.serving.server import SERVE_NOTE, serve_command
-from scadapt.storage import atomic_write
 from scadapt.strategies import baselines
-from scadapt.training.preflight import GeneCoverage
 
 
 def write_tables(tables: BenchmarkTables, folder: Path) -> list[Path]:

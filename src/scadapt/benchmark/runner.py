@@ -48,12 +48,25 @@ from scadapt.benchmark.matrix import MatrixCell, by_dataset_and_strategy, plan_m
 from scadapt.benchmark.plan import DataProbe, JobPlan, make_plan, refuse_small_budget
 from scadapt.benchmark.report import write_report
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
-from scadapt.coordination import Coordinator
-from scadapt.devices import compute_dtype, resolve_device
-from scadapt.errors import BudgetSpent, ScadaptError
-from scadapt.notices import one_job
+from scadapt.infra.coordination import Coordinator
+from scadapt.infra.devices import compute_dtype, resolve_device
+from scadapt.infra.errors import BudgetSpent, ScadaptError
+from scadapt.infra.notices import one_job
+from scadapt.infra.storage import writable_dir
+from scadapt.jobs import TuneJob, TuneResult, tune
+from scadapt.jobs.config import PretrainConfig, TrainJob
+from scadapt.jobs.preflight import (
+    GeneCoverage,
+    backbone_shape,
+    backbone_vocabulary,
+    check_coverage,
+    pretraining_size,
+)
+from scadapt.jobs.pretrain import demo_backbone_identity, demo_folder, demo_pretraining, ensure_demo_backbone
+from scadapt.jobs.study_setup import SETUP_PLACEHOLDER
+from scadapt.jobs.study_storage import coordinator
+from scadapt.jobs.train import train
 from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, has_champion, promote
-from scadapt.storage import writable_dir
 from scadapt.strategies import epoch_budget, get_strategy
 from scadapt.tokenization import GeneVocab
 from scadapt.tracking import log_params, shared_run
@@ -74,19 +87,6 @@ from scadapt.tracking.contract import (
 )
 from scadapt.tracking.runs import close_orphaned_runs, quiet_artifact_downloads, resumed_run, search_all_runs
 from scadapt.tracking.workers import worker_id
-from scadapt.training.config import PretrainConfig, TrainJob
-from scadapt.training.preflight import (
-    GeneCoverage,
-    backbone_shape,
-    backbone_vocabulary,
-    check_coverage,
-    pretraining_size,
-)
-from scadapt.training.pretrain import demo_backbone_identity, demo_folder, demo_pretraining, ensure_demo_backbone
-from scadapt.training.train import train
-from scadapt.tuning import TuneJob, TuneResult, tune
-from scadapt.tuning.setup import SETUP_PLACEHOLDER
-from scadapt.tuning.storage import coordinator
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
 options (:mod:`scadapt.data.options`) imports no anndata.
 """
 
-from scadapt.lazy import lazy_attributes
+from scadapt.infra.lazy import lazy_attributes
 
 _WHERE = {
     **dict.fromkeys(("CATALOG", "DatasetSpec", "catalog_listing", "fetch_dataset", "resolve_spec"),

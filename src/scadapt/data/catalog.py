@@ -9,8 +9,8 @@ from pathlib import Path
 from anndata import AnnData
 
 from scadapt.data.sources import InMemory, LocalFile, PackageFile, RemoteFile, ScanpyDataset, Source
-from scadapt.errors import InputDataError
-from scadapt.options import NAME_RULE, bad_name
+from scadapt.infra.errors import InputDataError
+from scadapt.infra.options import NAME_RULE, bad_name
 
 
 @dataclass(frozen=True)

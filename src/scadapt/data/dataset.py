@@ -28,7 +28,7 @@ from scadapt.data.validation import (
     use_gene_symbols,
     value_kind,
 )
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 
 log = logging.getLogger(__name__)
 

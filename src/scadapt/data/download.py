@@ -20,8 +20,8 @@ from pathlib import Path
 import h5py
 from tqdm.auto import tqdm
 
-from scadapt.errors import InputDataError
-from scadapt.storage import atomic_write, default_cache_dir
+from scadapt.infra.errors import InputDataError
+from scadapt.infra.storage import atomic_write, default_cache_dir
 
 log = logging.getLogger(__name__)
 

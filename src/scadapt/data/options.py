@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from scadapt.errors import InputDataError
-from scadapt.options import internal, number_list, option
+from scadapt.infra.errors import InputDataError
+from scadapt.infra.options import internal, number_list, option
 
 REGIMES = ("full", "low", "cross_study")
 DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)

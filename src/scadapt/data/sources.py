@@ -13,7 +13,7 @@ import h5py
 from anndata import AnnData
 
 from scadapt.data.download import DownloadedFile
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 
 
 def read_h5ad(path: str | Path) -> AnnData:

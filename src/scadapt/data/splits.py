@@ -27,8 +27,8 @@ from sklearn.model_selection import StratifiedKFold
 from scadapt.data.dataset import DEFAULT_N_FOLDS, DatasetInfo
 from scadapt.data.options import DEFAULT_LABEL_FRACTIONS, REGIMES, required_cells_per_class
 from scadapt.data.validation import check_study_groups, rare_classes_error
-from scadapt.errors import InputDataError
-from scadapt.storage import atomic_write
+from scadapt.infra.errors import InputDataError
+from scadapt.infra.storage import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The checks every dataset passes before anything is trained on it.
 
-Each check raises :class:`~scadapt.errors.InputDataError` with a message that says what is wrong
+Each check raises :class:`~scadapt.infra.errors.InputDataError` with a message that says what is wrong
 and how to fix it. None of them densifies a sparse matrix.
 """
 
@@ -15,8 +15,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from scadapt.errors import InputDataError
-from scadapt.notices import warn_once
+from scadapt.infra.errors import InputDataError
+from scadapt.infra.notices import warn_once
 
 log = logging.getLogger(__name__)
 

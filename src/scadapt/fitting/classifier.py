@@ -28,8 +28,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from scadapt.backbone.inference import cell_outputs
-from scadapt.devices import autocast, inference_tokens
-from scadapt.errors import ScadaptError, TrainingDiverged
 from scadapt.fitting.frozen_layers import FrozenLayerCache, SharedFrozenLayers, frozen_depth
 from scadapt.fitting.memory import (
     LARGE_STEP_BYTES,
@@ -42,8 +40,10 @@ from scadapt.fitting.memory import (
     saved_activation_bytes,
 )
 from scadapt.fitting.optim import MAX_NONFINITE_STEPS, Updater
+from scadapt.infra.devices import autocast, inference_tokens
+from scadapt.infra.errors import ScadaptError, TrainingDiverged
+from scadapt.infra.notices import steps_shown
 from scadapt.models.head import BackboneClassifier, trainable_state
-from scadapt.notices import steps_shown
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import inference_batches, length_grouped_batches
 

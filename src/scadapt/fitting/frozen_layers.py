@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from scadapt.backbone.attention import SelfAttention
 from scadapt.backbone.model import ScGPTBackbone
-from scadapt.devices import autocast, compute_dtype, inference_tokens
-from scadapt.errors import ScadaptError
+from scadapt.infra.devices import autocast, compute_dtype, inference_tokens
+from scadapt.infra.errors import ScadaptError
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import inference_batches
 

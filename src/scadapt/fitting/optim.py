@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from scadapt.devices import needs_grad_scaler
+from scadapt.infra.devices import needs_grad_scaler
 
 MAX_NONFINITE_STEPS = 3  # consecutive NaN/infinite losses after which a training loop counts as diverged
 

@@ -33,12 +33,12 @@ from safetensors.torch import save as torch_bytes
 from scadapt.backbone.inference import cell_outputs as backbone_outputs
 from scadapt.data.preprocess import TARGET_SUM, log_normalized
 from scadapt.data.validation import check_values, value_kind
-from scadapt.devices import autocast
-from scadapt.errors import CheckpointError, InputDataError
+from scadapt.infra.devices import autocast
+from scadapt.infra.errors import CheckpointError, InputDataError
+from scadapt.infra.options import AnnotateOptions, keyword_values
+from scadapt.infra.storage import atomic_write
 from scadapt.models.head import BackboneClassifier, ClassifierHead, trainable_state
 from scadapt.models.novelty import DEFAULT_REJECTED, NoveltyScorer
-from scadapt.options import AnnotateOptions, keyword_values
-from scadapt.storage import atomic_write
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class Annotator(ABC):
         """The novelty score above which a cell is ``Unassigned``: ``"auto"`` rejects at most the
         calibrated 5 % of known cells (nothing for a model saved without a novelty scorer), a fraction
         in [0, 1] (or its text) that fraction, ``None`` or ``"none"`` nothing (``inf``); read as
-        ``--unknown`` is (:class:`~scadapt.options.AnnotateOptions`)."""
+        ``--unknown`` is (:class:`~scadapt.infra.options.AnnotateOptions`)."""
         unknown = keyword_values(AnnotateOptions, {"unknown": unknown}, "unknown")["unknown"]
         if unknown is None or unknown == "auto" and self.novelty is None:
             return float("inf")

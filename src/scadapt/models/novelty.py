@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save
 
-from scadapt.errors import CheckpointError
-from scadapt.storage import atomic_write
+from scadapt.infra.errors import CheckpointError
+from scadapt.infra.storage import atomic_write
 
 NOVELTY_FILE = "novelty.safetensors"
 DEFAULT_REJECTED = 0.05  # of known cells a calibrated threshold rejects

@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from scadapt.data.options import REGIMES
-from scadapt.errors import ScadaptError
 from scadapt.evaluation.metrics import SUMMARY_METRICS
+from scadapt.infra.errors import ScadaptError
 from scadapt.tracking.contract import FIT_METRICS, LOWER_IS_BETTER_METRICS, UNORDERED_METRICS
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "registry" / "policy.yaml"

@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from scadapt.artifacts.annotators import download_annotator, download_serving_inputs, recorded_checkpoint
 from scadapt.backbone.checkpoint import ARGS_FILE
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.registry.policy import PromotionPolicy, invalid_model_name
 from scadapt.serving import log_served_model
 from scadapt.tracking.contract import (
@@ -115,7 +115,7 @@ def promote(dataset: str, policy_path: str | Path | None = None, experiment: str
     """Make the best candidate of ``dataset`` its ``@champion`` unless the champion is as good.
 
     ``force``: move the alias to the best candidate even when it ranks below the current champion.
-    ``lock``: the workers' lock by name (:meth:`scadapt.coordination.Coordinator.hold`): two
+    ``lock``: the workers' lock by name (:meth:`scadapt.infra.coordination.Coordinator.hold`): two
     promotions of a dataset at once run one after the other, so each sees the other's champion.
     """
     with lock(f"promote:{dataset}") if lock else nullcontext():

@@ -20,8 +20,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from scadapt.annotation.labelling import label_cells, report_rejected
-from scadapt.devices import resolve_device
-from scadapt.errors import ScadaptError
+from scadapt.infra.devices import resolve_device
+from scadapt.infra.errors import ScadaptError
 from scadapt.serving.request import OUTPUTS, matrix_from_table
 from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, GENES_FILE, SERVING_ARTIFACT

@@ -28,7 +28,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from packaging.requirements import Requirement
 
 import scadapt
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.tracking.contract import ANNOTATOR_ARTIFACT, BACKBONE_ARTIFACT, GENES_FILE, SERVING_ARTIFACT
 
 MODEL_CODE = Path(__file__).with_name("model.py")

@@ -18,8 +18,8 @@ import mlflow
 import pandas as pd
 
 from scadapt.annotation import annotate_h5ad
+from scadapt.infra.options import AnnotateOptions
 from scadapt.models.annotator import UNASSIGNED
-from scadapt.options import AnnotateOptions
 from scadapt.tracking import log_params, tracked_run
 from scadapt.tracking.contract import ENTRY_POINT_TAG, LABEL_COUNTS_FILE, PREDICT_EXPERIMENT, PREDICTIONS_FILE
 

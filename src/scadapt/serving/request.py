@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scadapt.data.validation import MAX_MISSING_FRACTION, check_gene_coverage, check_values
-from scadapt.errors import InputDataError
+from scadapt.infra.errors import InputDataError
 
 log = logging.getLogger(__name__)
 

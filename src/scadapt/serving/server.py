@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import requests
 
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 
 
 def free_port() -> int:

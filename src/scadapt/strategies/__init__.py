@@ -13,9 +13,9 @@ import argparse
 import importlib
 from typing import TYPE_CHECKING
 
-from scadapt.errors import ScadaptError
-from scadapt.lazy import lazy_attributes
-from scadapt.options import names
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.lazy import lazy_attributes
+from scadapt.infra.options import names
 
 if TYPE_CHECKING:
     from scadapt.strategies.base import Strategy

@@ -19,8 +19,8 @@ from peft import inject_adapter_in_model
 from peft.tuners.adalora.layer import RankAllocator
 from torch import Tensor, nn
 
-from scadapt.errors import ScadaptError
 from scadapt.fitting.classifier import TrainingHooks
+from scadapt.infra.errors import ScadaptError
 from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
 from scadapt.strategies.lora import target_pattern

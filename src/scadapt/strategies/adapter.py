@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
 

@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.strategies.costs import EPOCHS_RUN
 
 if TYPE_CHECKING:
     import numpy as np
 
     from scadapt.fitting.classifier import FitResult
+    from scadapt.jobs.context import TrainingContext
     from scadapt.models.annotator import Annotator
     from scadapt.strategies.costs import Rates, StudyWork
-    from scadapt.training.context import TrainingContext
 
 @dataclass
 class StrategyConfig:

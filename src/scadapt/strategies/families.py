@@ -15,18 +15,18 @@ import torch
 from torch import nn
 
 from scadapt.backbone import load_backbone
-from scadapt.errors import CheckpointError
 from scadapt.fitting.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
 from scadapt.fitting.frozen_layers import FrozenLayerCache, SharedFrozenLayers
 from scadapt.fitting.linear import fit_logistic, load_into_head
+from scadapt.infra.errors import CheckpointError
 from scadapt.models.annotator import EXPRESSION_KINDS, BackboneAnnotator
 from scadapt.models.head import BackboneClassifier, ClassifierHead
 from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze, layers_used
 
 if TYPE_CHECKING:
+    from scadapt.jobs.context import TrainingContext
     from scadapt.models.annotator import Annotator
     from scadapt.strategies.costs import Rates, StudyWork
-    from scadapt.training.context import TrainingContext
 
 
 class ExpressionStrategy(Strategy):

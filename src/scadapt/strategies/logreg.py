@@ -16,8 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from scadapt.data.preprocess import log_normalized
-from scadapt.errors import ScadaptError
 from scadapt.fitting.linear import fit_linear, gene_scale
+from scadapt.infra.errors import ScadaptError
 from scadapt.models.annotator import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy

@@ -8,7 +8,7 @@ from typing import Any
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 from scadapt.strategies.base import InjectedConfig, adapted_layers, layer_prefix, register
 from scadapt.strategies.families import AdaptedStrategy
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from scadapt.data.preprocess import log_normalized
-from scadapt.errors import ScadaptError
 from scadapt.fitting.classifier import EmbeddingSource, fit_classifier
 from scadapt.fitting.linear import most_variable
+from scadapt.infra.errors import ScadaptError
 from scadapt.models.annotator import NetworkExpressionAnnotator
 from scadapt.strategies.base import Fitted, TorchConfig, register
 from scadapt.strategies.families import ExpressionStrategy

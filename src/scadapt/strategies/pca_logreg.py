@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scadapt.errors import ScadaptError
 from scadapt.fitting.linear import fit_pca_logistic
+from scadapt.infra.errors import ScadaptError
 from scadapt.models.annotator import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scadapt.storage import atomic_write, default_cache_dir
+from scadapt.infra.storage import atomic_write, default_cache_dir
 
 
 class TokenCache:

@@ -12,7 +12,7 @@ import torch
 from anndata import AnnData
 
 from scadapt.data.validation import check_values, looks_like_ensembl, scaled_data_fix
-from scadapt.errors import InputDataError, VocabularyError
+from scadapt.infra.errors import InputDataError, VocabularyError
 from scadapt.tokenization.binning import bin_cells
 from scadapt.tokenization.cache import TokenCache
 from scadapt.tokenization.vocab import GeneVocab

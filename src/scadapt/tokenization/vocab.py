@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from scadapt.errors import CheckpointError
+from scadapt.infra.errors import CheckpointError
 
 PAD_TOKEN = "<pad>"
 CLS_TOKEN = "<cls>"

@@ -1,7 +1,7 @@
 """MLflow tracking helpers. The names load on first use, so the contract's constants
 (:mod:`scadapt.tracking.contract`) are read without importing MLflow."""
 
-from scadapt.lazy import lazy_attributes
+from scadapt.infra.lazy import lazy_attributes
 
 _WHERE = {
     **dict.fromkeys(("CANDIDATE_TAG", "ENTRY_POINT_TAG", "experiment_name"), "scadapt.tracking.contract"),

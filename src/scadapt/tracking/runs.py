@@ -18,9 +18,9 @@ from mlflow.environment_variables import (
     MLFLOW_HTTP_REQUEST_TIMEOUT,
 )
 
-from scadapt.databases import CONNECT_TIMEOUT_SEC, is_server_url, probe
-from scadapt.errors import ScadaptError
-from scadapt.redaction import redact
+from scadapt.infra.databases import CONNECT_TIMEOUT_SEC, is_server_url, probe
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.redaction import redact
 from scadapt.tracking.contract import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, INTERRUPTED_TAG, JOINED_RUN_TAG
 
 T = TypeVar("T")
@@ -166,7 +166,7 @@ def shared_run(experiment: str, identity: Mapping[str, str], run_name: str,
     """The run that several processes (or a resumed job) share, and whether this call created it:
     the oldest run of ``experiment`` carrying every ``identity`` tag, created with ``identity``
     and ``tags`` if there is none. Call it under the workers' lock for that run
-    (:mod:`scadapt.coordination`), so that only one process creates it.
+    (:mod:`scadapt.infra.coordination`), so that only one process creates it.
 
     Under ``mlflow run`` the launcher's run (``launcher``, or ``MLFLOW_RUN_ID``, consumed here so
     nested runs do not resume it) becomes the shared run if none exists yet; otherwise the launcher

@@ -15,7 +15,7 @@ failed by any other worker, on any host.
 
 The workers' locks (:func:`coordinator`) are kept by the storage's own database (PostgreSQL's
 advisory locks) or, on one host, by OS file locks beside the SQLite or journal file. A database server is connected to once with a short timeout before anything
-else (:func:`scadapt.databases.probe`): a refused login or a server that is down is reported at
+else (:func:`scadapt.infra.databases.probe`): a refused login or a server that is down is reported at
 once, and only races between workers creating the same tables are retried.
 """
 
@@ -32,11 +32,11 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from scadapt.coordination import Coordinator, coordinator_for
-from scadapt.databases import engine_options, is_server_url, probe
-from scadapt.errors import ScadaptError
-from scadapt.redaction import redact
-from scadapt.storage import writable_file
+from scadapt.infra.coordination import Coordinator, coordinator_for
+from scadapt.infra.databases import engine_options, is_server_url, probe
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.redaction import redact
+from scadapt.infra.storage import writable_file
 from scadapt.tracking.workers import is_dead_local_worker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -107,7 +107,7 @@ def heartbeat_seconds() -> int:
 
 
 def coordinator(url: str | None) -> Coordinator:
-    """The workers' locks of the study storage ``url`` (see :mod:`scadapt.coordination`)."""
+    """The workers' locks of the study storage ``url`` (see :mod:`scadapt.infra.coordination`)."""
     url = url or DEFAULT_STORAGE
     open_storage(url)  # a bad URL, path or database is refused with open_storage's message
     journal = _journal_path(url)

@@ -19,11 +19,11 @@ from anndata import AnnData
 from scadapt.backbone.checkpoint import ARGS_FILE, read_args
 from scadapt.backbone.config import BackboneConfig
 from scadapt.data import load_expression
-from scadapt.notices import warn_once
-from scadapt.storage import demo_backbone_dir
+from scadapt.infra.notices import warn_once
+from scadapt.infra.storage import demo_backbone_dir
+from scadapt.jobs.config import PretrainConfig
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 from scadapt.tokenization.tokenizer import COVERAGE_REMEDIES, mean_tokens
-from scadapt.training.config import PretrainConfig
 
 log = logging.getLogger(__name__)
 

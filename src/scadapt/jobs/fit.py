@@ -13,12 +13,12 @@ import torch
 from scadapt.data.preprocess import input_form
 from scadapt.evaluation.metrics import ClassificationReport, classification_report
 from scadapt.fitting.classifier import FitResult
+from scadapt.infra.notices import warn_once
+from scadapt.jobs.context import TrainingContext
 from scadapt.models.annotator import Annotator
 from scadapt.models.novelty import DEFAULT_REJECTED, NoveltyScorer
-from scadapt.notices import warn_once
 from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
-from scadapt.training.context import TrainingContext
 
 log = logging.getLogger(__name__)
 

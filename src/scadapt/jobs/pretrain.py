@@ -28,11 +28,12 @@ from tqdm.auto import tqdm
 from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
 from scadapt.backbone.checkpoint import ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE
 from scadapt.data import load_expression
-from scadapt.devices import autocast, resolve_device
-from scadapt.errors import BudgetSpent, ScadaptError, TrainingDiverged
 from scadapt.fitting.optim import MAX_NONFINITE_STEPS, Updater
-from scadapt.notices import steps_shown
-from scadapt.storage import atomic_write, demo_backbone_dir, writable_dir
+from scadapt.infra.devices import autocast, resolve_device
+from scadapt.infra.errors import BudgetSpent, ScadaptError, TrainingDiverged
+from scadapt.infra.notices import steps_shown
+from scadapt.infra.storage import atomic_write, demo_backbone_dir, writable_dir
+from scadapt.jobs.config import PretrainConfig
 from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenCache, TokenizedCells
 from scadapt.tokenization.batching import length_grouped_batches
 from scadapt.tracking import log_params, tracked_run
@@ -45,7 +46,6 @@ from scadapt.tracking.contract import (
 )
 from scadapt.tracking.runs import close_orphaned_runs
 from scadapt.tracking.workers import worker_id
-from scadapt.training.config import PretrainConfig
 
 log = logging.getLogger(__name__)
 

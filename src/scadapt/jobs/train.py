@@ -1,9 +1,9 @@
 """``train``: one strategy, one split, fixed hyperparameters, one MLflow run.
 
-The work is split so tuning can reuse it: :func:`~scadapt.training.context.prepare` loads the
+The work is split so tuning can reuse it: :func:`~scadapt.jobs.context.prepare` loads the
 data, the split, the tokenized cells and (lazily, once) the frozen embeddings;
-:func:`~scadapt.training.fit.fit_strategy` trains one configuration; the
-:mod:`~scadapt.training.reporting` functions log it.
+:func:`~scadapt.jobs.fit.fit_strategy` trains one configuration; the
+:mod:`~scadapt.jobs.reporting` functions log it.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import mlflow
 
+from scadapt.infra.storage import writable_dir
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.context import prepare
+from scadapt.jobs.fit import fit_strategy
+from scadapt.jobs.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
 from scadapt.models.annotator import Annotator
-from scadapt.storage import writable_dir
 from scadapt.strategies import get_strategy
 from scadapt.tracking import CANDIDATE_TAG, ENTRY_POINT_TAG, experiment_name, log_params, tracked_run
-from scadapt.training.config import TrainJob
-from scadapt.training.context import prepare
-from scadapt.training.fit import fit_strategy
-from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
 
 log = logging.getLogger(__name__)
 

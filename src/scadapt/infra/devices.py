@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 
 from scadapt.backbone.config import BackboneConfig
 from scadapt.data.options import BUNDLED_DATASETS, REGIMES, DataOptions, SplitOptions
-from scadapt.errors import ScadaptError
-from scadapt.options import (
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.options import (
     CHECKPOINTING_MODES,
     NAME_RULE,
     PRUNERS,
@@ -119,7 +119,7 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
 
     The data options (label key, batch key, layer, ...) come from :class:`~scadapt.data.options.DataOptions`,
     the regime and its split settings from :class:`~scadapt.data.options.SplitOptions`, the memory
-    budget from :class:`~scadapt.options.MemoryOptions`, the backbone from :class:`BackboneOptions`;
+    budget from :class:`~scadapt.infra.options.MemoryOptions`, the backbone from :class:`BackboneOptions`;
     ``hparams`` are the strategy's own settings (see ``scadapt.strategies``), given as values or
     strings; everything else chooses the data, the split and the backbone.
     """

@@ -32,7 +32,7 @@ from pathlib import Path
 import sqlalchemy
 from filelock import FileLock, Timeout
 
-from scadapt.databases import dialect, engine_options
+from scadapt.infra.databases import dialect, engine_options
 
 log = logging.getLogger(__name__)
 

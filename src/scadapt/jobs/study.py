@@ -2,10 +2,10 @@
 child run per trial.
 
 The objective is validation macro-F1; test cells are scored for the best trial only. A study is
-its setup (:mod:`scadapt.tuning.setup`): another dataset, split, backbone or fixed setting starts
+its setup (:mod:`scadapt.jobs.study_setup`): another dataset, split, backbone or fixed setting starts
 (or joins) a study of its own. Trials report validation macro-F1 after every epoch so that
 hopeless ones are pruned (their child runs end KILLED). The study lives in a storage of its own
-(see :mod:`scadapt.tuning.storage`): a second
+(see :mod:`scadapt.jobs.study_storage`): a second
 ``tune`` process with the same study joins it, and a killed study resumes where it stopped.
 """
 
@@ -29,8 +29,21 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from scadapt.artifacts.annotators import load_annotator
-from scadapt.coordination import Coordinator
-from scadapt.errors import BudgetSpent, ScadaptError, TrainingDiverged
+from scadapt.infra.coordination import Coordinator
+from scadapt.infra.errors import BudgetSpent, ScadaptError, TrainingDiverged
+from scadapt.jobs.config import TuneJob
+from scadapt.jobs.context import TrainingContext, prepare
+from scadapt.jobs.fit import fit_strategy
+from scadapt.jobs.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
+from scadapt.jobs.study_setup import SETUP_PLACEHOLDER, claim_study, setup_digest, study_setup
+from scadapt.jobs.study_storage import (
+    WORKER_ATTR,
+    coordinator,
+    describe_storage,
+    heartbeat_seconds,
+    open_storage,
+    recover_interrupted,
+)
 from scadapt.strategies import get_strategy
 from scadapt.tracking import CANDIDATE_TAG, experiment_name, log_params, shared_run, tracked_run
 from scadapt.tracking.contract import (
@@ -46,19 +59,6 @@ from scadapt.tracking.contract import (
 )
 from scadapt.tracking.runs import quiet_artifact_downloads
 from scadapt.tracking.workers import worker_id
-from scadapt.training.config import TuneJob
-from scadapt.training.context import TrainingContext, prepare
-from scadapt.training.fit import fit_strategy
-from scadapt.training.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
-from scadapt.tuning.setup import SETUP_PLACEHOLDER, claim_study, setup_digest, study_setup
-from scadapt.tuning.storage import (
-    WORKER_ATTR,
-    coordinator,
-    describe_storage,
-    heartbeat_seconds,
-    open_storage,
-    recover_interrupted,
-)
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,16 @@ from scadapt.artifacts.checkpoints import local_checkpoint, publish_checkpoint
 from scadapt.backbone import embed_cells, load_backbone
 from scadapt.backbone.checkpoint import ARGS_FILE
 from scadapt.backbone.embedding_cache import EmbeddingCache, embedding_key
-from scadapt.coordination import Coordinator
 from scadapt.data import DatasetInfo, Split, load_and_split
-from scadapt.devices import compute_dtype, resolve_device
-from scadapt.errors import CheckpointError, ScadaptError
 from scadapt.fitting.memory import MemoryBudget, inference_token_cap
-from scadapt.notices import warn_once
-from scadapt.storage import demo_backbone_dir
+from scadapt.infra.coordination import Coordinator
+from scadapt.infra.devices import compute_dtype, resolve_device
+from scadapt.infra.errors import CheckpointError, ScadaptError
+from scadapt.infra.notices import warn_once
+from scadapt.infra.storage import demo_backbone_dir
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.preflight import GeneCoverage
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
-from scadapt.training.config import TrainJob
-from scadapt.training.preflight import GeneCoverage
 
 log = logging.getLogger(__name__)
 

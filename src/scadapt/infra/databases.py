@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlalchemy
 
-from scadapt.errors import ScadaptError
-from scadapt.redaction import url_password
+from scadapt.infra.errors import ScadaptError
+from scadapt.infra.redaction import url_password
 
 CONNECT_TIMEOUT_SEC = 4  # libpq may try twice (with SSL, then without): reported within 10 s
 # what a driver says -> what it means and what to do

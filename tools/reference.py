@@ -20,7 +20,7 @@ import tokenize
 from pathlib import Path
 from typing import Any
 
-from scadapt.project import ENTRY_POINTS, subparsers
+from mlproject import ENTRY_POINTS, subparsers  # tools/mlproject.py, beside this file
 
 
 def cli_reference() -> str:

@@ -16,10 +16,10 @@ import json
 import optuna
 
 from scadapt.data.digest import content_digest, indices_digest
-from scadapt.devices import compute_dtype
-from scadapt.errors import ScadaptError
-from scadapt.training.config import TuneJob
-from scadapt.training.context import TrainingContext
+from scadapt.infra.devices import compute_dtype
+from scadapt.infra.errors import ScadaptError
+from scadapt.jobs.config import TuneJob
+from scadapt.jobs.context import TrainingContext
 
 SETUP_ATTR = "scadapt_setup"
 SETUP_PLACEHOLDER = "{setup}"  # in a study name: the digest of the setup (the default name ends with it)

@@ -1,8 +1,8 @@
 """The MLproject file, written from the ``scadapt`` command's parsers.
 
 Every entry point takes exactly the options of its subcommand, with the same defaults, so an
-option is defined once (in the parser, or in an option group of :mod:`scadapt.options`) and
-``mlflow run`` can never drift from the console command. ``python -m scadapt.project`` rewrites
+option is defined once (in the parser, or in an option group of :mod:`scadapt.infra.options`) and
+``mlflow run`` can never drift from the console command. ``python tools/mlproject.py`` rewrites
 ``MLproject``; a test fails when the file in the repository is out of date.
 """
 
@@ -14,9 +14,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from scadapt.options import integer, number, optional_count, optional_seconds
+from scadapt.infra.options import integer, number, optional_count, optional_seconds
 
-MLPROJECT = Path(__file__).resolve().parents[2] / "MLproject"
+MLPROJECT = Path(__file__).resolve().parents[1] / "MLproject"
 
 # entry point -> (subcommand, script under entry_points/, what it does)
 ENTRY_POINTS = {
@@ -34,7 +34,7 @@ ENTRY_POINTS = {
 }
 
 HEADER = """\
-# Written by `python -m scadapt.project` from the `scadapt` command's options: edit those, not this file.
+# Written by `python tools/mlproject.py` from the `scadapt` command's options: edit those, not this file.
 #
 # Run with: mlflow run . --env-manager local        (the main job on the bundled data)
 #           mlflow run . --env-manager local -P data=cells.h5ad -P label_key=cell_type
@@ -95,6 +95,6 @@ def _render(value: object) -> str:
 if __name__ == "__main__":
     text = mlproject_text()
     if "--check" in sys.argv[1:]:
-        sys.exit(0 if MLPROJECT.read_text() == text else f"{MLPROJECT} is out of date: run python -m scadapt.project")
+        sys.exit(0 if MLPROJECT.read_text() == text else f"{MLPROJECT} is out of date: run python tools/mlproject.py")
     MLPROJECT.write_text(text)
     print(f"Wrote {MLPROJECT}")

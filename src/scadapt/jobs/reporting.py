@@ -16,9 +16,12 @@ import scipy.sparse as sp
 
 from scadapt.artifacts.annotators import log_annotator
 from scadapt.data import save_splits
-from scadapt.devices import compute_dtype
 from scadapt.evaluation.figures import confusion_figure, curves_figure, umap_figure
 from scadapt.evaluation.metrics import ClassificationReport
+from scadapt.infra.devices import compute_dtype
+from scadapt.jobs.config import TrainJob
+from scadapt.jobs.context import TrainingContext
+from scadapt.jobs.fit import FitOutcome, calibrate_novelty, evaluate, validation_report
 from scadapt.models.annotator import Annotator
 from scadapt.strategies import StrategyConfig, get_strategy
 from scadapt.tracking.contract import (
@@ -33,9 +36,6 @@ from scadapt.tracking.contract import (
     STRATEGY_TAG,
 )
 from scadapt.tracking.runs import retry_racing_writers
-from scadapt.training.config import TrainJob
-from scadapt.training.context import TrainingContext
-from scadapt.training.fit import FitOutcome, calibrate_novelty, evaluate, validation_report
 
 log = logging.getLogger(__name__)
 

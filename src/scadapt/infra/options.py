@@ -7,7 +7,7 @@ rejects a bad option in a fraction of a second, before any work starts.
 
 An option group is a dataclass whose fields carry their help text (``metadata["help"]``) and,
 where a string needs more than its type to become a value, a parser (``metadata["parse"]``).
-:func:`add_options` turns a group into ``argparse`` arguments; ``scadapt.project`` writes the
+:func:`add_options` turns a group into ``argparse`` arguments; ``tools/mlproject.py`` writes the
 MLproject parameters from the same parsers.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scadapt.errors import ScadaptError
+from scadapt.infra.errors import ScadaptError
 
 TUNING_MODES = ("reuse", "per_fold")
 PRUNERS = ("median", "threshold", "none")

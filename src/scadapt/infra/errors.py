@@ -3,12 +3,12 @@
 Every error a user can cause (bad input, a broken checkpoint, a wrong key) is raised as a
 :class:`ScadaptError` whose message says what is wrong and how to fix it. The console commands
 print these messages without a stack trace; anything else is a bug in scadapt. Messages are
-masked by :func:`scadapt.redaction.redact`, so quoting a URI never prints its password.
+masked by :func:`scadapt.infra.redaction.redact`, so quoting a URI never prints its password.
 """
 
 from __future__ import annotations
 
-from scadapt.redaction import redact
+from scadapt.infra.redaction import redact
 
 
 class ScadaptError(Exception):

@@ -42,7 +42,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
 def writable_dir(path: str | Path, what: str, option: str) -> Path:
     """``path`` as a folder this process can write to (created if needed), checked before any
     work so an hour of training never ends in a permission error."""
-    from scadapt.errors import ScadaptError
+    from scadapt.infra.errors import ScadaptError
 
     path = Path(path)
     try:
@@ -57,7 +57,7 @@ def writable_dir(path: str | Path, what: str, option: str) -> Path:
 
 def writable_file(path: str | Path, what: str, option: str) -> Path:
     """``path`` as a file this process can create or replace (its folder is checked)."""
-    from scadapt.errors import ScadaptError
+    from scadapt.infra.errors import ScadaptError
 
     path = Path(path)
     if path.is_dir():
