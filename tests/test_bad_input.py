@@ -147,7 +147,7 @@ CASES = [
     Case("unknown device", lambda: ["pipeline", "--device", "tpu"], "unknown device 'tpu'"),
     Case("pretrain data with a checkpoint", lambda: ["pipeline", "--pretrain-data", "a.h5ad", "--checkpoint", "x"],
          "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
-    Case("nan hyperparameter", _user_data("--hparams", "C=nan"), "C='nan' is not a valid float (a finite number)"),
+    Case("nan hyperparameter", _user_data("--hparams", "C=nan"), "C='nan' is refused (expected a finite number"),
     Case("unknown hyperparameter", _user_data("--hparams", "depth=3"), "Unknown hyperparameter(s) depth"),
     Case("negative sequence length", _user_data("--max-seq-len", "-5"), "max_seq_len must be at least 2"),
     Case("validation fraction", _user_data("--validation-fraction", "1.5"), "validation_fraction must lie between"),

@@ -111,6 +111,13 @@ def test_unknown_hyperparameter_is_a_message(tmp_path):
     assert result.returncode == 2 and "Unknown hyperparameter(s) depth" in result.stderr
 
 
+def test_hparams_help_lists_each_hyperparameter_with_its_meaning_range_and_search(tmp_path):
+    result = _scadapt("tune", "--strategy", "lora", "--hparams", "help")
+    assert result.returncode == 0, result.stderr
+    assert "r = 8: rank of each update. Allowed: >= 1; searched: one of 4, 8, 16." in result.stdout
+    assert "epochs = 10: most passes over the training cells. Allowed: >= 1; searched: fixed." in result.stdout
+
+
 def test_mlproject_is_written_from_the_command_options():
     from mlproject import MLPROJECT, mlproject_text
 

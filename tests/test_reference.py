@@ -19,7 +19,7 @@ def test_the_strategies_page_lists_every_registered_strategy_with_its_search_spa
     page = strategies_reference(REPO / "tests" / "data" / "scgpt_human")
     for name in NAMES:
         assert f"| [`{name}`](#{name}) |" in page and f"\n## {name}\n" in page
-    assert "| `r` | `8` | one of 4, 8, 16 |" in page  # LoRA's rank and its search space
+    assert "| `r` | `8` | rank of each update | >= 1 | one of 4, 8, 16 |" in page  # LoRA's rank: meaning, range, search
     assert "| [`full`](#full) | trained through the backbone | full fine-tuning of the backbone and head | 50,810,890 |" \
         in page  # whole-human shapes, 10 classes
 

@@ -259,19 +259,20 @@ def test_backbone_dropout_applies_to_the_base_only(strategy, hparams, expected, 
 @pytest.mark.parametrize(
     ("strategy", "hparams", "message"),
     [
-        ("head", {"epochs": 0}, "epochs must be at least 1"),
-        ("lora", {"lr": -1, "batch_size": 0}, "lr must be positive.*batch_size must be at least 1"),
-        ("lora", {"targets": "everything"}, "LoRA targets must be one of"),
-        ("adapter", {"layers": "first_half"}, "layers='first_half' is not a valid int"),
-        ("lora", {"layers": -1}, "layers must be 0 \\(every layer\\) or the number of top layers"),
-        ("ia3", {"layers": "top"}, "layers='top' is not a valid int"),
-        ("pca_logreg", {"n_components": 0}, "n_components >= 1"),
-        ("frozen_probe", {"C": "strong"}, "C='strong' is not a valid float"),
+        ("head", {"epochs": 0}, "epochs must be >= 1"),
+        ("lora", {"lr": -1, "batch_size": 0}, "lr must be > 0.*batch_size must be >= 1"),
+        ("lora", {"targets": "everything"}, "targets must be one of qv, attention, attention_ffn"),
+        ("adapter", {"layers": "first_half"}, "layers='first_half' is refused \\(expected an integer"),
+        ("lora", {"layers": -1}, "layers must be >= 0"),
+        ("ia3", {"layers": "top"}, "layers='top' is refused \\(expected an integer"),
+        ("pca_logreg", {"n_components": 0}, "n_components must be >= 1"),
+        ("frozen_probe", {"C": "strong"}, "C='strong' is refused \\(expected a number"),
         ("full", {"depth": 3}, "Unknown hyperparameter\\(s\\) depth"),
-        ("logreg", {"penalty": "l3"}, "penalty in \\('l1', 'l2'\\)"),
-        ("mlp", {"width": 0}, "width >= 1"),
-        ("adalora", {"init_r": 4, "target_r": 8}, "1 <= target_r <= init_r"),
-        ("dora", {"targets": "mlp"}, "LoRA targets must be one of"),
+        ("logreg", {"penalty": "l3"}, "penalty must be one of l1, l2"),
+        ("mlp", {"width": 0}, "width must be >= 1"),
+        ("adalora", {"init_r": 4, "target_r": 8}, "target_r <= init_r is needed"),
+        ("dora", {"targets": "mlp"}, "targets must be one of"),
+        ("head", {"epochs": 2.5}, "epochs=2.5 is refused \\(expected an integer"),
     ],
 )
 def test_bad_hyperparameters_are_refused(strategy, hparams, message, planted):
@@ -285,15 +286,28 @@ def test_bad_hyperparameters_are_refused(strategy, hparams, message, planted):
 def test_search_space_suggestions_make_valid_configs(strategy):
     import optuna
 
-    cls = get_strategy(strategy)
+    from scadapt.strategies.hyperparameters import declarations, default_trial, search_space
+
+    config_class = get_strategy(strategy).config_class
+    space = search_space(config_class)
+    assert space and set(space) <= set(declarations(config_class))  # every searched name is declared
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
-        suggested = cls.config_class.search_space(study.ask())
-        config = cls.config_class.from_params(suggested)
-        assert all(getattr(config, key) == value for key, value in suggested.items())
-    if "lr" in suggested:  # every suggestion of a name uses one range (Optuna ignores a second one)
-        low, high = cls.config_class.lr_range()
-        assert study.trials[0].distributions["lr"].low == low and study.trials[0].distributions["lr"].high == high
+        suggested = study.ask(space).params
+        config = config_class.from_params(suggested)
+        assert suggested.keys() == space.keys() and all(getattr(config, k) == v for k, v in suggested.items())
+    defaults = config_class().to_params()
+    first = default_trial(config_class, defaults)
+    assert first and all(first[name] == defaults[name] for name in first)  # the defaults, where the search holds them
+    assert not set(search_space(config_class, fixed=first)) & set(first)  # a fixed name is not searched
+
+
+def test_a_learning_rate_is_searched_around_its_strategy_default():
+    from scadapt.strategies.hyperparameters import search_space
+
+    head, full = (search_space(get_strategy(name).config_class)["lr"] for name in ("head", "full"))
+    assert (head.low, head.high, head.log) == (pytest.approx(5e-4), pytest.approx(2.5e-2), True)  # default 5e-3
+    assert (full.low, full.high) == (1e-5, 3e-4)  # full declares its own range
 
 
 def _standardized_model(strategy: str, planted, **hparams):

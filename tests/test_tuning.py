@@ -161,13 +161,14 @@ def test_a_study_starts_from_the_defaults_and_keeps_the_first_of_equal_trials(tm
     the best, whatever order the database returns them in."""
     from optuna.distributions import FloatDistribution
 
-    from scadapt.jobs.study import _best_trial, _default_trial
+    from scadapt.jobs.study import _best_trial
+    from scadapt.strategies.hyperparameters import default_trial
     from scadapt.strategies.logreg import LogRegConfig
 
     result = tune(_job(None, strategy="logreg", hparams={}, n_trials=2))
     study = optuna.load_study(study_name=result.study_name, storage="sqlite:///optuna.db")
     assert study.trials[0].params == {"C": LogRegConfig().C}
-    assert _default_trial(_job(None, strategy="logreg", hparams={"C": 0.5}), {"C": 0.5}) == {}
+    assert default_trial(LogRegConfig, {**LogRegConfig().to_params(), "C": 0.5}, fixed={"C": 0.5}) == {}
 
     tied = optuna.create_study(direction="maximize")
     for value, c in ((0.9, 1.0), (1.0, 2.0), (1.0, 3.0)):

@@ -22,6 +22,8 @@ from typing import Any
 
 from mlproject import ENTRY_POINTS, subparsers  # tools/mlproject.py, beside this file
 
+from scadapt.strategies.hyperparameters import declarations
+
 
 def cli_reference() -> str:
     """Markdown: each subcommand of ``scadapt``, its MLflow entry point, and a table of its options."""
@@ -107,33 +109,6 @@ def unknown_options(text: str) -> set[str]:
 
 # -- strategies -----------------------------------------------------------------------------------
 
-class _SearchSpace:
-    """An Optuna trial stand-in that records what a strategy's search space suggests."""
-
-    def __init__(self) -> None:
-        self.ranges: dict[str, str] = {}
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False):
-        self.ranges[name] = f"{low:g} to {high:g}" + (" (log scale)" if log else "")
-        return low
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False):
-        self.ranges[name] = f"{low} to {high}" + (f" in steps of {step}" if step != 1 else "") + \
-            (" (log scale)" if log else "")
-        return low
-
-    def suggest_categorical(self, name: str, choices):
-        self.ranges[name] = "one of " + ", ".join(str(c) for c in choices)
-        return choices[0]
-
-
-def search_space(strategy: type) -> dict[str, str]:
-    """What a strategy's tuning may try, per hyperparameter, in words."""
-    space = _SearchSpace()
-    strategy.config_class.search_space(space)
-    return space.ranges
-
-
 def trainable_parameters(strategy: type, checkpoint: str | Path, n_classes: int = 10) -> int | None:
     """Trainable parameters of ``strategy`` at the shapes of ``checkpoint`` (its ``args.json`` and
     ``vocab.json``; no weights are read: the model is built on PyTorch's meta device). None for
@@ -187,13 +162,12 @@ def strategies_reference(checkpoint: str | Path, n_classes: int = 10) -> str:
                      f"{'follows the data' if count is None else f'{count:,}'} | {share} |")
     lines.append("")
     for name, cls in strategies.items():
-        defaults = cls.config_class.from_params({})
         lines += [f"## {name}", "", f"{_sentence(cls.description)} Configuration: "
-                  f"`{cls.config_class.__module__}.{cls.config_class.__name__}`.", "",
-                  "| hyperparameter | default | search space |", "|---|---|---|"]
-        space = search_space(cls)
-        for field, value in sorted(vars(defaults).items()):
-            lines.append(f"| `{field}` | `{value}` | {space.get(field, 'fixed')} |")
+                  f"`{cls.config_class.__module__}.{cls.config_class.__name__}`; `scadapt train --strategy {name} "
+                  "--hparams help` prints this table.", "",
+                  "| hyperparameter | default | what it is | allowed | search space |", "|---|---|---|---|---|"]
+        for d in declarations(cls.config_class).values():
+            lines.append(f"| `{d.name}` | `{d.default}` | {_cell(d.help)} | {d.range_text()} | {d.search_text()} |")
         lines.append("")
     return "\n".join(lines)
 

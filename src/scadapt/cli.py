@@ -84,9 +84,16 @@ def _add_job(subparsers, command: str, help: str, group: type, handler) -> None:
     p.set_defaults(handler=handler, group=group)
 
 
+def _hparams_help(args: argparse.Namespace) -> None:
+    """``--hparams help``: the strategy's hyperparameters (meaning, allowed values, search), instead of the job."""
+    from scadapt.strategies import get_strategy
+    from scadapt.strategies.hyperparameters import help_text
+
+    echo(help_text(get_strategy(args.strategy).config_class, args.strategy))
+
+
 def _run_train(args: argparse.Namespace) -> None:
     from scadapt.jobs.train import train
-
     result = train(from_args(args.group, args))
     m = result.metrics
     echo(f"{args.strategy}: validation macro-F1 {m['val_macro_f1']:.3f}, test macro-F1 {m['test_macro_f1']:.3f}, "
@@ -95,7 +102,6 @@ def _run_train(args: argparse.Namespace) -> None:
 
 def _run_tune(args: argparse.Namespace) -> None:
     from scadapt.jobs.study import tune
-
     result = tune(from_args(args.group, args))
     m = result.metrics
     states = ", ".join(f"{n} {state}" for state, n in result.trial_states.items())
@@ -225,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     redact_logs()
     try:
+        if "help" in getattr(args, "hparams", {}):
+            return _hparams_help(args) or 0
         with interrupts_at_safe_points(), one_job():  # a data warning is said once, whatever the processes
             if args.command not in ("datasets", "splits"):
                 from scadapt.infra.databases import is_server_url, probe

@@ -113,6 +113,12 @@ class BackboneOptions:
                 (not valid_device(self.device), f"unknown device {self.device!r}; use {DEVICE_HELP}")]
 
 
+def hparam_pairs(text: str) -> dict[str, str]:
+    """``--hparams``: name=value pairs, or ``help`` (``{"help": ""}``: the command lists the strategy's
+    hyperparameters instead of running)."""
+    return {"help": ""} if text.strip() == "help" else pairs(text)
+
+
 @dataclass
 class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
     """One strategy on one split of one dataset, with fixed hyperparameters (the ``train`` entry point).
@@ -128,7 +134,7 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
     split: str | None = option(None, "split name, e.g. full_fold0 or low_5pct_fold0 (default: the regime's first)")
     strategy: str = option("head", "the adaptation strategy", choices=STRATEGY_NAMES)
     hparams: dict[str, object] = option({}, "strategy hyperparameters as name=value,name=value (e.g. "
-                                            "lr=0.001,epochs=5)", parse=pairs)
+                                            "lr=0.001,epochs=5); help lists the strategy's", parse=hparam_pairs)
     experiment: str | None = option(None, "MLflow experiment (default: scadapt-<dataset>)")
     output_dir: str | None = option(None, "also save the trained annotator here")
     umap: bool = option(True, "skip the UMAP figure of the test embeddings", flag="no-umap")
@@ -164,8 +170,8 @@ class TuneJob(TrainJob):
     """A :class:`TrainJob` whose strategy settings are searched. ``hparams`` stay fixed (they
     override the search space)."""
 
-    hparams: dict[str, object] = option({}, "fixed strategy hyperparameters, not searched, as name=value,name=value",
-                                        parse=pairs)
+    hparams: dict[str, object] = option({}, "fixed strategy hyperparameters, not searched, as name=value,name=value; "
+                                            "help lists the strategy's and their search", parse=hparam_pairs)
     output_dir: str | None = internal(None)
     n_trials: int = option(10, "finished trials the study should reach; a second worker or a rerun continues it")
     timeout: float | None = option(None, "seconds after which this worker starts no new trial (0: none)",

@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +25,7 @@ import mlflow
 import optuna
 import torch
 from mlflow import MlflowClient
+from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -43,8 +44,10 @@ from scadapt.jobs.study_storage import (
     heartbeat_seconds,
     open_storage,
     recover_interrupted,
+    trial_id,
 )
 from scadapt.strategies import get_strategy
+from scadapt.strategies.hyperparameters import default_trial, search_space
 from scadapt.tracking import CANDIDATE_TAG, experiment_name, log_params, shared_run, tracked_run
 from scadapt.tracking.contract import (
     BEST_RUN_TAG,
@@ -96,8 +99,9 @@ def tune(job: TuneJob) -> TuneResult:
                                 pruner=job.pruner(), sampler=WorkerSeededSampler(job.seed, name))
     with board.hold(f"study-setup:{name}"):
         claim_study(study, setup)  # another setup's study is refused, naming what differs
-        if not study.get_trials(deepcopy=False):
-            study.enqueue_trial(_default_trial(job, fixed))
+        if not study.get_trials(deepcopy=False):  # the defaults first (see default_trial)
+            defaults = strategy.config_class.from_params({"seed": job.seed, **job.hparams}).to_params()
+            study.enqueue_trial(default_trial(strategy.config_class, defaults, fixed))
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
     with board.hold(f"study-run:{name}"):  # one parent run, however many workers start together
         parent_id, created = shared_run(job.experiment or experiment_name(ctx.info.name),
@@ -109,7 +113,8 @@ def tune(job: TuneJob) -> TuneResult:
     with tracked_run("", run_id=parent_id, tags=tags) as parent:
         if created:
             log_dataset_input(ctx)
-        ended_by = _run_trials(study, storage, board, job, _objective(job, ctx, tags, fixed))
+        ended_by = _run_trials(study, storage, board, job, _objective(job, ctx, tags, fixed),
+                               search_space(strategy.config_class, fixed))
         if ended_by == "the time budget" and not any(t.state == TrialState.COMPLETE for t in study.get_trials()):
             raise BudgetSpent(f"The time budget ended study {name} before any of its trials completed.")
         with board.hold(f"study-best:{name}"):  # one candidate
@@ -152,7 +157,8 @@ class WorkerSeededSampler(optuna.samplers.BaseSampler):
         self._sampler(trial.number).after_trial(study, trial, state, values)
 
 
-def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, job: TuneJob, objective) -> str:
+def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, job: TuneJob, objective,
+                space: dict[str, BaseDistribution]) -> str:
     """Run trials until the study has ``n_trials`` finished ones, this worker's ``timeout`` has
     passed or the job's time budget is spent (``job.deadline``: no trial starts after it, and one
     running ends at its next epoch); return which of the three ended them.
@@ -161,7 +167,8 @@ def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, j
     created under the study's lock); when the rest are running on other workers, this worker
     waits for them, and fails those whose worker died (heartbeat, or a dead local process).
     Like ``study.optimize(n_trials=...)``, one worker starts at most ``n_trials`` trials, so
-    failing trials (out of memory, diverged) end the job instead of looping.
+    failing trials (out of memory, diverged) end the job instead of looping. A trial asks for the
+    declared search ``space`` (the strategy's searched hyperparameters that the job does not fix).
     """
     deadline = time.monotonic() + job.timeout if job.timeout else None
     said_waiting, started = False, 0
@@ -174,7 +181,7 @@ def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, j
             log.info("Study %s: this worker has started its %d trials.", study.study_name, started)
             return "n_trials"
         with board.hold(f"study-slots:{study.study_name}"):
-            _fail_dead_workers(study)
+            _fail_dead_workers(study, storage)
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -185,7 +192,7 @@ def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, j
             if finished + running < job.n_trials:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # "heartbeat is supposed to be used with optimize"
-                    trial = study.ask()
+                    trial = study.ask(space)
                 trial.set_user_attr(WORKER_ATTR, worker_id())
         if trial is None:
             if not said_waiting:
@@ -201,18 +208,18 @@ def _run_trials(study: optuna.Study, storage: BaseStorage, board: Coordinator, j
     return "timeout"
 
 
-def _fail_dead_workers(study: optuna.Study) -> None:
+def _fail_dead_workers(study: optuna.Study, storage: BaseStorage) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # other hosts: the heartbeat (database storages)
-    for trial in recover_interrupted(study, study._storage):  # this host: the process is gone
+    for trial in recover_interrupted(study, storage):  # this host: the process is gone
         _close_trial_run(study, trial, "its process on this host is gone")
 
 
 def _run_trial(study: optuna.Study, storage: BaseStorage, trial: optuna.Trial, objective) -> None:
     """Run one trial with a heartbeat (``storage``: the study's storage as opened, not Optuna's
     cache around it) and tell the study how it ended."""
-    with _heartbeat(storage, trial._trial_id):
+    with _heartbeat(storage, trial_id(storage, study.study_name, trial.number)):
         try:
             value = objective(trial)
         except optuna.TrialPruned as pruned:
@@ -261,8 +268,7 @@ def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str], fixed: 
     config_class = get_strategy(job.strategy).config_class
 
     def objective(trial: optuna.Trial) -> float:
-        suggested = config_class.search_space(_FixedTrial(trial, fixed))
-        config = config_class.from_params({"seed": job.seed, **suggested, **fixed})
+        config = config_class.from_params({"seed": job.seed, **trial.params, **fixed})
         with tracked_run("", f"{job.strategy} trial {trial.number}", {**tags, TRIAL_TAG: str(trial.number)},
                          nested=True, killed_by=(KeyboardInterrupt, optuna.TrialPruned)) as run:
             trial.set_user_attr(RUN_ATTR, run.info.run_id)
@@ -288,63 +294,13 @@ def _fixed_hparams(job: TuneJob) -> dict[str, object]:
     return {name: params[name] for name in job.hparams}
 
 
-class _FixedTrial:
-    """A trial whose fixed hyperparameters are not sampled: a search space asking for one of them
-    gets its fixed value, and the study records only what it searched."""
-
-    def __init__(self, trial: optuna.Trial, fixed: dict[str, object]):
-        self.trial, self.fixed = trial, fixed
-
-    def suggest_float(self, name: str, *args, **kwargs) -> float:
-        return self.fixed[name] if name in self.fixed else self.trial.suggest_float(name, *args, **kwargs)
-
-    def suggest_int(self, name: str, *args, **kwargs) -> int:
-        return self.fixed[name] if name in self.fixed else self.trial.suggest_int(name, *args, **kwargs)
-
-    def suggest_categorical(self, name: str, choices):
-        return self.fixed[name] if name in self.fixed else self.trial.suggest_categorical(name, choices)
-
-
 def _fixed_params(job: TuneJob, ctx: TrainingContext) -> dict[str, object]:
     """The parent's params: the data, split and backbone columns and every setting that is the
     same in all trials (not searched, or fixed by ``hparams``)."""
     config_class = get_strategy(job.strategy).config_class
-    searched = set(config_class.search_space(_SearchedNames())) - set(job.hparams)
+    searched = search_space(config_class, fixed=job.hparams)
     params = run_params(job, ctx, config_class.from_params({"seed": job.seed, **job.hparams}))
     return {k: v for k, v in params.items() if k not in searched}
-
-
-def _default_trial(job: TuneJob, fixed: dict[str, object]) -> dict[str, object]:
-    """The strategy's default settings of the searched names (where the search space holds them):
-    a study's first trial. The search can then only replace them by a better validation score,
-    and where validation cannot tell trials apart (held-out technologies: every trial near 1.0 on
-    the training technologies' cells) the defaults stay instead of a random draw."""
-    config_class = get_strategy(job.strategy).config_class
-    defaults = config_class.from_params({"seed": job.seed, **job.hparams}).to_params()
-    space = _SearchedNames()
-    config_class.search_space(space)
-    return {name: defaults[name] for name, holds in space.ranges.items()
-            if name not in fixed and name in defaults and holds(defaults[name])}
-
-
-class _SearchedNames:
-    """Stands in for a trial to learn which names a search space suggests (and whether a value is
-    within each one's range: ``ranges``)."""
-
-    def __init__(self) -> None:
-        self.ranges: dict[str, Callable[[object], bool]] = {}
-
-    def suggest_float(self, name: str, low: float, high: float, **_) -> float:
-        self.ranges[name] = lambda v: isinstance(v, (int, float)) and low <= v <= high
-        return low
-
-    def suggest_int(self, name: str, low: int, high: int, **_) -> int:
-        self.ranges[name] = lambda v: isinstance(v, int) and low <= v <= high
-        return low
-
-    def suggest_categorical(self, name: str, choices):
-        self.ranges[name] = lambda v: v in choices
-        return choices[0]
 
 
 def _best_trial(trials: list[FrozenTrial]) -> FrozenTrial:

@@ -141,6 +141,11 @@ def recover_interrupted(study: optuna.Study, storage: BaseStorage) -> list[Froze
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR)
         if worker is not None and is_dead_local_worker(worker):
-            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            if storage.set_trial_state_values(trial_id(storage, study.study_name, trial.number), TrialState.FAIL):
                 recovered.append(trial)
     return recovered
+
+
+def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
+    """The storage's id of trial ``number`` of a study (Optuna's public storage API)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)

@@ -11,52 +11,40 @@ is added to every loss (:class:`~scadapt.fitting.classifier.TrainingHooks`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from peft import AdaLoraConfig as PeftAdaLoraConfig
 from peft import inject_adapter_in_model
 from peft.tuners.adalora.layer import RankAllocator
 from torch import Tensor, nn
 
 from scadapt.fitting.classifier import TrainingHooks
-from scadapt.infra.errors import ScadaptError
 from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
-from scadapt.strategies.lora import target_pattern
+from scadapt.strategies.hyperparameters import hyperparameter
+from scadapt.strategies.lora import TARGETS, target_pattern
 
 ADAPTER = "default"  # peft's adapter name
 
 
 @dataclass
 class AdaLoRAConfig(InjectedConfig):
-    init_r: int = 12  # rank per target at the start
-    target_r: int = 8  # average rank per target at the end
-    alpha: float = 16.0
-    lora_dropout: float = 0.0
-    targets: str = "attention_ffn"  # as lora's
-    orth_reg_weight: float = 0.5
-    tinit: float = 0.1  # fraction of steps before any rank is masked
-    tfinal: float = 0.2  # fraction of steps at the end with the final ranks fixed
-    delta_t: int = 10  # steps between budget reallocations
+    init_r: int = hyperparameter(12, "rank per target at the start", at_least=1)
+    target_r: int = hyperparameter(8, "average rank per target at the end (at most init_r)", at_least=1,
+                                   search=CategoricalDistribution([4, 8]))
+    alpha: float = hyperparameter(16.0, "scale of the update (alpha / r)", above=0)
+    lora_dropout: float = hyperparameter(0.0, "dropout on the input of each target", at_least=0, below=1)
+    targets: str = hyperparameter("attention_ffn", "the modules adapted in each layer (as lora's)", choices=tuple(TARGETS))
+    orth_reg_weight: float = hyperparameter(0.5, "weight of the orthogonality regulariser", at_least=0,
+                                            search=FloatDistribution(0.05, 1.0, log=True))
+    tinit: float = hyperparameter(0.1, "share of the steps before any rank is masked", at_least=0)
+    tfinal: float = hyperparameter(0.2, "share of the steps at the end with the final ranks fixed", at_least=0)
+    delta_t: int = hyperparameter(10, "steps between budget reallocations", at_least=1)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not (1 <= self.target_r <= self.init_r and self.orth_reg_weight >= 0 and self.delta_t >= 1
-                and 0 <= self.tinit and 0 <= self.tfinal and self.tinit + self.tfinal < 1):
-            raise ScadaptError(
-                "Bad hyperparameters for adalora: 1 <= target_r <= init_r, orth_reg_weight >= 0, delta_t >= 1 and "
-                f"tinit, tfinal >= 0 with tinit + tfinal < 1 are needed (got init_r={self.init_r}, "
-                f"target_r={self.target_r}, orth_reg_weight={self.orth_reg_weight}, delta_t={self.delta_t}, "
-                f"tinit={self.tinit}, tfinal={self.tfinal}).")
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {
-            **super().search_space(trial),
-            "target_r": trial.suggest_categorical("target_r", [4, 8]),
-            "orth_reg_weight": trial.suggest_float("orth_reg_weight", 0.05, 1.0, log=True),
-        }
+    def problems(self) -> list[str]:
+        return [text for bad, text in ((self.target_r > self.init_r, f"target_r <= init_r is needed (got {self.target_r} > {self.init_r})"),
+                                       (self.tinit + self.tfinal >= 1, "tinit + tfinal < 1 is needed")) if bad]
 
 
 @register

@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from optuna.distributions import CategoricalDistribution
 from torch import Tensor, nn
 
 from scadapt.infra.errors import ScadaptError
 from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 
 class Bottleneck(nn.Module):
@@ -33,11 +35,8 @@ class Bottleneck(nn.Module):
 
 @dataclass
 class AdapterConfig(InjectedConfig):
-    ratio: float = 0.25  # bottleneck width as a fraction of d_model (scPEFT: 0.25)
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {**super().search_space(trial), "ratio": trial.suggest_categorical("ratio", [0.0625, 0.125, 0.25])}
+    ratio: float = hyperparameter(0.25, "bottleneck width as a fraction of d_model (scPEFT: 0.25)", above=0,
+                                  search=CategoricalDistribution([0.0625, 0.125, 0.25]))
 
     @classmethod
     def from_saved(cls, params: Mapping[str, Any]) -> AdapterConfig:

@@ -16,17 +16,18 @@ the fit; a strategy module only adds what is its own:
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from torch import nn
 
 from scadapt.infra.errors import ScadaptError
+from scadapt.infra.options import keyword_values
 from scadapt.strategies.costs import EPOCHS_RUN
+from scadapt.strategies.hyperparameters import AroundDefault, declarations, hyperparameter, inherit_declarations
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,24 +39,38 @@ if TYPE_CHECKING:
 
 @dataclass
 class StrategyConfig:
-    """Base of every strategy's hyperparameters. Fields must be int, float, bool or str."""
+    """Base of every strategy's hyperparameters, each declared with
+    :func:`~scadapt.strategies.hyperparameters.hyperparameter` (int, float, bool or str)."""
 
-    seed: int = 0
+    seed: int = hyperparameter(0, "seed of the random draws of a fit (initial weights, batches, subsets)",
+                               at_least=0)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        inherit_declarations(cls)
+
+    def __post_init__(self) -> None:
+        declared = declarations(type(self))
+        problems = [p for name, d in declared.items() if (p := d.problem(getattr(self, name)))] + self.problems()
+        if problems:
+            raise ScadaptError(f"Bad hyperparameters for {type(self).__name__}: {'; '.join(problems)}.")
+
+    def problems(self) -> list[str]:
+        """What is wrong with settings that are each allowed but not together (none by default)."""
+        return []
 
     def to_params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> StrategyConfig:
-        """Build from a mapping whose values may be strings (command line, MLflow params)."""
-        hints = typing.get_type_hints(cls)
-        known = {f.name for f in dataclasses.fields(cls)}
-        if unknown := sorted(set(params) - known):
-            raise ScadaptError(
-                f"Unknown hyperparameter(s) {', '.join(unknown)} for {cls.__name__}; "
-                f"known: {', '.join(sorted(known))}."
-            )
-        return cls(**{key: _coerce(key, value, hints[key]) for key, value in params.items()})
+        """Build from a mapping whose values may be strings (command line, MLflow params), parsed as
+        the command parses its options."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        if unknown := sorted(set(params) - set(known)):
+            raise ScadaptError(f"Unknown hyperparameter(s) {', '.join(unknown)} for {cls.__name__}; "
+                               f"known: {', '.join(known)} (--hparams help says what each means).")
+        return cls(**keyword_values(cls, dict(params), f"hyperparameters of {cls.__name__}"))
 
     @classmethod
     def from_saved(cls, params: Mapping[str, Any]) -> StrategyConfig:
@@ -65,86 +80,47 @@ class StrategyConfig:
 
     saved_defaults: ClassVar[dict[str, Any]] = {}
 
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        """Hyperparameters suggested by an Optuna ``trial`` (the rest keep their defaults)."""
-        return {}
-
 
 @dataclass
 class TorchConfig(StrategyConfig):
     """Hyperparameters of strategies trained by gradient descent with the shared classifier head."""
 
-    lr: float = 1e-3
-    epochs: int = 10
-    batch_size: int = 32
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    class_weighted: bool = True
-    patience: int = 3
-    head_layers: int = 3
-    head_dropout: float = 0.1
-    # Dropout inside the backbone while training through it (not ``head``). 0 by default: in
-    # frozen layers it only adds noise that hides the between-cell differences of the CLS
-    # embedding; on the demo backbone, LoRA/IA3 with the checkpoint's 0.1 stayed near chance.
-    backbone_dropout: float = 0.0
-    # A cell with more genes than fit in max_seq_len keeps its first subset in every epoch, as
-    # scGPT's annotation tutorial does, so the frozen layers' output of every cell is computed once
-    # (scadapt.fitting.frozen_layers). True draws a new subset every epoch (augmentation), at the
-    # price of running the frozen layers again for those cells: on wide data (10,000+ genes) that
-    # is most cells, every epoch.
-    resample_genes: bool = False
-
-    def __post_init__(self) -> None:
-        problems = [text for bad, text in (
-            (not self.lr > 0, f"lr must be positive (got {self.lr})"),
-            (self.epochs < 1, f"epochs must be at least 1 (got {self.epochs})"),
-            (self.batch_size < 1, f"batch_size must be at least 1 (got {self.batch_size})"),
-            (self.patience < 1, f"patience must be at least 1 (got {self.patience})"),
-            (self.head_layers < 1, f"head_layers must be at least 1 (got {self.head_layers})"),
-            (not 0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})"),
-            (not 0 <= self.head_dropout < 1, f"head_dropout must be in [0, 1) (got {self.head_dropout})"),
-            (not 0 <= self.backbone_dropout < 1, f"backbone_dropout must be in [0, 1) (got {self.backbone_dropout})"),
-            (self.weight_decay < 0 or self.max_grad_norm <= 0, "weight_decay must be >= 0 and max_grad_norm > 0"),
-        ) if bad]
-        if problems:
-            raise ScadaptError(f"Bad hyperparameters for {type(self).__name__}: {'; '.join(problems)}.")
-
-    @classmethod
-    def lr_range(cls) -> tuple[float, float]:
-        """The learning rates the search may try (log-uniform)."""
-        return cls.lr / 10, cls.lr * 5
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {
-            "lr": trial.suggest_float("lr", *cls.lr_range(), log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-4, 0.1, log=True),
-            "head_dropout": trial.suggest_float("head_dropout", 0.0, 0.3),
-        }
+    lr: float = hyperparameter(1e-3, "peak learning rate of AdamW (linear warm-up, then cosine decay)", above=0,
+                               search=AroundDefault(0.1, 5.0))
+    epochs: int = hyperparameter(10, "most passes over the training cells", at_least=1)
+    batch_size: int = hyperparameter(32, "cells per optimiser step", at_least=1)
+    weight_decay: float = hyperparameter(0.01, "AdamW weight decay", at_least=0,
+                                         search=FloatDistribution(1e-4, 0.1, log=True))
+    warmup_ratio: float = hyperparameter(0.1, "share of the steps spent warming the learning rate up", at_least=0,
+                                         below=1)
+    max_grad_norm: float = hyperparameter(1.0, "gradients are clipped to this norm", above=0)
+    class_weighted: bool = hyperparameter(True, "weigh each class's loss by its inverse frequency")
+    patience: int = hyperparameter(3, "epochs without a better validation macro-F1 before stopping", at_least=1)
+    head_layers: int = hyperparameter(3, "linear layers of the classifier head", at_least=1)
+    head_dropout: float = hyperparameter(0.1, "dropout in the classifier head", at_least=0, below=1,
+                                         search=FloatDistribution(0.0, 0.3))
+    # 0 by default: in frozen layers it only adds noise that hides the between-cell differences of
+    # the CLS embedding; on the demo backbone, LoRA/IA3 with the checkpoint's 0.1 stayed near chance.
+    backbone_dropout: float = hyperparameter(0.0, "dropout inside the backbone while training through it (not head)",
+                                             at_least=0, below=1)
+    # True costs running the frozen layers again for those cells (scadapt.fitting.frozen_layers):
+    # on wide data (10,000+ genes) that is most cells, every epoch.
+    resample_genes: bool = hyperparameter(False, "a cell with more genes than fit in max_seq_len gets a new subset "
+                                                 "every epoch (augmentation) instead of keeping its first one, as "
+                                                 "scGPT's annotation tutorial does")
 
 
 @dataclass
 class InjectedConfig(TorchConfig):
     """Hyperparameters of strategies that inject trainable modules into the backbone's layers."""
 
-    # Adapt the top ``layers`` layers only (0: every layer). The frozen layers below run once per
-    # fit (scadapt.fitting.frozen_layers), so an epoch costs about layers / nlayers of a full pass.
-    # 2 by default: on the bundled data, test macro-F1 with the top 1-2 of the demo backbone's 4
-    # layers was as good as with all of them (benchmarks/top_layers.py in benchmarks/RESULTS.md).
-    layers: int = 2
+    # The frozen layers below run once per fit (scadapt.fitting.frozen_layers), so an epoch costs
+    # about layers / nlayers of a full pass. 2 by default: on the bundled data, test macro-F1 with the
+    # top 1-2 of the demo backbone's 4 layers was as good as with all of them (benchmarks/top_layers.py).
+    # The search: the cheap end of the 2-4 of 12 that scGPT-sized models need.
+    layers: int = hyperparameter(2, "adapt the top layers only (0: every layer)", at_least=0,
+                                 search=CategoricalDistribution([1, 2, 4]))
     saved_defaults: ClassVar[dict[str, Any]] = {"layers": 0}  # annotators saved before ``layers`` adapted every layer
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.layers < 0:
-            raise ScadaptError(f"layers must be 0 (every layer) or the number of top layers to adapt (got {self.layers}).")
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        # the top 1, 2 or 4 layers (the cheap end of the 2-4 of 12 that scGPT-sized models need); 0 stays possible
-        return {**super().search_space(trial), "layers": trial.suggest_categorical("layers", [1, 2, 4])}
 
 
 def adapted_layers(backbone: nn.Module, config: InjectedConfig) -> range:
@@ -241,30 +217,3 @@ def freeze(module: nn.Module) -> None:
     for param in module.parameters():
         param.requires_grad_(False)
 
-
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)) and \
-            not (kind is float and not math.isfinite(value)):
-        return value
-    text = str(value).strip()
-    try:
-        if kind is bool:
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if kind is int:
-            number = float(text)
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if kind is float:
-            number = float(text)
-            if not math.isfinite(number):
-                raise ValueError
-            return number
-        return text
-    except ValueError:
-        raise ScadaptError(f"Hyperparameter {key}={value!r} is not a valid {kind.__name__}"
-                           f"{' (a finite number)' if kind is float else ''}.") from None

@@ -4,27 +4,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from scadapt.infra.errors import ScadaptError
+from optuna.distributions import FloatDistribution
+
 from scadapt.strategies.base import StrategyConfig, register
 from scadapt.strategies.families import ProbeStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 
 @dataclass
 class FrozenProbeConfig(StrategyConfig):
-    C: float = 1.0  # inverse L2 strength, on standardised embeddings
-    class_weighted: bool = True
-    max_iter: int = 2000
-
-    def __post_init__(self) -> None:
-        if self.C <= 0 or self.max_iter < 1:
-            raise ScadaptError(f"Bad hyperparameters for frozen_probe: C > 0 and max_iter >= 1 are needed "
-                               f"(got C={self.C}, max_iter={self.max_iter}).")
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+    C: float = hyperparameter(1.0, "inverse L2 strength, on standardised embeddings", above=0,
+                              search=FloatDistribution(1e-3, 10.0, log=True))
+    class_weighted: bool = hyperparameter(True, "weigh each class by its inverse frequency")
+    max_iter: int = hyperparameter(2000, "most iterations of the solver", at_least=1)
 
 
 @register

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optuna.distributions import FloatDistribution
 from torch import nn
 
 from scadapt.strategies.base import TorchConfig, register
 from scadapt.strategies.families import AdaptedStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 
 @dataclass
 class FullConfig(TorchConfig):
-    lr: float = 1e-4
-    freeze_gene_embedding: bool = False  # the gene embedding holds ~60% of scGPT's weights
-
-    @classmethod
-    def lr_range(cls) -> tuple[float, float]:
-        return 1e-5, 3e-4
+    lr: float = hyperparameter(1e-4, "peak learning rate of AdamW (linear warm-up, then cosine decay)", above=0,
+                               search=FloatDistribution(1e-5, 3e-4, log=True))
+    freeze_gene_embedding: bool = hyperparameter(False, "keep the gene embedding (~60% of scGPT's weights) frozen")
 
 
 @register

@@ -10,43 +10,33 @@ centring would change only the intercept. Scaled values are clipped at ``max_sca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from optuna.distributions import FloatDistribution
 
 from scadapt.data.preprocess import log_normalized
 from scadapt.fitting.linear import fit_linear, gene_scale
-from scadapt.infra.errors import ScadaptError
 from scadapt.models.annotator import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 PENALTIES = ("l1", "l2")
 
 
 @dataclass
 class LogRegConfig(StrategyConfig):
-    C: float = 1.0  # inverse penalty strength (CellTypist's; the first trial of a study)
-    penalty: str = "l2"  # one of PENALTIES
-    class_weighted: bool = True
-    max_iter: int = 500
-    max_scaled: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.C <= 0 or self.max_iter < 1 or self.penalty not in PENALTIES or not self.max_scaled > 0:
-            raise ScadaptError(
-                f"Bad hyperparameters for logreg: C > 0, penalty in {PENALTIES}, max_iter >= 1 and max_scaled > 0 "
-                f"are needed (got C={self.C}, penalty={self.penalty!r}, max_iter={self.max_iter}, "
-                f"max_scaled={self.max_scaled})."
-            )
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        """The penalty's strength, with the L2 penalty (L-BFGS: seconds on 10,000+ genes). L1 needs
-        SAGA, which on wide data runs for minutes and stops before converging (on 1,000 cells x
-        11,000 genes: 30 s per fit, still moving at max_iter=500); set ``penalty=l1`` to fit it."""
-        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+    # The search: the penalty's strength, with the L2 penalty (L-BFGS: seconds on 10,000+ genes). L1
+    # needs SAGA, which on wide data runs for minutes and stops before converging (on 1,000 cells x
+    # 11,000 genes: 30 s per fit, still moving at max_iter=500); set penalty=l1 to fit it.
+    C: float = hyperparameter(1.0, "inverse penalty strength (CellTypist's; the first trial of a study)", above=0,
+                              search=FloatDistribution(1e-3, 10.0, log=True))
+    penalty: str = hyperparameter("l2", "the penalty: l2 (L-BFGS) or l1 (SAGA, slow on wide data)", choices=PENALTIES)
+    class_weighted: bool = hyperparameter(True, "weigh each class by its inverse frequency")
+    max_iter: int = hyperparameter(500, "most iterations of the solver", at_least=1)
+    max_scaled: float = hyperparameter(10.0, "scaled values are clipped at this (scanpy's scale(max_value=10))",
+                                       above=0)
 
 
 @register

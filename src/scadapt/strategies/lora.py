@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from optuna.distributions import CategoricalDistribution
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from scadapt.infra.errors import ScadaptError
 from scadapt.strategies.base import InjectedConfig, adapted_layers, layer_prefix, register
 from scadapt.strategies.families import AdaptedStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 TARGETS = {  # modules within each adapted layer
     "qv": r"self_attn\.(q|v)",
@@ -21,21 +21,15 @@ TARGETS = {  # modules within each adapted layer
 
 @dataclass
 class LoRAConfig(InjectedConfig):
-    r: int = 8
-    alpha: float = 16.0
+    r: int = hyperparameter(8, "rank of each update", at_least=1, search=CategoricalDistribution([4, 8, 16]))
+    alpha: float = hyperparameter(16.0, "scale of the update (alpha / r)", above=0)
     # 0 by default: on CPU, dropout on the input of every target made a PBMC epoch 1.5x slower
     # (benchmarks/RESULTS.md); it stays in the search space.
-    lora_dropout: float = 0.0
-    targets: str = "attention_ffn"  # one of TARGETS
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {
-            **super().search_space(trial),
-            "r": trial.suggest_categorical("r", [4, 8, 16]),
-            "targets": trial.suggest_categorical("targets", list(TARGETS)),
-            "lora_dropout": trial.suggest_categorical("lora_dropout", [0.0, 0.1]),
-        }
+    lora_dropout: float = hyperparameter(0.0, "dropout on the input of each target", at_least=0, below=1,
+                                         search=CategoricalDistribution([0.0, 0.1]))
+    targets: str = hyperparameter("attention_ffn", "the modules adapted in each layer: qv (query, value), attention "
+                                  "(q, k, v, out) or attention_ffn (those and the FFN linears)", choices=tuple(TARGETS),
+                                  search=CategoricalDistribution(list(TARGETS)))
 
 
 @register
@@ -56,6 +50,4 @@ class LoRA(AdaptedStrategy):
 
 def target_pattern(targets: str, layers: range) -> str:
     """The peft ``target_modules`` regex of a ``targets`` name in the encoder layers ``layers``."""
-    if targets not in TARGETS:
-        raise ScadaptError(f"LoRA targets must be one of {', '.join(TARGETS)}, got {targets!r}.")
     return layer_prefix(layers) + TARGETS[targets]

@@ -19,14 +19,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from scadapt.data.preprocess import log_normalized
 from scadapt.fitting.classifier import EmbeddingSource, fit_classifier
 from scadapt.fitting.linear import most_variable
-from scadapt.infra.errors import ScadaptError
 from scadapt.models.annotator import NetworkExpressionAnnotator
 from scadapt.strategies.base import Fitted, TorchConfig, register
 from scadapt.strategies.families import ExpressionStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 
 @dataclass
@@ -35,32 +36,19 @@ class MLPConfig(TorchConfig):
     epochs: int = 50
     batch_size: int = 64
     patience: int = 10
-    head_layers: int = 3  # two hidden layers, then the output layer
+    head_layers: int = hyperparameter(3, "linear layers: two hidden layers, then the output layer", at_least=1,
+                                      search=IntDistribution(2, 3))
     head_dropout: float = 0.2
-    width: int = 256  # of the hidden layers
-    n_top_genes: int = 2000  # most variable genes on the training cells (0: all)
-    layer_norm: bool = False  # a LayerNorm closing each hidden block (the backbone heads' shape)
-    standardize: bool = False  # z-score each gene on the training cells (clipped at +-max_scaled)
-    # standardised genes are clipped to +-max_scaled, as scanpy's scale(max_value=10): without it a gene
-    # nearly constant in the training cells decides alone in cells of another technology (cross-study
-    # test macro-F1 on pancreas_small 0.34 unclipped, 0.81 clipped; logreg, which clips too, 0.92)
-    max_scaled: float = 10.0
+    width: int = hyperparameter(256, "width of the hidden layers", at_least=1,
+                                search=CategoricalDistribution([128, 256, 512]))
+    n_top_genes: int = hyperparameter(2000, "most variable genes on the training cells (0: all)", at_least=0)
+    layer_norm: bool = hyperparameter(False, "a LayerNorm closing each hidden block (the backbone heads' shape)")
+    standardize: bool = hyperparameter(False, "z-score each gene on the training cells (clipped at +-max_scaled)")
+    # without clipping a gene nearly constant in the training cells decides alone in cells of another
+    # technology (cross-study test macro-F1 on pancreas_small 0.34 unclipped, 0.81 clipped; logreg 0.92)
+    max_scaled: float = hyperparameter(10.0, "standardised genes are clipped to +-max_scaled, as scanpy's "
+                                             "scale(max_value=10)", above=0)
     saved_defaults: ClassVar[dict[str, Any]] = {"layer_norm": True, "standardize": True}  # mlps saved before
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.width < 1 or self.n_top_genes < 0 or not self.max_scaled > 0:
-            raise ScadaptError(f"Bad hyperparameters for mlp: width >= 1, n_top_genes >= 0 and max_scaled > 0 are "
-                               f"needed (got width={self.width}, n_top_genes={self.n_top_genes}, "
-                               f"max_scaled={self.max_scaled}).")
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {
-            **super().search_space(trial),
-            "width": trial.suggest_categorical("width", [128, 256, 512]),
-            "head_layers": trial.suggest_int("head_layers", 2, 3),
-        }
 
 
 @register

@@ -10,37 +10,25 @@ classes, more fit the training technologies' noise. A study still searches 10 to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from optuna.distributions import FloatDistribution, IntDistribution
 
 from scadapt.fitting.linear import fit_pca_logistic
-from scadapt.infra.errors import ScadaptError
 from scadapt.models.annotator import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 
 @dataclass
 class PCALogRegConfig(StrategyConfig):
-    n_components: int = 200  # capped at the training cells - 1 and the genes
-    n_top_genes: int = 2000  # most variable genes on the training cells (0: all)
-    C: float = 1.0  # inverse L2 strength of the logistic regression
-    class_weighted: bool = True
-    max_iter: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.n_components < 1 or self.C <= 0 or self.n_top_genes < 0 or self.max_iter < 1:
-            raise ScadaptError(
-                f"Bad hyperparameters for pca_logreg: n_components >= 1, C > 0, n_top_genes >= 0 and max_iter >= 1 "
-                f"are needed (got n_components={self.n_components}, C={self.C}, n_top_genes={self.n_top_genes}, "
-                f"max_iter={self.max_iter})."
-            )
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {
-            "n_components": trial.suggest_int("n_components", 10, 300, log=True),
-            "C": trial.suggest_float("C", 1e-3, 10.0, log=True),
-        }
+    n_components: int = hyperparameter(200, "principal components kept (capped at the training cells - 1 and the "
+                                            "genes)", at_least=1, search=IntDistribution(10, 300, log=True))
+    n_top_genes: int = hyperparameter(2000, "most variable genes on the training cells (0: all)", at_least=0)
+    C: float = hyperparameter(1.0, "inverse L2 strength of the logistic regression", above=0,
+                              search=FloatDistribution(1e-3, 10.0, log=True))
+    class_weighted: bool = hyperparameter(True, "weigh each class by its inverse frequency")
+    max_iter: int = hyperparameter(1000, "most iterations of the solver", at_least=1)
 
 
 @register

@@ -5,14 +5,15 @@ on Hugging Face models, so this is ours.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from optuna.distributions import CategoricalDistribution
 from torch import Tensor, nn
 
 from scadapt.backbone.attention import SelfAttention
 from scadapt.strategies.base import InjectedConfig, adapted_layers, register
 from scadapt.strategies.families import AdaptedStrategy
+from scadapt.strategies.hyperparameters import hyperparameter
 
 
 class PrefixAttention(nn.Module):
@@ -36,11 +37,8 @@ class PrefixAttention(nn.Module):
 @dataclass
 class PrefixConfig(InjectedConfig):
     lr: float = 5e-3
-    n_prefix: int = 8  # scPEFT: 8; scDLKit: 20
-
-    @classmethod
-    def search_space(cls, trial) -> dict[str, Any]:
-        return {**super().search_space(trial), "n_prefix": trial.suggest_categorical("n_prefix", [4, 8, 16, 32])}
+    n_prefix: int = hyperparameter(8, "learned key/value vectors prepended in each adapted layer (scPEFT: 8; "
+                                      "scDLKit: 20)", at_least=1, search=CategoricalDistribution([4, 8, 16, 32]))
 
 
 @register
