@@ -51,7 +51,7 @@ def worker(strategy: str, returning: bool, ckpt: Path, args: argparse.Namespace)
     padding[0, -5:] = True  # a padding mask, as real batches have
     cls = get_strategy(strategy)
     config = cls.config_class.from_params({"seed": 0, **({"layers": 0} if strategy != "full" else {})})
-    model = cls.build_model(config, load_backbone(ckpt, with_decoders=False).model, 10)
+    model = cls(config).build_model(load_backbone(ckpt, with_decoders=False).model, 10)
     model.train()
     labels = torch.arange(args.cells) % 10
     saved = saved_activation_bytes(lambda: model(ids, values, padding), model, torch.device("cpu"))

@@ -66,7 +66,7 @@ def speed_worker(ckpt: Path, out: Path) -> dict:
     for strategy in ("full", "lora"):
         cls = get_strategy(strategy)
         config = cls.config_class.from_params({"seed": 0})
-        model = cls.build_model(config, load_backbone(ckpt, with_decoders=False, device=dev).model, 10).train()
+        model = cls(config).build_model(load_backbone(ckpt, with_decoders=False, device=dev).model, 10).train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         updater = Updater(trainable, config.lr, config.weight_decay, 1, 10, dev, clip_norm=config.max_grad_norm)
         labels = torch.arange(4) % 10
@@ -84,14 +84,15 @@ def quality_worker(data: str, checkpoint: str, epochs: int) -> dict:
     from scadapt.jobs.config import TrainJob
     from scadapt.jobs.context import prepare
     from scadapt.jobs.fit import evaluate, fit_strategy
-    from scadapt.strategies import epoch_budget, get_strategy
+    from scadapt.strategies import get_strategy
 
     ctx = prepare(TrainJob(data=data, checkpoint=checkpoint, progress=False, umap=False))
     result = {}
     for strategy in QUALITY:
-        config = get_strategy(strategy).config_class.from_params({"seed": 0, **epoch_budget(strategy, epochs)})
+        kind = get_strategy(strategy)
+        ctx.method = kind(kind.config_class.from_params({"seed": 0, **kind().epoch_budget(epochs)}))
         started = time.perf_counter()
-        outcome = fit_strategy(ctx, strategy, config, progress=False)
+        outcome = fit_strategy(ctx, ctx.method, progress=False)
         report, _, _ = evaluate(ctx, outcome.annotator, "test")
         result[strategy] = {"macro_f1": report.summary["macro_f1"], "fit_sec": time.perf_counter() - started}
     return result

@@ -68,7 +68,7 @@ def main() -> None:
         for device in ("cpu", args.device):
             cls = get_strategy(strategy)
             config = cls.config_class(epochs=10, patience=10)
-            model = cls.build_model(config, _copy(backbone), len(classes)).to(device)
+            model = cls(config).build_model(_copy(backbone), len(classes)).to(device)
             hooks = cls.hooks(model, config, -(-len(split.train) // config.batch_size) * config.epochs)
             model.head.set_standardization(torch.as_tensor(on_cpu[split.train], device=device))  # as fit_strategy
             started = time.perf_counter()
@@ -81,7 +81,7 @@ def main() -> None:
                   f"{seconds['cpu'] / seconds[device]:.1f}x |", flush=True)
 
     config = get_strategy("full").config_class(epochs=2, lr=1e30, max_grad_norm=1e30)
-    model = get_strategy("full").build_model(config, _copy(backbone), len(classes)).to(gpu)
+    model = get_strategy("full")(config).build_model(_copy(backbone), len(classes)).to(gpu)
     try:
         fit_classifier(TokenSource(model, tokenizer, cells, gpu), codes, split.train, split.validation, len(classes),
                        config, gpu, progress=False)
@@ -113,7 +113,7 @@ def _whole_human(folder: Path) -> None:
             for start in range(0, 256, 64):
                 backbone(ids[start:start + 64], values[start:start + 64], None)
 
-    model = get_strategy("full").build_model(get_strategy("full").config_class(), backbone, 10).cuda()
+    model = get_strategy("full")(get_strategy("full").config_class()).build_model(backbone, 10).cuda()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     targets = torch.zeros(32, dtype=torch.long, device="cuda")
 

@@ -69,12 +69,11 @@ def pbmc_worker(strategy: str, epochs: int, device: str) -> dict:
     from scadapt.strategies.base import TorchConfig
 
     cls = get_strategy(strategy)
-    ctx = prepare(TrainJob(data="pbmc68k_reduced", strategy=strategy, device=device, progress=False, umap=False),
-                  needs_backbone=cls.needs_backbone)
+    ctx = prepare(TrainJob(data="pbmc68k_reduced", strategy=strategy, device=device, progress=False, umap=False))
     params = {"seed": 0}
     if issubclass(cls.config_class, TorchConfig):
         params.update(epochs=epochs, patience=epochs)
-    outcome = fit_strategy(ctx, strategy, cls.config_class.from_params(params), progress=False)
+    outcome = fit_strategy(ctx, ctx.method.with_config(cls.config_class.from_params(params)), progress=False)
     epoch_sec = [row["epoch_sec"] for row in outcome.fit.history] if outcome.fit else []
     return {
         "runtime_sec": outcome.runtime_sec, "embedding_sec": ctx.embedding_sec,
@@ -104,7 +103,7 @@ def human_worker(strategy: str, ckpt: Path, batch_size: int, seq_len: int, steps
     backbone = load_backbone(ckpt, with_decoders=False, device=dev).model
     cls = get_strategy(strategy)
     config = cls.config_class.from_params({"seed": 0})
-    model = cls.build_model(config, backbone, N_CLASSES).to(dev)
+    model = cls(config).build_model(backbone, N_CLASSES).to(dev)
     hooks = cls.hooks(model, config, steps + 1) if hasattr(cls, "hooks") else TrainingHooks()
     trainable = [p for p in model.parameters() if p.requires_grad]
     updater = Updater(trainable, config.lr, config.weight_decay, 1, steps + 1, dev, clip_norm=config.max_grad_norm)
@@ -180,7 +179,7 @@ def epochs_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
     if layers >= 0:
         params["layers"] = layers
     config = cls.config_class.from_params(params)
-    model = cls.build_model(config, load_backbone(ckpt, with_decoders=False, device=dev).model, N_CLASSES).to(dev)
+    model = cls(config).build_model(load_backbone(ckpt, with_decoders=False, device=dev).model, N_CLASSES).to(dev)
     with PeakRSS() as peak:
         frozen = FrozenLayerCache.for_model(model.backbone, tokenizer, cells, dev)
         fit = fit_classifier(TokenSource(model, tokenizer, cells, dev, frozen), codes, train, validation, N_CLASSES,
@@ -221,7 +220,7 @@ def budget_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
     if layers >= 0:
         params["layers"] = layers
     config = cls.config_class.from_params(params)
-    model = cls.build_model(config, load_backbone(ckpt, with_decoders=False, device=dev).model, N_CLASSES).to(dev)
+    model = cls(config).build_model(load_backbone(ckpt, with_decoders=False, device=dev).model, N_CLASSES).to(dev)
     # no budget: one larger than the machine, so that the plan runs whole batches (as every fit plans)
     budget = MemoryBudget(int(args.budget * 2**30) if args.budget else 2**40, f"{args.budget:g} GB")
     if dev.type == "cuda":

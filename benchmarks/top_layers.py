@@ -34,17 +34,17 @@ def measure(data: str, layers: list[int], epochs: int) -> dict[tuple[str, int], 
     from scadapt.jobs.config import TrainJob
     from scadapt.jobs.context import prepare
     from scadapt.jobs.fit import evaluate, fit_strategy
-    from scadapt.strategies import epoch_budget, get_strategy
+    from scadapt.strategies import get_strategy
 
     ctx = prepare(TrainJob(data=data, progress=False, umap=False))
     ctx.embeddings(ctx.split.train, progress=False)  # the head's input statistics: computed once, not timed
     results = {}
     for strategy in INJECTED:
         for k in layers:
-            config = get_strategy(strategy).config_class.from_params({"seed": 0, "layers": k,
-                                                                      **epoch_budget(strategy, epochs)})
+            kind = get_strategy(strategy)
+            ctx.method = kind(kind.config_class.from_params({"seed": 0, "layers": k, **kind().epoch_budget(epochs)}))
             started = time.perf_counter()
-            outcome = fit_strategy(ctx, strategy, config, progress=False)
+            outcome = fit_strategy(ctx, ctx.method, progress=False)
             seconds = time.perf_counter() - started
             report, _, _ = evaluate(ctx, outcome.annotator, "test")
             results[strategy, k] = {"macro_f1": report.summary["macro_f1"], "fit_sec": seconds,

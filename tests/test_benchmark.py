@@ -17,7 +17,7 @@ from conftest import REPO
 from mlflow import MlflowClient
 
 from scadapt.benchmark import BenchmarkConfig, paired_comparison, rank_strategies, run_benchmark, summary_table
-from scadapt.benchmark import runner as benchmark_runner
+from scadapt.benchmark import cells as benchmark_cells
 from scadapt.benchmark.local_workers import helper_settings, plan_workers, worker_share
 from scadapt.benchmark.matrix import MatrixCell, progress_grid
 from scadapt.benchmark.results import METRICS
@@ -98,7 +98,7 @@ def test_a_two_by_two_by_two_matrix_completes_with_tables_figures_report_and_cha
 def test_an_interrupted_benchmark_resumes_without_redoing_finished_cells(tiny_checkpoint, tmp_path, monkeypatch):
     cfg = _config(tiny_checkpoint, tmp_path, strategies=("pca_logreg",), regimes=("full", "low"), promote=False)
     trained = []
-    real_train = benchmark_runner.train
+    real_train = benchmark_cells.train
 
     def train_then_interrupt(job):
         if len(trained) == 2:
@@ -106,7 +106,7 @@ def test_an_interrupted_benchmark_resumes_without_redoing_finished_cells(tiny_ch
         trained.append(job.split)
         return real_train(job)
 
-    monkeypatch.setattr(benchmark_runner, "train", train_then_interrupt)
+    monkeypatch.setattr(benchmark_cells, "train", train_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(cfg)
     parent = MlflowClient().search_runs(
@@ -123,7 +123,7 @@ def test_an_interrupted_benchmark_resumes_without_redoing_finished_cells(tiny_ch
         "scadapt.worker": f"{socket.gethostname()}:999999999:0"}).info.run_id  # a pid that does not exist
 
     trained.clear()
-    monkeypatch.setattr(benchmark_runner, "train", lambda job: (trained.append(job.split), real_train(job))[1])
+    monkeypatch.setattr(benchmark_cells, "train", lambda job: (trained.append(job.split), real_train(job))[1])
     result = run_benchmark(cfg)
     assert trained == ["low_10pct_fold1"] and result.cells_run == 1
     assert result.parent_run_id == parent[0].info.run_id
@@ -390,7 +390,7 @@ def test_a_claimed_cell_ends_the_runs_a_dead_worker_left_running():
     tags = {"scadapt.benchmark": "abc", "scadapt.cell": "d/full_fold0/head", "scadapt.worker": "gpu-node-7:12:1.000"}
     left = client.create_run(experiment_id, tags=tags).info.run_id
     other = client.create_run(experiment_id, tags={**tags, "scadapt.cell": "d/full_fold1/head"}).info.run_id
-    closed = benchmark_runner.close_leftover_runs(experiment_id, "abc", "d/full_fold0/head")
+    closed = benchmark_cells.close_leftover_runs(experiment_id, "abc", "d/full_fold0/head")
     assert [r.info.run_id for r in closed] == [left]
     run = client.get_run(left)
     assert run.info.status == "FAILED" and "claim" in run.data.tags["scadapt.closed_by"]

@@ -26,7 +26,7 @@ def _source(planted, strategy: str, **hparams):  # noqa: F811
     cls = get_strategy(strategy)
     config = cls.config_class.from_params({"seed": 0, **hparams})
     torch.manual_seed(0)
-    model = cls.build_model(config, ctx.fresh_backbone(), len(ctx.classes))
+    model = cls(config).build_model(ctx.fresh_backbone(), len(ctx.classes))
     for param in model.parameters():  # non-zero LoRA B etc., so every trainable weight gets a gradient
         if param.requires_grad:
             torch.nn.init.normal_(param, 0.0, 0.1)

@@ -59,7 +59,7 @@ def _model(strategy: str, vocab: GeneVocab, **hparams):
     config = cls.config_class.from_params(hparams)
     backbone = random_backbone(vocab)
     backbone.decoder = backbone.mvc_decoder = None  # as loaded for annotation (with_decoders=False)
-    return get_strategy(strategy).build_model(config, backbone, K), config
+    return get_strategy(strategy)(config).build_model(backbone, K), config
 
 
 def _backbone_count(vocab_size: int) -> int:
@@ -195,7 +195,7 @@ def test_strategies_learn_a_planted_signal(strategy, planted):
     own = {name: p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("head.")}
     assert own, "nothing below the head was trained"
     learnt = result.annotator.predict_proba(adata)
-    built = dict(cls.build_model(result.annotator.config, load_backbone(backbone, with_decoders=False).model,
+    built = dict(cls(result.annotator.config).build_model(load_backbone(backbone, with_decoders=False).model,
                                  K).named_parameters())
     with torch.no_grad():
         for name, param in own.items():
@@ -381,7 +381,7 @@ def test_evaluation_scores_the_contexts_own_tokens(strategy, planted):
     job = _job(path, backbone, strategy, epochs=1)
     job.max_seq_len = 16  # every planted cell has more genes: each keeps a subset
     ctx = prepare(job)
-    outcome = fit_strategy(ctx, strategy, get_strategy(strategy).config_class.from_params({"epochs": 1}), progress=False)
+    outcome = fit_strategy(ctx, ctx.method.with_config(ctx.method.config_class.from_params({"epochs": 1})), progress=False)
     _, embedding, _ = evaluate(ctx, outcome.annotator, "validation")
     expected, _ = outcome.annotator.cell_outputs(ctx.cells, ctx.split.validation)
     np.testing.assert_allclose(embedding, expected, rtol=0, atol=1e-5)
@@ -398,9 +398,9 @@ def test_the_validation_report_is_that_of_the_restored_weights(strategy, planted
     _, path, backbone, _ = planted
     ctx = prepare(_job(path, backbone, strategy))
     config = get_strategy(strategy).config_class.from_params({"epochs": 4, "patience": 4, "batch_size": 16})
-    outcome = fit_strategy(ctx, strategy, config, progress=False)
+    outcome = fit_strategy(ctx, ctx.method.with_config(config), progress=False)
     logits = outcome.fit.best_val_logits
-    _, proba = get_strategy(strategy).outputs(ctx, outcome.annotator, ctx.split.validation)
+    _, proba = ctx.method.outputs(ctx, outcome.annotator, ctx.split.validation)
     np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), proba, rtol=0, atol=1e-5)
     reused, computed = validation_report(ctx, outcome), evaluate(ctx, outcome.annotator, "validation")[0]
     assert reused.prefixed("val") == computed.prefixed("val")
@@ -469,10 +469,10 @@ def test_frozen_bottom_layers_run_once_per_cell_with_the_same_results(strategy, 
             for budget in ("0", "4096", "0.02"):  # off, every cell kept for every fit, a few cells kept per fit
                 monkeypatch.setenv(BUDGET_ENV, budget)
                 rows.clear()
-                outcome = fit_strategy(ctx, strategy, config, progress=False)
+                outcome = fit_strategy(ctx, ctx.method.with_config(config), progress=False)
                 trained = sum(rows)
                 rows.clear()
-                tested = get_strategy(strategy).outputs(ctx, outcome.annotator, ctx.split.test)
+                tested = ctx.method.outputs(ctx, outcome.annotator, ctx.split.test)
                 results[resample, budget] = (trained, sum(rows), [r["train_loss"] for r in outcome.fit.history],
                                              outcome.annotator.cell_outputs(ctx.cells, ctx.split.validation)[1],
                                              tested, outcome.annotator.cell_outputs(ctx.cells, ctx.split.test))
@@ -505,7 +505,7 @@ def test_kept_frozen_outputs_do_not_depend_on_which_cells_are_asked_first(plante
 
     _, path, backbone, _ = planted
     ctx = prepare(_job(path, backbone, "lora"))
-    model = get_strategy("lora").build_model(get_strategy("lora").config_class(layers=1), ctx.fresh_backbone(), 3)
+    model = get_strategy("lora")(get_strategy("lora").config_class(layers=1)).build_model(ctx.fresh_backbone(), 3)
     depth = frozen_depth(model.backbone)
     assert depth > 0
     kept = []
@@ -579,7 +579,7 @@ def test_adalora_fits_in_a_single_step(planted):
     _, path, backbone, _ = planted
     ctx = prepare(_job(path, backbone, "adalora"))
     config = get_strategy("adalora").config_class.from_params({"epochs": 1, "batch_size": 512})
-    outcome = fit_strategy(ctx, "adalora", config, progress=False)
+    outcome = fit_strategy(ctx, ctx.method.with_config(config), progress=False)
     assert len(outcome.fit.history) == 1 and np.isfinite(outcome.fit.history[0]["train_loss"])
 
 

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from synthetic import synthetic_counts  # tools/synthetic.py
 
-from scadapt.benchmark import runner
+from scadapt.benchmark import cells as benchmark_cells
 from scadapt.benchmark.budget import MIN_STUDY_SEC, TimeBudget
 from scadapt.infra.errors import BudgetSpent, ScadaptError
 from scadapt.jobs import pretrain as pretrain_module
@@ -22,20 +22,20 @@ from scadapt.jobs.context import prepare
 from scadapt.jobs.fit import fit_strategy
 from scadapt.pipeline import pipeline_config, run_pipeline
 from scadapt.strategies import get_strategy, run_order
-from scadapt.tracking.contract import STRATEGY_TAG
+from scadapt.tracking.contract import FIRST_ANSWER_ARTIFACT, STRATEGY_TAG
 
 TINY_PRETRAINING = dict(data=("pancreas_small",), d_model=32, nlayers=2, nhead=4, d_hid=48, max_seq_len=128,
                         batch_size=32, lr=3e-3, warmup_steps=5, min_genes=50)
 
 
 def test_a_fit_past_the_deadline_ends_at_its_next_epoch_with_its_best_epoch():
-    ctx = prepare(TrainJob(data="pancreas_small", strategy="mlp"), needs_backbone=False)
+    ctx = prepare(TrainJob(data="pancreas_small", strategy="mlp"))
     config = get_strategy("mlp").config_class.from_params({"epochs": 6, "patience": 6})
     ctx.deadline = time.time()  # already passed: one epoch, then stop
-    outcome = fit_strategy(ctx, "mlp", config, progress=False)
+    outcome = fit_strategy(ctx, ctx.method.with_config(config), progress=False)
     assert len(outcome.fit.history) == 1 and outcome.fit.stopped_early
     ctx.deadline = None
-    assert len(fit_strategy(ctx, "mlp", config, progress=False).fit.history) > 1
+    assert len(fit_strategy(ctx, ctx.method.with_config(config), progress=False).fit.history) > 1
 
 
 def test_a_study_stops_at_the_deadline_and_says_what_ended_it(tmp_path):
@@ -75,7 +75,7 @@ def test_cheap_strategies_answer_first_and_a_cut_pretraining_cuts_the_backbone_o
         deadlines.append(deadline)
         raise BudgetSpent("The time budget stopped the demo backbone's pretraining after 1 of 10 epochs.")
 
-    monkeypatch.setattr(runner, "ensure_demo_backbone", pretraining_cut_short)
+    monkeypatch.setattr(benchmark_cells, "ensure_demo_backbone", pretraining_cut_short)
     started = time.time()
     result = run_pipeline(pipeline_config(
         data="pancreas_small", strategies=("head", "pca_logreg"), n_trials=1, epochs=1, time_budget=30,
@@ -87,7 +87,7 @@ def test_cheap_strategies_answer_first_and_a_cut_pretraining_cuts_the_backbone_o
     assert "Cut short by the time budget" in result.closing_text() and "head:" in result.closing_text()
     # pretraining got a deadline within the job's budget, leaving time for what follows
     assert len(deadlines) == 1 and started < deadlines[0] < started + 30 * 60
-    first = mlflow.artifacts.load_text(f"runs:/{result.benchmark.parent_run_id}/{runner.FIRST_ANSWER_ARTIFACT}")
+    first = mlflow.artifacts.load_text(f"runs:/{result.benchmark.parent_run_id}/{FIRST_ANSWER_ARTIFACT}")
     assert "pca_logreg" in first and "head" not in first
 
 

@@ -128,7 +128,7 @@ def trainable_parameters(strategy: type, checkpoint: str | Path, n_classes: int 
         backbone = ScGPTBackbone(BackboneConfig.from_args(read_args(checkpoint / ARGS_FILE), len(vocab)),
                                  pad_id=vocab.pad_id)
         backbone.decoder = backbone.mvc_decoder = None  # as loaded for annotation
-        model = strategy.build_model(strategy.config_class.from_params({}), backbone, n_classes)
+        model = strategy(strategy.config_class.from_params({})).build_model(backbone, n_classes)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from scadapt.data.options import (
     BUNDLED_DATASETS,
@@ -29,6 +31,9 @@ from scadapt.infra.options import (
 from scadapt.jobs.config import BackboneOptions, memory_problems, refuse
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, strategy_names  # strategy classes load on first use
 from scadapt.tracking.contract import BENCHMARK_EXPERIMENT
+
+if TYPE_CHECKING:
+    from scadapt.strategies.base import Strategy
 
 PIPELINE_DATA = BUNDLED_DATASETS[0]  # the main job's dataset by default (`mlflow run .`)
 PRETRAIN_DATA_HELP = ("pretrain the demo backbone on these unlabelled cells (comma-separated .h5ad paths or catalogued "
@@ -143,9 +148,14 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             return cell
         return next(c for c in group if not self.own_study(c.regime))
 
+    @functools.cached_property
+    def methods(self) -> dict[str, Strategy]:
+        """The chosen strategies with their default settings, by name (the one look-up of the names given)."""
+        return {name: get_strategy(name)() for name in self.strategies}
+
     @property
     def needs_backbone(self) -> bool:
-        return any(get_strategy(s).needs_backbone for s in self.strategies)
+        return any(method.needs_backbone for method in self.methods.values())
 
     @property
     def folds_run(self) -> int:
@@ -175,6 +185,6 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
                             if getattr(self, k) != getattr(BackboneOptions, k)},
             "backbone": backbone, "precision": precision,
             # the strategies' default settings: a release that changes one never reuses old cells
-            "defaults": {name: get_strategy(name).config_class().to_params() for name in sorted(self.strategies)},
+            "defaults": {name: method.config.to_params() for name, method in sorted(self.methods.items())},
         }
         return hashlib.blake2b(json.dumps(keep, sort_keys=True).encode(), digest_size=8).hexdigest()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.data.options import SplitOptions, required_cells_per_class
 from scadapt.infra.errors import ScadaptError
 from scadapt.strategies import run_order
+
+if TYPE_CHECKING:
+    from scadapt.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class MatrixCell:
     n_cells: int = 0  # cells of its dataset
     thin_classes: tuple[str, ...] = ()  # held-out splits: test classes training lacks or holds few of
     content: str = ""  # digest of the cells, values and annotations its split reads, and of the split's cells
+    method: Strategy | None = field(default=None, compare=False, repr=False)  # the strategy, default settings
 
     @property
     def key(self) -> str:
@@ -72,7 +77,7 @@ def plan_matrix(cfg: BenchmarkConfig, inspect: Callable[[AnnData, str], object] 
     for data in cfg.datasets:
         splits = dataset_splits(data, cfg, inspect)
         for strategy in run_order(cfg.strategies, budgeted=cfg.time_budget is not None):
-            cells.extend(_cell(data, strategy, *found) for found in splits)
+            cells.extend(_cell(data, cfg.methods[strategy], *found) for found in splits)
     if not cells:
         raise ScadaptError(
             f"The benchmark matrix is empty: no dataset of {', '.join(cfg.datasets)} has splits for regimes "
@@ -119,11 +124,11 @@ def thin_classes(split: Split, labels: np.ndarray, needed: int) -> tuple[str, ..
                  for cls, n in sorted(test.items()) if train.get(cls, 0) < needed)
 
 
-def _cell(data: str, strategy: str, dataset: str, split: Split, n_cells: int, thin: tuple[str, ...],
+def _cell(data: str, method: Strategy, dataset: str, split: Split, n_cells: int, thin: tuple[str, ...],
           content: str) -> MatrixCell:
     group = split.name.removeprefix("cross_study_") if split.regime == "cross_study" else ""
-    return MatrixCell(data, dataset, split.regime, split.name, strategy, split.fold, split.label_fraction, group,
-                      len(split.train), len(split.validation) + len(split.test), n_cells, thin, content)
+    return MatrixCell(data, dataset, split.regime, split.name, method.name, split.fold, split.label_fraction, group,
+                      len(split.train), len(split.validation) + len(split.test), n_cells, thin, content, method)
 
 
 def by_dataset_and_strategy(cells: list[MatrixCell]) -> list[list[MatrixCell]]:

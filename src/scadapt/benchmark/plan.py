@@ -31,7 +31,6 @@ from scadapt.data import DatasetInfo
 from scadapt.data.preprocess import log_normalized
 from scadapt.fitting.linear import fit_linear
 from scadapt.infra.errors import ScadaptError
-from scadapt.strategies import epoch_budget, get_strategy
 from scadapt.strategies.costs import Rates, StudyWork
 from scadapt.tokenization import GeneVocab
 from scadapt.tokenization.tokenizer import mean_tokens
@@ -136,9 +135,9 @@ def make_plan(cfg: BenchmarkConfig, cells: list[MatrixCell], probes: dict[str, D
     rows, seconds, needs, one_trial = [], {}, {}, {}
     for group in by_dataset_and_strategy(cells):
         dataset, strategy = group[0].dataset, group[0].strategy
-        chosen = get_strategy(strategy)
+        chosen = group[0].method
         trials = cfg.n_trials
-        epochs = cfg.epochs if "epochs" in epoch_budget(strategy, cfg.epochs) else 0
+        epochs = cfg.epochs if "epochs" in chosen.epoch_budget(cfg.epochs) else 0
         for cell in group:
             tuned = cfg.tuned_on(cell, group) == cell
             work = StudyWork(trials if tuned else 1, max(1, epochs), cell.n_train, cell.n_eval, cell.n_cells)

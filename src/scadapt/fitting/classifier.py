@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -47,10 +47,21 @@ from scadapt.models.head import BackboneClassifier, trainable_state
 from scadapt.tokenization import GeneTokenizer, TokenizedCells
 from scadapt.tokenization.batching import inference_batches, length_grouped_batches
 
-if TYPE_CHECKING:
-    from scadapt.strategies.base import TorchConfig
-
 log = logging.getLogger(__name__)
+
+
+class LoopSettings(Protocol):
+    """What the shared loop reads of a strategy's settings (:class:`scadapt.strategies.base.TorchConfig`)."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    warmup_ratio: float
+    max_grad_norm: float
+    class_weighted: bool
+    patience: int
+    seed: int
 
 
 class TokenSource:
@@ -259,7 +270,7 @@ def fit_classifier(
     train_idx: np.ndarray,
     val_idx: np.ndarray,
     n_classes: int,
-    cfg: TorchConfig,
+    cfg: LoopSettings,
     device: torch.device,
     on_epoch: Callable[[dict[str, float]], bool | None] | None = None,
     progress: bool = True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from scadapt.backbone.config import BackboneConfig
 from scadapt.data.options import BUNDLED_DATASETS, REGIMES, DataOptions, SplitOptions
@@ -26,6 +27,9 @@ from scadapt.infra.options import (
 )
 from scadapt.strategies import STRATEGY_NAMES, get_strategy  # strategy classes load on first use
 from scadapt.tracking.contract import PRETRAIN_EXPERIMENT
+
+if TYPE_CHECKING:
+    from scadapt.strategies.base import Strategy
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 DATA_HELP = "a catalogued dataset (`scadapt datasets` lists them) or the path of your own .h5ad"
@@ -127,7 +131,8 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
     the regime and its split settings from :class:`~scadapt.data.options.SplitOptions`, the memory
     budget from :class:`~scadapt.infra.options.MemoryOptions`, the backbone from :class:`BackboneOptions`;
     ``hparams`` are the strategy's own settings (see ``scadapt.strategies``), given as values or
-    strings; everything else chooses the data, the split and the backbone.
+    strings; everything else chooses the data, the split and the backbone. ``method`` is the strategy
+    with the job's settings (``get_strategy(strategy)(config)``), made once when the job is.
     """
 
     data: str = option("pancreas_small", DATA_HELP)
@@ -159,10 +164,12 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
             *self.backbone_problems(),
             *memory_problems(self),
         ], "job settings")
+        kind = get_strategy(self.strategy)  # the one look-up of the name given from outside
+        self.method: Strategy = kind(kind.config_class.from_params({"seed": self.seed, **self.hparams}))
 
     @property
     def needs_backbone(self) -> bool:
-        return get_strategy(self.strategy).needs_backbone
+        return self.method.needs_backbone
 
 
 @dataclass

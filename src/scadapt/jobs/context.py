@@ -29,6 +29,7 @@ from scadapt.infra.notices import warn_once
 from scadapt.infra.storage import demo_backbone_dir
 from scadapt.jobs.config import TrainJob
 from scadapt.jobs.preflight import GeneCoverage
+from scadapt.strategies.base import Strategy
 from scadapt.tokenization import GeneTokenizer, TokenCache, TokenizedCells
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class TrainingContext:
     memory: MemoryBudget | None = None  # what training through the backbone may use
     checkpointing: str = "auto"  # activation checkpointing: auto, on or off
     deadline: float | None = None  # time.time() after which a fit ends at its next epoch (the job's time budget)
+    method: Strategy | None = None  # the job's strategy: it scores the cells with what it fitted
 
     @property
     def labels(self) -> np.ndarray:
@@ -108,7 +110,7 @@ class TrainingContext:
                              f"{self.device.type}-{compute_dtype(self.device)}")
 
 
-def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | None = None) -> TrainingContext:
+def prepare(job: TrainJob, board: Coordinator | None = None) -> TrainingContext:
     """Load and validate the data, make the job's split, tokenize for the backbone.
 
     The backbone is also logged to the artifact store (once per weights hash; ``board``'s lock
@@ -125,8 +127,8 @@ def prepare(job: TrainJob, needs_backbone: bool = True, board: Coordinator | Non
     position = {name: i for i, name in enumerate(classes)}
     codes = np.array([position.get(label, -1) for label in labels], dtype=np.int64)
     ctx = TrainingContext(adata, info, split, classes, codes, resolve_device(job.device), None,
-                          checkpointing=job.activation_checkpointing, deadline=job.deadline)
-    if needs_backbone:
+                          checkpointing=job.activation_checkpointing, deadline=job.deadline, method=job.method)
+    if job.method.needs_backbone:
         ctx.checkpoint = local_checkpoint(job.checkpoint) if job.checkpoint else demo_backbone_dir()
         if not (ctx.checkpoint / ARGS_FILE).is_file() and not job.checkpoint:
             raise CheckpointError(

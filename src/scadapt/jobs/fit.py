@@ -17,7 +17,7 @@ from scadapt.infra.notices import warn_once
 from scadapt.jobs.context import TrainingContext
 from scadapt.models.annotator import Annotator
 from scadapt.models.novelty import DEFAULT_REJECTED, NoveltyScorer
-from scadapt.strategies import StrategyConfig, get_strategy
+from scadapt.strategies.base import Strategy
 from scadapt.tracking.resources import PeakRSS, cuda_peak_bytes
 
 log = logging.getLogger(__name__)
@@ -32,25 +32,24 @@ class FitOutcome:
     added_rss_bytes: int  # that peak above the level before the fit
     peak_cuda_bytes: int | None
     total_parameters: int
+    method: Strategy  # what fitted it, with the settings it used
     adjusted: dict[str, object] = field(default_factory=dict)  # hyperparameters the data forced to other values
 
 
-def fit_strategy(ctx: TrainingContext, strategy_name: str, config: StrategyConfig, progress: bool = True,
-                 on_epoch=None) -> FitOutcome:
-    """Train one configuration of one strategy on ``ctx.split`` (the strategy owns its fit), timed
+def fit_strategy(ctx: TrainingContext, strategy: Strategy, progress: bool = True, on_epoch=None) -> FitOutcome:
+    """Train ``strategy`` (with its settings) on ``ctx.split`` (the strategy owns its fit), timed
     and measured; the result predicts new cells."""
-    strategy = get_strategy(strategy_name)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     started = time.perf_counter()
     with PeakRSS(interval=0.02) as peak:
-        fitted = strategy.fit(ctx, config, progress=progress, on_epoch=_until(ctx.deadline, on_epoch))
+        fitted = strategy.fit(ctx, progress=progress, on_epoch=_until(ctx.deadline, on_epoch))
     fitted.annotator.trained_on = input_form(ctx.adata.X[ctx.split.train])  # a query in another form is brought to it
     for name, value in fitted.adjusted.items():
         warn_once(log, "%s=%s cannot be used on these %d training cells x %d genes; %s=%s was used instead.", name,
-                    getattr(config, name), len(ctx.split.train), ctx.adata.n_vars, name, value)
+                    getattr(strategy.config, name), len(ctx.split.train), ctx.adata.n_vars, name, value)
     return FitOutcome(fitted.annotator, fitted.fit, time.perf_counter() - started, peak.peak_bytes, peak.added_bytes,
-                      cuda_peak_bytes(ctx.device), fitted.total_parameters, fitted.adjusted)
+                      cuda_peak_bytes(ctx.device), fitted.total_parameters, strategy, fitted.adjusted)
 
 
 def _until(deadline: float | None, on_epoch: Callable[[dict[str, float]], object] | None):
@@ -83,7 +82,7 @@ def validation_report(ctx: TrainingContext, outcome: FitOutcome) -> Classificati
 def evaluate(ctx: TrainingContext, annotator: Annotator, part: str) -> tuple[ClassificationReport, np.ndarray, np.ndarray]:
     """Report, embeddings and predicted labels for one part (``validation`` or ``test``) of the split."""
     indices = ctx.split.part(part)
-    embedding, proba = get_strategy(annotator.strategy).outputs(ctx, annotator, indices)
+    embedding, proba = _method_of(ctx, annotator).outputs(ctx, annotator, indices)
     predicted = np.asarray(ctx.classes, dtype=object)[proba.argmax(axis=1)]
     return classification_report(ctx.labels[indices], predicted), embedding, predicted
 
@@ -94,8 +93,16 @@ def calibrate_novelty(ctx: TrainingContext, annotator: Annotator) -> dict[str, f
     Returns the threshold at the default rejection rate as a metric."""
     if len(ctx.split.validation) == 0:
         return {}
-    strategy = get_strategy(annotator.strategy)
-    trained, _ = strategy.outputs(ctx, annotator, ctx.split.train)
-    known, _ = strategy.outputs(ctx, annotator, ctx.split.validation)
+    method = _method_of(ctx, annotator)
+    trained, _ = method.outputs(ctx, annotator, ctx.split.train)
+    known, _ = method.outputs(ctx, annotator, ctx.split.validation)
     annotator.novelty = NoveltyScorer.fit(trained, ctx.codes[ctx.split.train], known, ctx.codes[ctx.split.validation])
     return {"novelty_threshold": annotator.novelty.threshold(DEFAULT_REJECTED)}
+
+
+def _method_of(ctx: TrainingContext, annotator: Annotator) -> Strategy:
+    """The context's strategy, which scores what it fitted (a context serves one strategy's fits)."""
+    if ctx.method is None or ctx.method.name != annotator.strategy:
+        raise ValueError(f"a {annotator.strategy} annotator scored on a context prepared for "
+                         f"{ctx.method.name if ctx.method else 'no strategy'}")
+    return ctx.method

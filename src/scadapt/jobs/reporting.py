@@ -23,7 +23,7 @@ from scadapt.jobs.config import TrainJob
 from scadapt.jobs.context import TrainingContext
 from scadapt.jobs.fit import FitOutcome, calibrate_novelty, evaluate, validation_report
 from scadapt.models.annotator import Annotator
-from scadapt.strategies import StrategyConfig, get_strategy
+from scadapt.strategies import StrategyConfig
 from scadapt.tracking.contract import (
     DATASET_TAG,
     FOLD_TAG,
@@ -85,7 +85,7 @@ def fit_metrics(outcome: FitOutcome, val: ClassificationReport, embedding_sec: f
     }
     if outcome.peak_cuda_bytes is not None:
         metrics["peak_cuda_mb"] = outcome.peak_cuda_bytes / 2**20
-    if get_strategy(outcome.annotator.strategy).frozen_embeddings:
+    if outcome.method.frozen_embeddings:
         metrics["embedding_sec"] = embedding_sec
     if outcome.fit is not None:
         metrics.update(best_epoch=outcome.fit.best_epoch, epochs_run=len(outcome.fit.history))

@@ -46,7 +46,6 @@ from scadapt.jobs.study_storage import (
     recover_interrupted,
     trial_id,
 )
-from scadapt.strategies import get_strategy
 from scadapt.strategies.hyperparameters import default_trial, search_space
 from scadapt.tracking import CANDIDATE_TAG, experiment_name, log_params, shared_run, tracked_run
 from scadapt.tracking.contract import (
@@ -87,11 +86,11 @@ def tune(job: TuneJob) -> TuneResult:
     on several with a database): together they finish exactly ``n_trials`` trials, under one
     parent run with one promotion candidate.
     """
-    strategy = get_strategy(job.strategy)
-    fixed = _fixed_hparams(job)  # refuses bad fixed settings now
+    strategy = job.method  # with the fixed settings (hparams) and the defaults
+    fixed = {name: getattr(strategy.config, name) for name in job.hparams}  # as the fit uses them (typed)
     storage = open_storage(job.storage, on_stale=_close_trial_run)  # a bad URL is refused before any work
     board = coordinator(job.storage)
-    ctx = prepare(job, needs_backbone=strategy.needs_backbone, board=board)
+    ctx = prepare(job, board=board)
     setup = study_setup(job, ctx, fixed)
     name = (job.study_name or f"{ctx.info.name}/{job.strategy}/{ctx.split.name}/{SETUP_PLACEHOLDER}").replace(
         SETUP_PLACEHOLDER, setup_digest(setup))
@@ -100,8 +99,7 @@ def tune(job: TuneJob) -> TuneResult:
     with board.hold(f"study-setup:{name}"):
         claim_study(study, setup)  # another setup's study is refused, naming what differs
         if not study.get_trials(deepcopy=False):  # the defaults first (see default_trial)
-            defaults = strategy.config_class.from_params({"seed": job.seed, **job.hparams}).to_params()
-            study.enqueue_trial(default_trial(strategy.config_class, defaults, fixed))
+            study.enqueue_trial(default_trial(strategy.config_class, strategy.config.to_params(), fixed))
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "tune", STUDY_TAG: name}
     with board.hold(f"study-run:{name}"):  # one parent run, however many workers start together
         parent_id, created = shared_run(job.experiment or experiment_name(ctx.info.name),
@@ -265,10 +263,8 @@ def _heartbeat(storage, trial_id: int) -> Iterator[None]:
 
 
 def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str], fixed: dict[str, object]):
-    config_class = get_strategy(job.strategy).config_class
-
     def objective(trial: optuna.Trial) -> float:
-        config = config_class.from_params({"seed": job.seed, **trial.params, **fixed})
+        config = job.method.config_class.from_params({"seed": job.seed, **trial.params, **fixed})
         with tracked_run("", f"{job.strategy} trial {trial.number}", {**tags, TRIAL_TAG: str(trial.number)},
                          nested=True, killed_by=(KeyboardInterrupt, optuna.TrialPruned)) as run:
             trial.set_user_attr(RUN_ATTR, run.info.run_id)
@@ -282,24 +278,17 @@ def _objective(job: TuneJob, ctx: TrainingContext, tags: dict[str, str], fixed: 
                     mlflow.set_tag(PRUNED_AFTER_EPOCH_TAG, str(epoch))
                     raise optuna.TrialPruned(f"validation macro-F1 {record['val_macro_f1']:.3f} after epoch {epoch}")
 
-            outcome = fit_strategy(ctx, job.strategy, config, progress=job.progress, on_epoch=on_epoch)
+            outcome = fit_strategy(ctx, job.method.with_config(config), progress=job.progress, on_epoch=on_epoch)
             return log_fit(ctx, outcome)["val_macro_f1"]
 
     return objective
 
 
-def _fixed_hparams(job: TuneJob) -> dict[str, object]:
-    """The job's fixed hyperparameters (``hparams``) as the fit uses them (typed, checked)."""
-    params = get_strategy(job.strategy).config_class.from_params({"seed": job.seed, **job.hparams}).to_params()
-    return {name: params[name] for name in job.hparams}
-
-
 def _fixed_params(job: TuneJob, ctx: TrainingContext) -> dict[str, object]:
     """The parent's params: the data, split and backbone columns and every setting that is the
     same in all trials (not searched, or fixed by ``hparams``)."""
-    config_class = get_strategy(job.strategy).config_class
-    searched = search_space(config_class, fixed=job.hparams)
-    params = run_params(job, ctx, config_class.from_params({"seed": job.seed, **job.hparams}))
+    searched = search_space(job.method.config_class, fixed=job.hparams)
+    params = run_params(job, ctx, job.method.config)
     return {k: v for k, v in params.items() if k not in searched}
 
 

@@ -19,7 +19,6 @@ from scadapt.jobs.context import prepare
 from scadapt.jobs.fit import fit_strategy
 from scadapt.jobs.reporting import job_run_tags, log_dataset_input, log_fit, log_test, run_params, run_tags
 from scadapt.models.annotator import Annotator
-from scadapt.strategies import get_strategy
 from scadapt.tracking import CANDIDATE_TAG, ENTRY_POINT_TAG, experiment_name, log_params, tracked_run
 
 log = logging.getLogger(__name__)
@@ -34,21 +33,19 @@ class TrainResult:
 
 def train(job: TrainJob) -> TrainResult:
     """Train one strategy on one split as one MLflow run in the dataset's experiment."""
-    strategy = get_strategy(job.strategy)
-    config = strategy.config_class.from_params({"seed": job.seed, **job.hparams})
     if job.output_dir:
         writable_dir(job.output_dir, "the trained annotator", "--output-dir")
-    ctx = prepare(job, needs_backbone=strategy.needs_backbone)
+    ctx = prepare(job)
     experiment = job.experiment or experiment_name(ctx.info.name)
     tags = {**run_tags(job, ctx), ENTRY_POINT_TAG: "train", **job_run_tags(job)}
     with tracked_run(experiment, run_name=f"{job.strategy}/{ctx.split.name}", tags=tags) as run:
-        log_params(run_params(job, ctx, config))
+        log_params(run_params(job, ctx, job.method.config))
         log_dataset_input(ctx)
 
         def on_epoch(record: dict[str, float]) -> None:
             mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
 
-        outcome = fit_strategy(ctx, job.strategy, config, progress=job.progress, on_epoch=on_epoch)
+        outcome = fit_strategy(ctx, job.method, progress=job.progress, on_epoch=on_epoch)
         metrics = {**log_fit(ctx, outcome), **log_test(ctx, outcome.annotator, umap=job.umap)}
         if job.output_dir:
             outcome.annotator.save(job.output_dir)

@@ -18,7 +18,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Container
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,12 @@ from scadapt.models.head import BackboneClassifier, ClassifierHead, trainable_st
 from scadapt.models.novelty import DEFAULT_REJECTED, NoveltyScorer
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 
-if TYPE_CHECKING:
-    from scadapt.strategies.base import StrategyConfig
+
+class Settings(Protocol):
+    """The settings a strategy fitted with (a :class:`scadapt.strategies.base.StrategyConfig`): saved as params."""
+
+    def to_params(self) -> dict[str, Any]: ...
+
 
 ANNOTATOR_FILE = "annotator.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -59,7 +63,7 @@ class Annotator(ABC):
 
     kind: str
 
-    def __init__(self, strategy: str, config: StrategyConfig, classes: list[str]):
+    def __init__(self, strategy: str, config: Settings, classes: list[str]):
         self.strategy = strategy
         self.config = config
         self.classes = [str(c) for c in classes]
@@ -212,7 +216,7 @@ class BackboneAnnotator(Annotator):
     kind = "backbone"
 
     def __init__(
-        self, strategy: str, config: StrategyConfig, classes: list[str], model: BackboneClassifier,
+        self, strategy: str, config: Settings, classes: list[str], model: BackboneClassifier,
         tokenizer: GeneTokenizer, backbone_hash: str, backbone_source: str, backbone_uri: str = "",
         batch_size: int = 64,
     ):
@@ -277,7 +281,7 @@ class BackboneAnnotator(Annotator):
         }
 
     @classmethod
-    def from_saved(cls, manifest: dict[str, Any], config: StrategyConfig, weights: dict[str, torch.Tensor],
+    def from_saved(cls, manifest: dict[str, Any], config: Settings, weights: dict[str, torch.Tensor],
                    model: BackboneClassifier, vocab: GeneVocab, source: str) -> BackboneAnnotator:
         """The saved annotator on ``model`` (the strategy's model rebuilt on the base checkpoint
         in ``source``, whose weights hash the caller has checked): its fitted weights loaded."""
@@ -298,7 +302,7 @@ class ExpressionAnnotator(Annotator):
 
     CHUNK = 4096
 
-    def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str]):
+    def __init__(self, strategy: str, config: Settings, classes: list[str], genes: list[str]):
         super().__init__(strategy, config, classes)
         self.genes = [str(g) for g in genes]
         self._gene_set = frozenset(self.genes)  # asked once per gene of every request
@@ -372,7 +376,7 @@ class LinearExpressionAnnotator(ExpressionAnnotator):
     LINEAR = ("score_mean", "score_scale", "coef", "intercept")
     PCA = ("pca_mean", "pca_components")
 
-    def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str],
+    def __init__(self, strategy: str, config: Settings, classes: list[str], genes: list[str],
                  arrays: dict[str, np.ndarray], max_scaled: float | None = None):
         super().__init__(strategy, config, classes, genes)
         names = self.LINEAR + (self.PCA if "pca_components" in arrays else ())
@@ -419,7 +423,7 @@ class NetworkExpressionAnnotator(ExpressionAnnotator):
 
     kind = "expression_network"
 
-    def __init__(self, strategy: str, config: StrategyConfig, classes: list[str], genes: list[str],
+    def __init__(self, strategy: str, config: Settings, classes: list[str], genes: list[str],
                  network: ClassifierHead, shape: dict[str, float]):
         super().__init__(strategy, config, classes, genes)
         self.network, self.shape = network.eval(), dict(shape)

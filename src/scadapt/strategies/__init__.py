@@ -75,16 +75,6 @@ def run_order(chosen, budgeted: bool = False) -> tuple[str, ...]:
     return tuple(sorted(chosen, key=key))
 
 
-def epoch_budget(name: str, epochs: int) -> dict[str, int]:
-    """Fixed settings that give a strategy trained by gradient descent ``epochs`` epochs (with
-    early stopping after a third of them without improvement); empty for the others."""
-    from scadapt.strategies.base import TorchConfig
-
-    if issubclass(get_strategy(name).config_class, TorchConfig):
-        return {"epochs": epochs, "patience": max(3, epochs // 3)}
-    return {}
-
-
 _WHERE = dict.fromkeys(("Fitted", "Strategy", "StrategyConfig", "TorchConfig"), "scadapt.strategies.base")
 __getattr__, _dir = lazy_attributes(__name__, _WHERE)
 
@@ -93,5 +83,5 @@ def __dir__() -> list[str]:
     return sorted([*_WHERE, *__all__])
 
 
-__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "epoch_budget", "get_strategy", "run_order",
+__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "get_strategy", "run_order",
            "without_backbone", *_WHERE]

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from torch import nn
@@ -31,11 +31,16 @@ from scadapt.strategies.hyperparameters import AroundDefault, declarations, hype
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
+    from anndata import AnnData
 
+    from scadapt.data import Split
     from scadapt.fitting.classifier import FitResult
-    from scadapt.jobs.context import TrainingContext
+    from scadapt.fitting.memory import MemoryBudget
     from scadapt.models.annotator import Annotator
     from scadapt.strategies.costs import Rates, StudyWork
+    from scadapt.tokenization import GeneTokenizer, TokenizedCells
+
 
 @dataclass
 class StrategyConfig:
@@ -154,9 +159,38 @@ class Fitted:
     adjusted: dict[str, object] = field(default_factory=dict)
 
 
+class FitData(Protocol):
+    """What a strategy fits on (a job's prepared context, :class:`scadapt.jobs.context.TrainingContext`):
+    the data and its split, and for backbone strategies the backbone, its tokens and its cached
+    embeddings. Defined here, below the jobs, so that a strategy needs nothing from them."""
+
+    adata: AnnData
+    split: Split
+    classes: list[str]  # in model output order
+    codes: np.ndarray  # [n_cells] class index, -1 for a class absent from training
+    device: torch.device
+    checkpoint: Path | None
+    checkpoint_uri: str
+    weights_hash: str | None
+    backbone: nn.Module | None  # pristine: never trained
+    tokenizer: GeneTokenizer | None
+    cells: TokenizedCells | None
+    memory: MemoryBudget | None
+    checkpointing: str
+
+    def fresh_backbone(self) -> nn.Module: ...
+
+    def embeddings(self, indices: np.ndarray | None = None, progress: bool = True) -> np.ndarray: ...
+
+    def frozen_limit(self) -> int | None: ...
+
+    def inference_cap(self) -> int | None: ...
+
+
 class Strategy:
-    """One adaptation method. A family (:mod:`scadapt.strategies.families`) implements
-    :meth:`fit`; a strategy sets the class attributes and the hooks its family asks for."""
+    """One adaptation method with its settings: ``get_strategy("lora")(config)``. A family
+    (:mod:`scadapt.strategies.families`) implements :meth:`fit`; a strategy sets the class
+    attributes and the hooks its family asks for."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[StrategyConfig]]
@@ -171,6 +205,18 @@ class Strategy:
     # and frozen-backbone strategies 0.03-0.07x full, injected ones 0.24-0.78x)
     relative_cost: ClassVar[float] = 1.0
 
+    def __init__(self, config: StrategyConfig | None = None):
+        if config is not None and not isinstance(config, self.config_class):
+            raise TypeError(f"{self.name} takes a {self.config_class.__name__}, not a {type(config).__name__}")
+        self.config = config if config is not None else self.config_class()
+
+    def with_config(self, config: StrategyConfig) -> Strategy:
+        """The same strategy with other settings (a study's trial)."""
+        return type(self)(config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
     @classmethod
     def estimate_seconds(cls, work: StudyWork, rates: Rates) -> float:
         """Rough seconds of ``work`` at ``rates`` (:mod:`scadapt.strategies.costs`): by default
@@ -180,15 +226,19 @@ class Strategy:
         per_epoch = work.n_train * rates.train_cell_sec + work.n_eval * rates.embed_cell_sec
         return work.trials * (cls.relative_cost * EPOCHS_RUN * work.epochs * per_epoch + rates.trial_overhead_sec)
 
-    @classmethod
-    def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:
-        """Train one configuration on ``ctx.split``'s training cells (validation cells may choose the epoch)."""
+    def epoch_budget(self, epochs: int) -> dict[str, int]:
+        """Fixed settings that give ``epochs`` epochs (with early stopping after a third of them
+        without improvement), for a strategy trained by gradient descent; empty for the others."""
+        return {"epochs": epochs, "patience": max(3, epochs // 3)} if isinstance(self.config, TorchConfig) else {}
+
+    def fit(self, data: FitData, progress: bool = True, on_epoch=None) -> Fitted:
+        """Train :attr:`config` on ``data.split``'s training cells (validation cells may choose the epoch)."""
         raise NotImplementedError
 
-    @classmethod
-    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings and probabilities of the context's cells ``indices``: the served path by default."""
-        return annotator.outputs(ctx.adata[indices])
+    def outputs(self, data: FitData, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and probabilities of ``data``'s cells ``indices`` by ``annotator`` (fitted by this
+        strategy with any settings): the served path by default."""
+        return annotator.outputs(data.adata[indices])
 
     @classmethod
     def rebuild(cls, manifest: dict[str, Any], config: StrategyConfig, weights: dict[str, Any],

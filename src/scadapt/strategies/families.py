@@ -24,8 +24,8 @@ from scadapt.models.head import BackboneClassifier, ClassifierHead
 from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze, layers_used
 
 if TYPE_CHECKING:
-    from scadapt.jobs.context import TrainingContext
     from scadapt.models.annotator import Annotator
+    from scadapt.strategies.base import FitData
     from scadapt.strategies.costs import Rates, StudyWork
 
 
@@ -50,14 +50,14 @@ class BackboneStrategy(Strategy):
 
     head_layers: ClassVar[int | None] = None  # None: the config's ``head_layers``
 
-    @classmethod
-    def build_model(cls, config: StrategyConfig, backbone: nn.Module, n_classes: int) -> BackboneClassifier:
+    def build_model(self, backbone: nn.Module, n_classes: int) -> BackboneClassifier:
         """Freeze the backbone, let the strategy change it, and put a fresh head on top (seeded
         from ``config.seed``, so the same settings give the same initial model)."""
+        config = self.config
         freeze(backbone)
         torch.manual_seed(config.seed)
-        cls.prepare_backbone(backbone, config)
-        layers = cls.head_layers or getattr(config, "head_layers", 1)
+        self.prepare_backbone(backbone, config)
+        layers = self.head_layers or getattr(config, "head_layers", 1)
         head = ClassifierHead(backbone.config.d_model, n_classes, layers, getattr(config, "head_dropout", 0.0))
         return BackboneClassifier(backbone, head)
 
@@ -65,9 +65,8 @@ class BackboneStrategy(Strategy):
     def prepare_backbone(cls, backbone: nn.Module, config: StrategyConfig) -> None:
         """Change the frozen backbone in place (nothing, for the frozen families)."""
 
-    @classmethod
-    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return annotator.cell_outputs(ctx.cells, indices)  # the context's tokens: each cell keeps its gene subset
+    def outputs(self, data: FitData, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return annotator.cell_outputs(data.cells, indices)  # the fit's tokens: each cell keeps its gene subset
 
     @classmethod
     def rebuild(cls, manifest, config, weights, checkpoint, device) -> Annotator:
@@ -83,13 +82,12 @@ class BackboneStrategy(Strategy):
                 f"The backbone in {checkpoint} (weights hash {loaded.weights_hash[:16]}) is not the one this annotator "
                 f"was trained on ({recorded['weights_hash'][:16]}). Pass the original checkpoint folder."
             )
-        model = cls.build_model(config, loaded.model, len(manifest["classes"])).to(device)
+        model = cls(config).build_model(loaded.model, len(manifest["classes"])).to(device)
         return BackboneAnnotator.from_saved(manifest, config, weights, model, loaded.vocab, str(checkpoint))
 
-    @classmethod
-    def _annotator(cls, ctx: TrainingContext, config: StrategyConfig, model: BackboneClassifier) -> BackboneAnnotator:
-        return BackboneAnnotator(cls.name, config, ctx.classes, model, ctx.tokenizer, ctx.weights_hash,
-                                 str(ctx.checkpoint), ctx.checkpoint_uri)
+    def _annotator(self, data: FitData, model: BackboneClassifier) -> BackboneAnnotator:
+        return BackboneAnnotator(self.name, self.config, data.classes, model, data.tokenizer, data.weights_hash,
+                                 str(data.checkpoint), data.checkpoint_uri)
 
 
 class FrozenStrategy(BackboneStrategy):
@@ -104,22 +102,18 @@ class FrozenStrategy(BackboneStrategy):
         """One embedding pass over every cell (shared by the trials), then heads that fit in moments."""
         return work.n_cells * rates.embed_cell_sec + work.trials * rates.trial_overhead_sec
 
-    @classmethod
-    def fit(cls, ctx: TrainingContext, config: StrategyConfig, progress: bool = True, on_epoch=None) -> Fitted:
-        model = cls.build_model(config, ctx.backbone, len(ctx.classes)).to(ctx.device)  # reads, never changes, it
-        embeddings = ctx.embeddings(progress=progress)
-        fit = cls.fit_head(ctx, config, model, embeddings, progress, on_epoch)
-        return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()))
+    def fit(self, data: FitData, progress: bool = True, on_epoch=None) -> Fitted:
+        model = self.build_model(data.backbone, len(data.classes)).to(data.device)  # reads, never changes, it
+        embeddings = data.embeddings(progress=progress)
+        fit = self.fit_head(data, model, embeddings, progress, on_epoch)
+        return Fitted(self._annotator(data, model), fit, sum(p.numel() for p in model.parameters()))
 
-    @classmethod
-    def fit_head(cls, ctx: TrainingContext, config: StrategyConfig, model: BackboneClassifier, embeddings: np.ndarray,
-                 progress: bool, on_epoch):
+    def fit_head(self, data: FitData, model: BackboneClassifier, embeddings: np.ndarray, progress: bool, on_epoch):
         """Fit ``model.head`` on ``embeddings`` ``[n_cells, d]``; returns the training curve or None."""
         raise NotImplementedError
 
-    @classmethod
-    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        embedding = ctx.embeddings(indices)  # cached: the backbone does not run again
+    def outputs(self, data: FitData, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        embedding = data.embeddings(indices)  # cached: the backbone does not run again
         return embedding, annotator.classify(embedding)
 
 
@@ -130,22 +124,20 @@ class ProbeStrategy(FrozenStrategy):
     head_layers = 1
     baseline = True
 
-    @classmethod
-    def fit_head(cls, ctx, config, model, embeddings, progress, on_epoch) -> None:
-        train = ctx.split.train
-        load_into_head(model.head, fit_logistic(embeddings[train], ctx.codes[train], len(ctx.classes), config.C,
+    def fit_head(self, data, model, embeddings, progress, on_epoch) -> None:
+        train, config = data.split.train, self.config
+        load_into_head(model.head, fit_logistic(embeddings[train], data.codes[train], len(data.classes), config.C,
                                                 config.class_weighted, config.max_iter, config.seed))
 
 
 class HeadStrategy(FrozenStrategy):
     """A head trained by the shared loop on the frozen embeddings."""
 
-    @classmethod
-    def fit_head(cls, ctx, config: TorchConfig, model, embeddings, progress, on_epoch):
-        split = ctx.split
-        model.head.set_standardization(torch.as_tensor(embeddings[split.train], device=ctx.device))
-        return fit_classifier(EmbeddingSource(model.head, embeddings, ctx.device), ctx.codes, split.train,
-                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
+    def fit_head(self, data, model, embeddings, progress, on_epoch):
+        split = data.split
+        model.head.set_standardization(torch.as_tensor(embeddings[split.train], device=data.device))
+        return fit_classifier(EmbeddingSource(model.head, embeddings, data.device), data.codes, split.train,
+                              split.validation, len(data.classes), self.config, data.device, on_epoch=on_epoch,
                               progress=progress)
 
 
@@ -170,10 +162,9 @@ class AdaptedStrategy(BackboneStrategy):
         backbone.set_dropout(config.backbone_dropout)  # before injection: injected modules keep their own
         cls.adapt(backbone, config)
 
-    @classmethod
-    def fit(cls, ctx: TrainingContext, config: TorchConfig, progress: bool = True, on_epoch=None) -> Fitted:
-        split = ctx.split
-        model = cls.build_model(config, ctx.fresh_backbone(), len(ctx.classes)).to(ctx.device)
+    def fit(self, data: FitData, progress: bool = True, on_epoch=None) -> Fitted:
+        split, config, ctx = data.split, self.config, data
+        model = self.build_model(ctx.fresh_backbone(), len(ctx.classes)).to(ctx.device)
         # the frozen backbone's embeddings of the training cells set the head's input statistics
         model.head.set_standardization(torch.as_tensor(ctx.embeddings(split.train, progress), device=ctx.device))
         total_steps = -(-len(split.train) // config.batch_size) * config.epochs
@@ -184,18 +175,18 @@ class AdaptedStrategy(BackboneStrategy):
                              ctx.checkpointing)
         fit = fit_classifier(source, ctx.codes, split.train,
                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
-                             progress=progress, hooks=cls.hooks(model, config, total_steps))
-        return Fitted(cls._annotator(ctx, config, model), fit, sum(p.numel() for p in model.parameters()),
+                             progress=progress, hooks=self.hooks(model, config, total_steps))
+        return Fitted(self._annotator(ctx, model), fit, sum(p.numel() for p in model.parameters()),
                       layers_used(model.backbone, config))
 
-    @classmethod
-    def outputs(cls, ctx: TrainingContext, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def outputs(self, data: FitData, annotator: Annotator, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Through the frozen layers' outputs the fits on these cells keep (the same function as the
         served path, computed from the middle), or by the served path when none are kept."""
+        ctx = data
         frozen = FrozenLayerCache.for_model(annotator.model.backbone, ctx.tokenizer, ctx.cells, ctx.device,
                                             weights_hash=ctx.weights_hash, quiet=True, limit=ctx.frozen_limit())
         if not isinstance(frozen, SharedFrozenLayers):
-            return super().outputs(ctx, annotator, indices)
+            return super().outputs(data, annotator, indices)
         source = TokenSource(annotator.model, ctx.tokenizer, ctx.cells, ctx.device, frozen)
         source.inference_cap = ctx.inference_cap()
         embedding = source.embeddings(np.asarray(indices), annotator.batch_size)

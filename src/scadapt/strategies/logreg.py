@@ -45,8 +45,8 @@ class LogReg(ExpressionStrategy):
     config_class = LogRegConfig
     description = "L1/L2 logistic regression on all scaled log-normalised genes"
 
-    @classmethod
-    def fit(cls, ctx, config: LogRegConfig, progress: bool = True, on_epoch=None) -> Fitted:
+    def fit(self, data, progress: bool = True, on_epoch=None) -> Fitted:
+        ctx, config = data, self.config
         train = ctx.split.train
         logged = log_normalized(ctx.adata.X[train])
         scale = gene_scale(logged)
@@ -55,6 +55,6 @@ class LogReg(ExpressionStrategy):
         coef, intercept = fit_linear(features, ctx.codes[train], len(ctx.classes), config.C, config.penalty,
                                      config.class_weighted, config.max_iter, config.seed)
         arrays = {"score_mean": np.zeros_like(scale), "score_scale": scale, "coef": coef, "intercept": intercept}
-        annotator = LinearExpressionAnnotator(cls.name, config, ctx.classes, list(ctx.adata.var_names), arrays,
+        annotator = LinearExpressionAnnotator(self.name, config, ctx.classes, list(ctx.adata.var_names), arrays,
                                               max_scaled=config.max_scaled)
         return Fitted(annotator, None, annotator.fitted_parameters)

@@ -57,8 +57,8 @@ class MLP(ExpressionStrategy):
     config_class = MLPConfig
     description = "MLP on highly variable log-normalised genes"
 
-    @classmethod
-    def fit(cls, ctx, config: MLPConfig, progress: bool = True, on_epoch=None) -> Fitted:
+    def fit(self, data, progress: bool = True, on_epoch=None) -> Fitted:
+        ctx, config = data, self.config
         split = ctx.split
         logged = log_normalized(ctx.adata.X)
         keep = most_variable(logged[split.train], config.n_top_genes)
@@ -74,5 +74,5 @@ class MLP(ExpressionStrategy):
                              split.validation, len(ctx.classes), config, ctx.device, on_epoch=on_epoch,
                              progress=progress)
         genes = [str(g) for g in np.asarray(ctx.adata.var_names)[keep]]
-        annotator = NetworkExpressionAnnotator(cls.name, config, ctx.classes, genes, network, shape)
+        annotator = NetworkExpressionAnnotator(self.name, config, ctx.classes, genes, network, shape)
         return Fitted(annotator, fit, annotator.fitted_parameters)

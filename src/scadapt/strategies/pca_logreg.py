@@ -37,12 +37,12 @@ class PCALogReg(ExpressionStrategy):
     config_class = PCALogRegConfig
     description = "PCA + logistic regression on log-normalised expression"
 
-    @classmethod
-    def fit(cls, ctx, config: PCALogRegConfig, progress: bool = True, on_epoch=None) -> Fitted:
+    def fit(self, data, progress: bool = True, on_epoch=None) -> Fitted:
+        ctx, config = data, self.config
         train = ctx.split.train
         result = fit_pca_logistic(ctx.adata.X[train], ctx.adata.var_names, ctx.codes[train], len(ctx.classes),
                                   config.n_components, config.n_top_genes, config.C, config.class_weighted,
                                   config.max_iter, config.seed)
-        annotator = LinearExpressionAnnotator(cls.name, config, ctx.classes, result.genes, result.arrays)
+        annotator = LinearExpressionAnnotator(self.name, config, ctx.classes, result.genes, result.arrays)
         adjusted = {"n_components": result.n_components} if result.n_components != config.n_components else {}
         return Fitted(annotator, None, annotator.fitted_parameters, adjusted)
