@@ -91,7 +91,7 @@ def print_linearity(kind: str, per_cell: list[tuple[int, float]]) -> None:
 def champion(folder: Path, strategy: str) -> Path:
     """The annotator folder of ``strategy`` trained on the bundled pancreas cells (default settings)."""
     import scadapt
-    from scadapt.jobs.pretrain import ensure_demo_backbone
+    from scadapt.jobs.demo_backbone import ensure_demo_backbone
     from scadapt.strategies import get_strategy
 
     target = folder / f"{strategy}_annotator"

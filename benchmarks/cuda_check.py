@@ -27,7 +27,8 @@ import torch
 
 from scadapt.backbone import BackboneConfig, ScGPTBackbone, embed_cells, load_backbone
 from scadapt.data import load_expression, make_splits
-from scadapt.fitting.classifier import TokenSource, fit_classifier
+from scadapt.fitting.classifier import fit_classifier
+from scadapt.fitting.sources import TokenSource
 from scadapt.infra.errors import TrainingDiverged
 from scadapt.strategies import get_strategy
 from scadapt.tokenization import GeneTokenizer, GeneVocab

@@ -41,7 +41,7 @@ def main() -> None:
 
     from scadapt.backbone import load_backbone
     from scadapt.data.dataset import load_dataset
-    from scadapt.jobs.pretrain import ensure_demo_backbone
+    from scadapt.jobs.demo_backbone import ensure_demo_backbone
     from scadapt.tokenization import GeneTokenizer
     from scadapt.tokenization.batching import inference_batches
 

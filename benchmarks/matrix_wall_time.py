@@ -37,7 +37,7 @@ def run_default_matrix(folder: Path) -> tuple[Path, float]:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     from scadapt.benchmark import BenchmarkConfig, run_benchmark
     from scadapt.infra.storage import demo_backbone_dir
-    from scadapt.jobs.pretrain import ensure_demo_backbone
+    from scadapt.jobs.demo_backbone import ensure_demo_backbone
 
     ensure_demo_backbone()
     # a fresh cache holding only the demo backbone: tokenizing and embedding are counted too

@@ -155,8 +155,9 @@ def epochs_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
     tokens (a fifth of them for validation), as ``fit`` runs them: frozen layers below the adapted
     ones run once per cell (:mod:`scadapt.fitting.frozen_layers`)."""
     from scadapt.backbone import load_backbone
-    from scadapt.fitting.classifier import TokenSource, fit_classifier
+    from scadapt.fitting.classifier import fit_classifier
     from scadapt.fitting.frozen_layers import FrozenLayerCache
+    from scadapt.fitting.sources import TokenSource
     from scadapt.infra.devices import resolve_device
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells
@@ -194,9 +195,10 @@ def budget_worker(strategy: str, layers: int, ckpt: Path, args: argparse.Namespa
     """One epoch of ``--budget-cells`` cells of ``--budget-seq-len`` tokens in one optimisation batch
     within the budget ``args.budget`` (GB; 0: none), checkpointing ``args.checkpointing``."""
     from scadapt.backbone import load_backbone
-    from scadapt.fitting.classifier import TokenSource, fit_classifier
+    from scadapt.fitting.classifier import fit_classifier
     from scadapt.fitting.frozen_layers import FrozenLayerCache
     from scadapt.fitting.memory import MemoryBudget
+    from scadapt.fitting.sources import TokenSource
     from scadapt.infra.devices import resolve_device
     from scadapt.strategies import get_strategy
     from scadapt.tokenization import GeneTokenizer, GeneVocab, TokenizedCells

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.cells)
-    from scadapt.jobs.pretrain import ensure_demo_backbone
+    from scadapt.jobs.demo_backbone import ensure_demo_backbone
 
     ensure_demo_backbone()
     rows = []

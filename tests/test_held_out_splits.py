@@ -88,7 +88,7 @@ def test_with_reuse_each_held_out_split_has_its_own_study_and_the_folds_share_on
 
 
 def test_the_mlp_clips_standardised_genes_so_one_gene_cannot_decide_alone():
-    from scadapt.models.annotator import NetworkExpressionAnnotator
+    from scadapt.models.expression import NetworkExpressionAnnotator
     from scadapt.strategies.mlp import MLPConfig
 
     # one layer: the network's features are its standardised inputs

@@ -12,9 +12,10 @@ import pytest
 import torch
 from test_strategies import _job, planted  # noqa: F401  (the planted dataset and its tiny backbone)
 
-from scadapt.fitting.classifier import TokenSource, accumulate_gradients
+from scadapt.fitting.classifier import accumulate_gradients
 from scadapt.fitting.memory import MemoryBudget, StepPlan, saved_activation_bytes
 from scadapt.fitting.optim import Updater
+from scadapt.fitting.sources import TokenSource
 from scadapt.infra.errors import ScadaptError
 from scadapt.jobs.context import prepare
 from scadapt.strategies import get_strategy

@@ -153,7 +153,8 @@ def test_summary_has_the_measured_columns(pancreas, tmp_path):
 def test_a_lone_nan_loss_is_skipped_and_a_persistent_one_is_divergence():
     import torch
 
-    from scadapt.fitting.classifier import EmbeddingSource, fit_classifier
+    from scadapt.fitting.classifier import fit_classifier
+    from scadapt.fitting.sources import EmbeddingSource
     from scadapt.models.head import BackboneClassifier, ClassifierHead
     from scadapt.strategies import get_strategy
 

@@ -13,7 +13,8 @@ from conftest import random_backbone, tiny_config
 from scadapt import annotate
 from scadapt.artifacts.annotators import read_annotator
 from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
-from scadapt.fitting.classifier import TokenSource, fit_classifier
+from scadapt.fitting.classifier import fit_classifier
+from scadapt.fitting.sources import TokenSource
 from scadapt.infra.errors import CheckpointError
 from scadapt.jobs.config import TrainJob
 from scadapt.jobs.train import train

@@ -15,8 +15,8 @@ from synthetic import synthetic_counts  # tools/synthetic.py
 from scadapt.benchmark import cells as benchmark_cells
 from scadapt.benchmark.budget import MIN_STUDY_SEC, TimeBudget
 from scadapt.infra.errors import BudgetSpent, ScadaptError
+from scadapt.jobs import demo_backbone, tune
 from scadapt.jobs import pretrain as pretrain_module
-from scadapt.jobs import tune
 from scadapt.jobs.config import PretrainConfig, TrainJob, TuneJob
 from scadapt.jobs.context import prepare
 from scadapt.jobs.fit import fit_strategy
@@ -65,7 +65,7 @@ def test_pretraining_stops_at_its_deadline_and_the_next_run_continues_it(tmp_pat
     assert mlflow.get_run(resumed.run_id).data.params["resumed_from_epoch"] == "1"
     assert (tmp_path / "demo" / pretrain_module.PRETRAINED_BY_FILE).read_text().strip() == config.fingerprint()
     # a benchmark knows the folder by its pretraining job, before and after it exists
-    assert pretrain_module.demo_backbone_identity(config) == f"pretrained:{config.fingerprint()}"
+    assert demo_backbone.demo_backbone_identity(config) == f"pretrained:{config.fingerprint()}"
 
 
 def test_cheap_strategies_answer_first_and_a_cut_pretraining_cuts_the_backbone_ones(tmp_path, monkeypatch):

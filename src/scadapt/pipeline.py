@@ -28,8 +28,8 @@ from scadapt.data import resolve_spec
 from scadapt.infra.errors import ScadaptError
 from scadapt.infra.notices import one_job
 from scadapt.infra.options import check_keys
+from scadapt.jobs.demo_backbone import demo_pretraining
 from scadapt.jobs.preflight import GeneCoverage
-from scadapt.jobs.pretrain import demo_pretraining
 from scadapt.registry import PromotionResult
 from scadapt.serving.server import SERVE_NOTE, serve_command
 from scadapt.tracking import ENTRY_POINT_TAG, experiment_name, log_params

@@ -23,7 +23,7 @@ from scadapt.infra.coordination import Coordinator
 from scadapt.infra.errors import BudgetSpent
 from scadapt.jobs import TuneJob, TuneResult, tune
 from scadapt.jobs.config import PretrainConfig, TrainJob
-from scadapt.jobs.pretrain import ensure_demo_backbone
+from scadapt.jobs.demo_backbone import ensure_demo_backbone
 from scadapt.jobs.study_setup import SETUP_PLACEHOLDER
 from scadapt.jobs.train import train
 from scadapt.tracking.contract import (

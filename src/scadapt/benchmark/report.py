@@ -39,16 +39,40 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
     training cells lack or hold fewer than the regime's minimum of."""
     write_tables(tables, output_dir / "tables")
     timing.to_csv(output_dir / "tables" / "timing.csv", index=False)
+    lines = _header(tables, cfg, fingerprint, checkpoint, timing, seconds, coverage or {})
+    lines += [f"\n**Warning**: {c.warning()}" for c in (coverage or {}).values() if c.low]
+    if cut_short:
+        lines += [f"\n**Cut short by the time budget** ({cfg.time_budget:g} min; run again with the same settings "
+                  "to finish them):", "", *(f"- `{key}`: {why}" for key, why in cut_short.items())]
+    if cfg.tuning == "reuse":
+        lines += ["", "Tuning `reuse`: each strategy's settings were chosen on the first split's validation cells and "
+                  "reused on the full and low splits (each held-out technology split had its own study); on other "
+                  "folds those cells can be test cells, so scores there may be slightly optimistic "
+                  "(`--tuning per_fold` avoids this)."]
+    for dataset in dict.fromkeys(tables.runs["dataset"]):
+        lines += ["", f"## {dataset}", *_dataset_section(tables, dataset, promotions.get(dataset)),
+                  *_thin_classes(thin_classes or {}, dataset, cfg.min_cells_per_class)]
+        if dataset in (no_champion or {}):
+            lines += ["", f"**No champion**: {no_champion[dataset]}"]
+    lines += _closing(timing, workers, figures)
+    report = output_dir / "report.md"
+    atomic_write(report, lambda f: f.write("\n".join(lines).encode()))
+    return report
+
+
+def _header(tables: BenchmarkTables, cfg: BenchmarkConfig, fingerprint: str, checkpoint: str | None,
+            timing: pd.DataFrame, seconds: float, coverage: dict[str, GeneCoverage]) -> list[str]:
+    """The report's title, settings and how to read its numbers."""
     runs = tables.runs
     regimes = list(dict.fromkeys(runs["regime"]))  # the regimes that produced cells, not only those asked for
     n_run = int(timing["cells_run"].sum())
-    lines = [
+    return [
         f"# scadapt benchmark `{cfg.name}`", "",
         f"Written {datetime.datetime.now().isoformat(timespec='minutes')} on {platform.node()} "
         f"({platform.machine()}); settings fingerprint `{fingerprint}`.", "",
         f"- Backbone: `{checkpoint}`" if checkpoint else "- Backbone: none (only strategies without one)",
         *(f"- Gene coverage: {c.describe()}" + (" **(low: see the warning below)**" if c.low else "")
-          for c in (coverage or {}).values()),
+          for c in coverage.values()),
         f"- Matrix: {len(runs)} cells = {_count(runs['dataset'], 'dataset', 'datasets')} x "
         f"{_count(runs['strategy'], 'strategy', 'strategies')} x splits of {', '.join(regimes)} ({_splits(cfg, regimes)})",
         f"- Tuning: `{cfg.tuning}`, {cfg.n_trials} Optuna trials per study, at most {cfg.epochs} epochs per fit; "
@@ -61,20 +85,11 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
         "accuracy, accuracy, fewer trainable parameters, shorter runtime; rounded to the policy's decimals). "
         "A strategy *beats* a baseline when its mean paired difference is positive and it loses on no replicate.",
     ]
-    lines += [f"\n**Warning**: {c.warning()}" for c in (coverage or {}).values() if c.low]
-    if cut_short:
-        lines += [f"\n**Cut short by the time budget** ({cfg.time_budget:g} min; run again with the same settings "
-                  "to finish them):", "", *(f"- `{key}`: {why}" for key, why in cut_short.items())]
-    if cfg.tuning == "reuse":
-        lines += ["", "Tuning `reuse`: each strategy's settings were chosen on the first split's validation cells and "
-                  "reused on the full and low splits (each held-out technology split had its own study); on other "
-                  "folds those cells can be test cells, so scores there may be slightly optimistic "
-                  "(`--tuning per_fold` avoids this)."]
-    for dataset in dict.fromkeys(runs["dataset"]):
-        lines += ["", f"## {dataset}", *_dataset_section(tables, dataset, promotions.get(dataset)),
-                  *_thin_classes(thin_classes or {}, dataset, cfg.min_cells_per_class)]
-        if dataset in (no_champion or {}):
-            lines += ["", f"**No champion**: {no_champion[dataset]}"]
+
+
+def _closing(timing: pd.DataFrame, workers: int, figures: list[Path]) -> list[str]:
+    """Where this call's time went, and the figures."""
+    lines = []
     if not timing.empty:
         lines += ["", "## Where this call's time went", ""]
         if workers > 1:
@@ -84,9 +99,7 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
         lines += ["", "## Figures", ""]
         for path in (p for p in figures if p.suffix == ".png"):
             lines += [f"![{path.stem}](figures/{path.name})", ""]
-    report = output_dir / "report.md"
-    atomic_write(report, lambda f: f.write("\n".join(lines).encode()))
-    return report
+    return lines
 
 
 def _dataset_section(tables: BenchmarkTables, dataset: str, promotion: PromotionResult | None) -> list[str]:

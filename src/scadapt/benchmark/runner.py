@@ -44,8 +44,8 @@ from scadapt.infra.devices import compute_dtype, resolve_device
 from scadapt.infra.errors import BudgetSpent
 from scadapt.infra.notices import one_job
 from scadapt.infra.storage import writable_dir
+from scadapt.jobs.demo_backbone import demo_backbone_identity, demo_folder, demo_pretraining
 from scadapt.jobs.preflight import GeneCoverage, backbone_shape, backbone_vocabulary, check_coverage, pretraining_size
-from scadapt.jobs.pretrain import demo_backbone_identity, demo_folder, demo_pretraining
 from scadapt.jobs.study_storage import coordinator
 from scadapt.registry import PromotionPolicy, PromotionResult
 from scadapt.tokenization import GeneVocab

@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from scadapt.backbone import load_backbone
-from scadapt.fitting.classifier import EmbeddingSource, TokenSource, TrainingHooks, fit_classifier
+from scadapt.fitting.classifier import TrainingHooks, fit_classifier
 from scadapt.fitting.frozen_layers import FrozenLayerCache, SharedFrozenLayers
 from scadapt.fitting.linear import fit_logistic, load_into_head
+from scadapt.fitting.sources import EmbeddingSource, TokenSource
 from scadapt.infra.errors import CheckpointError
-from scadapt.models.annotator import EXPRESSION_KINDS, BackboneAnnotator
+from scadapt.models.annotator import BackboneAnnotator
+from scadapt.models.expression import EXPRESSION_KINDS
 from scadapt.models.head import BackboneClassifier, ClassifierHead
 from scadapt.strategies.base import Fitted, Strategy, StrategyConfig, TorchConfig, freeze, layers_used
 

@@ -17,7 +17,7 @@ from optuna.distributions import FloatDistribution
 
 from scadapt.data.preprocess import log_normalized
 from scadapt.fitting.linear import fit_linear, gene_scale
-from scadapt.models.annotator import LinearExpressionAnnotator
+from scadapt.models.expression import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy
 from scadapt.strategies.hyperparameters import hyperparameter

@@ -22,9 +22,10 @@ import torch
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from scadapt.data.preprocess import log_normalized
-from scadapt.fitting.classifier import EmbeddingSource, fit_classifier
+from scadapt.fitting.classifier import fit_classifier
 from scadapt.fitting.linear import most_variable
-from scadapt.models.annotator import NetworkExpressionAnnotator
+from scadapt.fitting.sources import EmbeddingSource
+from scadapt.models.expression import NetworkExpressionAnnotator
 from scadapt.strategies.base import Fitted, TorchConfig, register
 from scadapt.strategies.families import ExpressionStrategy
 from scadapt.strategies.hyperparameters import hyperparameter

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from scadapt.fitting.linear import fit_pca_logistic
-from scadapt.models.annotator import LinearExpressionAnnotator
+from scadapt.models.expression import LinearExpressionAnnotator
 from scadapt.strategies.base import Fitted, StrategyConfig, register
 from scadapt.strategies.families import ExpressionStrategy
 from scadapt.strategies.hyperparameters import hyperparameter
