@@ -34,7 +34,7 @@ def test_annotate_writes_labels_confidences_and_embeddings_in_place(pca_folder, 
     query.obs["kept"] = "yes"
     returned = scadapt.annotate(query, pca_folder, progress=False)
     assert returned is query  # in place, and returned (scanpy's convention)
-    annotator = scadapt.read_annotator(pca_folder)
+    annotator = scadapt.load_model(pca_folder).annotator
     expected = annotator.predict(pancreas[:60])
     assert list(query.obs["scadapt_label"]) == list(expected["label"])
     np.testing.assert_allclose(query.obs["scadapt_confidence"], expected["confidence"], rtol=1e-6)
@@ -76,7 +76,7 @@ def test_a_backed_file_is_annotated_in_place_and_read_only_is_refused(pca_folder
     backed.file.close()
     again = anndata.read_h5ad(tmp_path / "cells.h5ad")
     assert again.obsm["X_scadapt"].shape == (50, 20)
-    assert list(again.obs["scadapt_label"]) == list(scadapt.read_annotator(pca_folder).predict(pancreas[:50])["label"])
+    assert list(again.obs["scadapt_label"]) == list(scadapt.load_model(pca_folder).annotator.predict(pancreas[:50])["label"])
 
 
 def test_a_file_is_annotated_chunk_by_chunk_into_a_new_file(pca_folder, pancreas, tmp_path):

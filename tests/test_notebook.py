@@ -144,6 +144,7 @@ def test_obs_columns_h5py_cannot_write_are_stored_as_strings(cells, caplog):
     assert "meta" in caplog.text and anndata.read_h5ad(path).obs["meta"].iloc[1] == "{'a': 1}"
 
 
-def test_load_annotator_given_a_uri_says_what_to_use():
-    with pytest.raises(ScadaptError, match="load_annotator takes a run id, not 'models:/scadapt-x@champion'"):
-        scadapt.load_annotator("models:/scadapt-x@champion")  # it said "Run with id=models: not found"
+def test_one_public_model_resolver():
+    assert not {"read_annotator", "load_annotator"} & set(dir(scadapt))  # scadapt.load_model is the one way
+    with pytest.raises(ScadaptError, match="No model at 'nothing-here'"):
+        scadapt.load_model("nothing-here")

@@ -74,6 +74,11 @@ def test_promotion_registers_the_best_candidate_moves_aliases_and_is_idempotent(
     np.testing.assert_allclose(served["confidence"], direct["confidence"], rtol=1e-5)
     proba = model.predict(cells, params={"output": "probabilities"})
     assert [c for c in proba.columns if c.startswith("p_")] == [f"p_{c}" for c in pca.annotator.classes]
+    # the one resolver: the registered model, and the run's own annotator by its run id, give the same labels
+    import scadapt
+
+    for given in ("models:/scadapt-pancreas_small@champion", pca.run_id):
+        assert list(scadapt.load_model(given).annotator.predict(pancreas[:5])["label"]) == list(direct["label"])
 
 
 def test_served_backbone_model_matches_the_annotator_and_refuses_bad_requests(tiny_checkpoint, lenient_policy,

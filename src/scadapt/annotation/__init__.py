@@ -5,8 +5,8 @@ and ``scadapt predict`` label their cells through the same :func:`label_cells`."
 from scadapt.annotation.annotate import annotate
 from scadapt.annotation.files import annotate_h5ad
 from scadapt.annotation.labelling import CellLabels, label_cells
-from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.voting import majority_vote, over_cluster
+from scadapt.artifacts.annotators import AnnotationModel, load_model
 
 __all__ = ["AnnotationModel", "CellLabels", "annotate", "annotate_h5ad", "label_cells", "load_model",
            "majority_vote", "over_cluster"]

@@ -12,9 +12,9 @@ import pandas as pd
 from anndata import AnnData
 
 from scadapt.annotation.labelling import CellLabels, report_rejected
-from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import majority_vote, over_cluster
+from scadapt.artifacts.annotators import AnnotationModel, load_model
 from scadapt.infra.errors import InputDataError, ScadaptError
 from scadapt.infra.options import AnnotateOptions, keyword_values
 from scadapt.models.annotator import UNASSIGNED

@@ -20,9 +20,9 @@ from anndata.io import write_elem
 
 from scadapt.annotation.annotate import given_clusters, read_query, write_labels, write_majority_vote
 from scadapt.annotation.labelling import CellLabels, report_rejected
-from scadapt.annotation.model import AnnotationModel, load_model
 from scadapt.annotation.query import Query, label_query
 from scadapt.annotation.voting import over_cluster
+from scadapt.artifacts.annotators import AnnotationModel, load_model
 from scadapt.infra.errors import ScadaptError
 from scadapt.infra.options import AnnotateOptions, keyword_values
 from scadapt.infra.storage import writable_file

@@ -13,7 +13,7 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from scadapt.annotation.labelling import CellLabels, label_cells
-from scadapt.annotation.model import AnnotationModel
+from scadapt.artifacts.annotators import AnnotationModel
 from scadapt.data.validation import check_gene_coverage, expression_matrix, gene_symbols
 from scadapt.infra.errors import InputDataError
 

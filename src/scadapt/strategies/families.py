@@ -77,7 +77,7 @@ class BackboneStrategy(Strategy):
             raise CheckpointError(
                 f"This {cls.name} annotator sits on a backbone checkpoint (weights hash {recorded['weights_hash'][:16]}"
                 f", trained from {recorded['source']}); pass that checkpoint's folder, or read the annotator with "
-                "scadapt.read_annotator, which finds it.")
+                "scadapt.load_model, which finds it.")
         loaded = load_backbone(checkpoint, with_decoders=False, device=device)
         if loaded.weights_hash != recorded["weights_hash"]:
             raise CheckpointError(

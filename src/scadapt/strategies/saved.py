@@ -15,7 +15,7 @@ def rebuild_annotator(directory: str | Path, checkpoint: str | Path | None = Non
     """The annotator saved in ``directory``, ready to predict. Backbone strategies need the base
     ``checkpoint`` folder it was trained on (its weights hash is checked); to find it where the
     annotator recorded it (its folder, else the artifact store), use
-    :func:`scadapt.artifacts.annotators.read_annotator`."""
+    :func:`scadapt.load_model`."""
     manifest, weights = read_saved(directory)
     strategy = get_strategy(manifest["strategy"])
     config = strategy.config_class.from_saved(manifest["config"])
