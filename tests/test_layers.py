@@ -52,3 +52,31 @@ def test_no_import_cycle_between_packages(imports):
     for targets in edges.values():
         targets.discard("scadapt")
     assert _cycle(edges) is None, " -> ".join(_cycle(edges))
+
+
+SRC = ROOT / "src" / "scadapt"
+
+
+def test_the_package_keeps_its_shape():
+    """At most 20 entries at the top of the package, no file over 350 lines, no function over 50
+    lines in the benchmark (issue 41's budget: the centre does not grow back)."""
+    import ast
+
+    assert len([p for p in SRC.iterdir() if p.name != "__pycache__"]) <= 20
+    long_files = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 350}
+    assert not long_files
+    long_functions = [f"{p.name}:{node.name}" for p in (SRC / "benchmark").rglob("*.py")
+                      for node in ast.walk(ast.parse(p.read_text()))
+                      if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 50]
+    assert not long_functions
+
+
+def test_a_strategy_is_looked_up_by_name_only_where_a_name_comes_in():
+    """``get_strategy`` where a name comes from outside (the command, a job's option, the benchmark's
+    list, a saved manifest): the object travels from there; no reach into Optuna's private state."""
+    outside = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+               if "get_strategy(" in p.read_text() and p.parent.name != "strategies"}
+    assert len(outside) <= 3, outside
+    private = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+               for attribute in ("._storage", "._trial_id", "._trial.") if attribute in p.read_text()}
+    assert not private, private

@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split
-from scadapt.data.digest import content_digest, indices_digest
+from scadapt.data.digest import data_identity
 from scadapt.data.loading import load_for_regime, split_for_regime
 from scadapt.data.options import SplitOptions, required_cells_per_class
 from scadapt.infra.errors import ScadaptError
@@ -107,9 +107,8 @@ def dataset_splits(data: str, cfg: BenchmarkConfig,
             continue
         needed = max(required_cells_per_class(regime, cfg.n_folds), options.min_cells_per_class)
         labels = adata.obs[info.label_key].astype(str).to_numpy()
-        data_digest = content_digest(adata, [info.label_key, info.batch_key])
         found.extend((info.name, split, adata.n_obs, thin_classes(split, labels, needed) if split.held_out else (),
-                      f"{data_digest[:16]}.{indices_digest(split.train, split.validation, split.test)[:12]}")
+                      "{:.16}.{:.12}".format(*data_identity(adata, split)))
                      for split in split_for_regime(adata, options, split_options, cfg.fold_numbers()))
     return found
 

@@ -1,5 +1,10 @@
-"""A content digest of a dataset as a job uses it, so a result can be tied to the exact cells,
-values and labels it came from (not to a file name whose content may change)."""
+"""The identity of a result's data, the one home of it: a content digest of a dataset as a job uses
+it (values, cell and gene names, labels and batches) and of a split's cells, so a result is tied to
+the exact cells, values and labels it came from, not to a file name whose content may change.
+A study's setup (:mod:`scadapt.jobs.study_setup`: the study name of ``tune``) and a benchmark
+cell's identity (:attr:`scadapt.benchmark.matrix.MatrixCell.identity`: finished-cell look-up, reuse,
+helper workers) both read :func:`data_identity`; what else a result depends on (strategy, fixed
+settings, backbone weights, seed, precision) is added by each beside it."""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
+
+from scadapt.data.dataset import DatasetInfo
+from scadapt.data.splits import Split
 
 
 def content_digest(adata: AnnData, obs_columns: Iterable[str | None] = ()) -> str:
@@ -38,3 +46,11 @@ def indices_digest(*parts: np.ndarray) -> str:
     for part in parts:
         digest.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
     return digest.hexdigest()
+
+
+def data_identity(adata: AnnData, split: Split) -> tuple[str, str]:
+    """``(data digest, split-cells digest)`` of a split of a dataset from ``load_dataset``: its
+    values, names, labels and batches, and the split's training, validation and test cells."""
+    info = DatasetInfo.of(adata)
+    return (content_digest(adata, [info.label_key, info.batch_key]),
+            indices_digest(split.train, split.validation, split.test))

@@ -15,7 +15,7 @@ import json
 
 import optuna
 
-from scadapt.data.digest import content_digest, indices_digest
+from scadapt.data.digest import data_identity
 from scadapt.infra.devices import compute_dtype
 from scadapt.infra.errors import ScadaptError
 from scadapt.jobs.config import TuneJob
@@ -29,12 +29,13 @@ def study_setup(job: TuneJob, ctx: TrainingContext, fixed: dict[str, object]) ->
     """The setup of a study as ``{what: value}`` strings; ``fixed``: the hyperparameters the
     search does not touch, as the fit uses them."""
     info, split = ctx.info, ctx.split
+    data, cells = data_identity(ctx.adata, split)
     return {
         "strategy": job.strategy,
-        "data": f"{info.name}, content {content_digest(ctx.adata, [info.label_key, info.batch_key])}",
+        "data": f"{info.name}, content {data}",
         "data.options": json.dumps({"label_key": info.label_key, "batch_key": info.batch_key, "layer": info.layer,
                                     "gene_column": info.gene_column, "drop_rare_classes": job.drop_rare_classes}),
-        "split": f"{split.name}, cells {indices_digest(split.train, split.validation, split.test)}",
+        "split": f"{split.name}, cells {cells}",
         "backbone.weights_hash": ctx.weights_hash or "none (expression only)",
         "backbone.max_seq_len": str(ctx.tokenizer.max_seq_len) if ctx.tokenizer else "",
         "hparams": json.dumps(fixed, sort_keys=True, default=str),
