@@ -25,9 +25,10 @@ from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import PIPELINE_DATA, BenchmarkConfig
 from scadapt.benchmark.runner import CUT_SHORT_WARNING, BenchmarkResult, run_benchmark
 from scadapt.data import resolve_spec
+from scadapt.data.options import DataOptions
 from scadapt.infra.errors import ScadaptError
 from scadapt.infra.notices import one_job
-from scadapt.infra.options import check_keys
+from scadapt.infra.options import check_keys, group_of
 from scadapt.jobs.demo_backbone import demo_pretraining
 from scadapt.jobs.preflight import GeneCoverage
 from scadapt.registry import PromotionResult
@@ -115,7 +116,7 @@ def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
     with resumed_run(launcher or result.parent_run_id):
         log_params({"data": data, "strategies": ",".join(cfg.strategies), "n_trials": cfg.n_trials,
                     "epochs": cfg.epochs, "checkpoint": checkpoint, "seed": cfg.seed,
-                    **{f"data.{k}": v for k, v in cfg.data_options().given().items()},
+                    **{f"data.{k}": v for k, v in group_of(cfg, DataOptions).given().items()},
                     **_backbone_params(cfg, data, checkpoint)})
         champion = {"champion_model": promotion.model_name, "champion_version": promotion.version,
                     "champion_run_id": promotion.run_id} if promotion else {}

@@ -21,6 +21,7 @@ from scadapt.infra.options import (
     TUNING_MODES,
     MemoryOptions,
     bad_name,
+    group_of,
     internal,
     names,
     number_list,
@@ -180,7 +181,7 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             "tuning": "reuse, held-out splits own" if self.tuning == "reuse" and "cross_study" in self.regimes
             else self.tuning,
             # as JSON sees them, so a helper worker reading the settings back from JSON (tuples as lists) agrees
-            "seed": self.seed, "data_options": json.loads(json.dumps(self.data_options().given(), default=str)),
+            "seed": self.seed, "data_options": json.loads(json.dumps(group_of(self, DataOptions).given(), default=str)),
             "job_options": {k: str(getattr(self, k)) for k in ("max_seq_len", "min_genes")
                             if getattr(self, k) != getattr(BackboneOptions, k)},
             "backbone": backbone, "precision": precision,

@@ -65,10 +65,6 @@ class DataOptions:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) != f.default and getattr(self, f.name) is not None}
 
-    def data_options(self) -> DataOptions:
-        """The data options alone (of a job dataclass that extends this group)."""
-        return DataOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataOptions)})
-
 
 @dataclass
 class SplitOptions:
@@ -84,7 +80,3 @@ class SplitOptions:
                                                 f"training-label fractions for the low regime (default: "
                                                 f"{','.join(map(str, DEFAULT_LABEL_FRACTIONS))})", parse=number_list)
     seed: int = option(0, "seed of the splits, the models and the search")
-
-    def split_options(self) -> SplitOptions:
-        """The split options alone (of a job dataclass that extends this group)."""
-        return SplitOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SplitOptions)})

@@ -20,10 +20,11 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from scadapt.infra.errors import ScadaptError
 
+T = TypeVar("T")
 TUNING_MODES = ("reuse", "per_fold")
 PRUNERS = ("median", "threshold", "none")
 CHECKPOINTING_MODES = ("auto", "on", "off")
@@ -180,6 +181,12 @@ def internal(default: Any = None) -> Any:
     return field(default=default)
 
 
+def group_of(job: Any, group: type[T]) -> T:
+    """The options of ``group`` alone, of a job dataclass that extends it (its data, split or
+    memory options): one object to pass on, not fields copied out one by one."""
+    return group(**{f.name: getattr(job, f.name) for f in dataclasses.fields(group)})
+
+
 def option_fields(group: type) -> list[dataclasses.Field]:
     """The fields of ``group`` that are options, in declaration order."""
     return [f for f in dataclasses.fields(group) if "help" in f.metadata]
@@ -241,10 +248,6 @@ class MemoryOptions:
     activation_checkpointing: str = option("auto", "recompute the backbone's activations in the backward pass to "
                                                    "save memory: auto (when the budget needs it), on or off",
                                            choices=CHECKPOINTING_MODES)
-
-    def memory_options(self) -> MemoryOptions:
-        """The memory options alone (of a job dataclass that extends this group)."""
-        return MemoryOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MemoryOptions)})
 
 
 @dataclass

@@ -21,11 +21,13 @@ from scadapt.backbone import embed_cells, load_backbone
 from scadapt.backbone.checkpoint import ARGS_FILE
 from scadapt.backbone.embedding_cache import EmbeddingCache, embedding_key
 from scadapt.data import DatasetInfo, Split, load_and_split
+from scadapt.data.options import DataOptions, SplitOptions
 from scadapt.fitting.memory import MemoryBudget, inference_token_cap
 from scadapt.infra.coordination import Coordinator
 from scadapt.infra.devices import compute_dtype, resolve_device
 from scadapt.infra.errors import CheckpointError, ScadaptError
 from scadapt.infra.notices import warn_once
+from scadapt.infra.options import group_of
 from scadapt.infra.storage import demo_backbone_dir
 from scadapt.jobs.config import TrainJob
 from scadapt.jobs.preflight import GeneCoverage
@@ -116,7 +118,7 @@ def prepare(job: TrainJob, board: Coordinator | None = None) -> TrainingContext:
     The backbone is also logged to the artifact store (once per weights hash; ``board``'s lock
     keeps workers that start together from logging it twice), so other machines can use what
     this one trains."""
-    adata, splits = load_and_split(job.data, job.data_options(), job.split_options())
+    adata, splits = load_and_split(job.data, group_of(job, DataOptions), group_of(job, SplitOptions))
     by_name = {s.name: s for s in splits}
     if job.split is not None and job.split not in by_name:
         raise ScadaptError(f"No split {job.split!r} in regime {job.regime!r}; splits: {', '.join(by_name)}.")
