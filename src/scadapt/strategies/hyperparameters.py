@@ -67,10 +67,9 @@ def hyperparameter(default: Any, help: str, *, search: BaseDistribution | Around
                    choices: tuple | None = None, at_least: float | None = None, above: float | None = None,
                    below: float | None = None, at_most: float | None = None) -> Any:
     """A config field that is a declared hyperparameter (see the module's docstring)."""
-    metadata = {"help": help, "search": search, "hp_choices": choices, "at_least": at_least, "above": above,
+    # "choices" would be read by the options' parser as text choices: the allowed values are checked here
+    metadata = {"help": help, "search": search, "allowed": choices, "at_least": at_least, "above": above,
                 "below": below, "at_most": at_most}
-    if isinstance(search, CategoricalDistribution) and choices is None:
-        metadata["hp_choices"] = None  # the search's choices are a subset of the allowed values
     return field(default=default, metadata=metadata)
 
 
@@ -95,7 +94,7 @@ def declarations(config_class: type) -> dict[str, Declaration]:
         search = declared["search"]
         if isinstance(search, AroundDefault):
             search = FloatDistribution(f.default * search.low, f.default * search.high, log=True)
-        found[f.name] = Declaration(f.name, f.default, declared["help"], search, declared["hp_choices"],
+        found[f.name] = Declaration(f.name, f.default, declared["help"], search, declared["allowed"],
                                     declared["at_least"], declared["above"], declared["below"], declared["at_most"])
     return found
 
