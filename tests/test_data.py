@@ -46,9 +46,10 @@ def test_bundled_pancreas_keeps_counts_sparse_and_has_study_groups():
 
 def test_human_pancreas_spec_follows_the_scib_file():
     spec = CATALOG["human_pancreas"]
-    assert (spec.label_key, spec.batch_key, spec.layer) == ("celltype", "tech", "counts")
+    reading = spec.reading
+    assert (reading.label_key, reading.batch_key, reading.layer) == ("celltype", "tech", "counts")
     assert spec.source.url == "https://ndownloader.figshare.com/files/36086813"
-    members = [m for group in spec.study_groups.values() for m in group]
+    members = [m for group in reading.study_groups.values() for m in group]
     assert len(members) == len(set(members)) == 9  # the nine technologies, each in one family
 
 
@@ -246,3 +247,18 @@ def test_a_matrix_without_zeros_or_with_absurd_values_is_refused_and_empty_cells
                           drop_rare_classes=True)
     assert loaded.n_obs == 13 and DatasetInfo.of(loaded).dropped_empty_cells == 3
     assert "Dropping 3 of 16 cells with zero expression" in caplog.text and "no zeros" not in caplog.text
+
+
+def test_load_dataset_reads_the_data_options_as_the_command_does():
+    """load_dataset's keywords are the fields of DataOptions (one declaration), parsed in the command's forms."""
+    from scadapt.data.options import DataOptions
+    from scadapt.infra.errors import ScadaptError
+
+    given = load_dataset("pancreas_small", study_groups="smart:smartseq2;rest:celseq,celseq2,indrop,fluidigmc1")
+    assert DatasetInfo.of(given).study_groups == {"smart": ["smartseq2"], "rest": ["celseq", "celseq2", "indrop",
+                                                                                    "fluidigmc1"]}
+    same = load_dataset("pancreas_small", DataOptions(study_groups={"smart": ("smartseq2",),
+                                                                   "rest": ("celseq", "celseq2", "indrop", "fluidigmc1")}))
+    assert DatasetInfo.of(same).study_groups == DatasetInfo.of(given).study_groups
+    with pytest.raises(ScadaptError, match="lable_key"):
+        load_dataset("pancreas_small", lable_key="celltype")

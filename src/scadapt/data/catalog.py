@@ -1,13 +1,14 @@
-"""The one place that knows every named dataset: where it comes from and which keys it uses."""
+"""The one place that knows every named dataset: where it comes from and how it is read (its
+:class:`~scadapt.data.options.DataOptions`, which a job's options override)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anndata import AnnData
 
+from scadapt.data.options import DataOptions
 from scadapt.data.sources import InMemory, LocalFile, PackageFile, RemoteFile, ScanpyDataset, Source
 from scadapt.infra.errors import InputDataError
 from scadapt.infra.options import NAME_RULE, bad_name
@@ -15,26 +16,13 @@ from scadapt.infra.options import NAME_RULE, bad_name
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How to get a labelled dataset and read it.
-
-    Args:
-        name: identifier used in run names, the registry and reports.
-        source: where the AnnData comes from.
-        label_key: ``obs`` column with the cell types.
-        batch_key: ``obs`` column with the technology/batch (needed for ``cross_study``).
-        layer: matrix to use as ``X`` (a layer name, ``"raw"`` for ``adata.raw``, None for ``X``).
-        gene_column: ``var`` column with gene symbols (None: ``var_names`` are symbols).
-        study_groups: named groups of batch values held out together in ``cross_study``.
-        description: one line for listings.
-    """
+    """A labelled dataset: its name (in run names, the registry and reports), where it comes from,
+    how it is read (keys, matrix, gene symbols, study groups, the rare-class rule: one
+    :class:`DataOptions`, whose every field is a command option too) and a line for listings."""
 
     name: str
     source: Source
-    label_key: str | None
-    batch_key: str | None = None
-    layer: str | None = None
-    gene_column: str | None = None
-    study_groups: Mapping[str, tuple[str, ...]] | None = None
+    reading: DataOptions = field(default_factory=DataOptions)
     description: str = ""
 
 
@@ -46,20 +34,18 @@ CATALOG: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="pbmc68k_reduced",
             source=ScanpyDataset("pbmc68k_reduced"),
-            label_key="bulk_labels",
-            layer="raw",  # X is scaled; raw holds log-normalised values of the same 765 genes
+            # X is scaled; raw holds log-normalised values of the same 765 genes
+            reading=DataOptions(label_key="bulk_labels", layer="raw"),
             description="700 PBMCs, 10 cell types, log-normalised (ships with scanpy)",
         ),
         DatasetSpec(
             name="pancreas_small",
             source=PackageFile("pancreas_panc8_small.h5ad"),
-            label_key="celltype",
-            batch_key="tech",
-            study_groups={
+            reading=DataOptions(label_key="celltype", batch_key="tech", study_groups={
                 "plate_like": ("smartseq2",),
                 "celseq_family": ("celseq", "celseq2"),
                 "droplet_c1": ("indrop", "fluidigmc1"),
-            },
+            }),
             description="500 human pancreas cells, 6 cell types, 5 technologies, counts (bundled)",
         ),
         DatasetSpec(
@@ -67,53 +53,42 @@ CATALOG: dict[str, DatasetSpec] = {
             # scIB / OpenProblems v1 file. figshare publishes no checksum we could read here, so the
             # first download's SHA-256 is recorded and every later use is checked against it.
             source=RemoteFile(url=HUMAN_PANCREAS_URL, filename="human_pancreas_scib.h5ad"),
-            label_key="celltype",
-            batch_key="tech",
-            layer="counts",  # X is log-normalised; the counts are in this layer
-            study_groups={
+            # X is log-normalised; the counts are in this layer
+            reading=DataOptions(label_key="celltype", batch_key="tech", layer="counts", study_groups={
                 "plate_like": ("smartseq2", "smarter"),
                 "celseq_family": ("celseq", "celseq2"),
                 "droplet_c1": ("inDrop1", "inDrop2", "inDrop3", "inDrop4", "fluidigmc1"),
-            },
+            }),
             description="scIB / OpenProblems v1 human pancreas, 9 technologies (downloaded once)",
         ),
     )
 }
 
 
-def resolve_spec(
-    source: str | Path | DatasetSpec | AnnData,
-    *,
-    name: str | None = None,
-    label_key: str | None = None,
-    batch_key: str | None = None,
-    layer: str | None = None,
-    gene_column: str | None = None,
-    study_groups: Mapping[str, tuple[str, ...]] | None = None,
-) -> DatasetSpec:
-    """A catalogued name, an ``.h5ad`` path, an AnnData or a spec, with any given keys overriding its own."""
+def resolve_spec(source: str | Path | DatasetSpec | AnnData, options: DataOptions | None = None,
+                 name: str | None = None) -> DatasetSpec:
+    """A catalogued name, an ``.h5ad`` path, an AnnData or a spec, read with the ``options`` given
+    (those set override its own)."""
     if isinstance(source, DatasetSpec):
         spec = source
     elif isinstance(source, AnnData):
-        spec = DatasetSpec(name="adata", source=InMemory(source), label_key=None)
+        spec = DatasetSpec(name="adata", source=InMemory(source))
     elif str(source) in CATALOG:
         spec = CATALOG[str(source)]
     elif Path(source).suffix == ".h5ad" or Path(source).exists():
-        spec = DatasetSpec(name=Path(source).stem, source=LocalFile(str(source)), label_key=None)
+        spec = DatasetSpec(name=Path(source).stem, source=LocalFile(str(source)))
     else:
         raise InputDataError(
             f"{str(source)!r} is neither a catalogued dataset ({', '.join(CATALOG)}) nor an .h5ad file."
         )
-    overrides = {
-        "name": name, "label_key": label_key, "batch_key": batch_key, "layer": layer,
-        "gene_column": gene_column, "study_groups": study_groups,
-    }
-    changed = {key: value for key, value in overrides.items() if value is not None}
-    if "batch_key" in changed and "study_groups" not in changed and changed["batch_key"] != spec.batch_key:
-        changed["study_groups"] = None  # the catalogue's groups name values of its own batch key
-    if bad_name(name := changed.get("name", spec.name)):  # it names the dataset's experiment and registered model
+    given = options.given() if options is not None else {}
+    if "study_groups" in given:
+        given["study_groups"] = {str(k): tuple(map(str, v)) for k, v in given["study_groups"].items()}
+    if given.get("batch_key", spec.reading.batch_key) != spec.reading.batch_key and "study_groups" not in given:
+        given["study_groups"] = None  # the catalogue's groups name values of its own batch key
+    if bad_name(name := name or spec.name):  # it names the dataset's experiment and registered model
         raise InputDataError(f"The dataset name {name!r} {NAME_RULE}. Rename the file or give name=...")
-    return replace(spec, **changed)
+    return replace(spec, name=name, reading=replace(spec.reading, **given))
 
 
 def catalog_listing() -> str:
@@ -124,10 +99,11 @@ def catalog_listing() -> str:
         if isinstance(spec.source, RemoteFile):
             path = spec.source.cached_path()
             where = f"cached at {path}" if path.is_file() else f"not downloaded yet (scadapt datasets --fetch {spec.name})"
-        groups = "; ".join(f"{g}: {','.join(m)}" for g, m in (spec.study_groups or {}).items())
-        entries.append(f"{spec.name}\n  {spec.description}\n  labels: obs[{spec.label_key!r}]"
-                       + (f", batches: obs[{spec.batch_key!r}]" if spec.batch_key else "")
-                       + (f", matrix: {spec.layer}" if spec.layer else "")
+        reading = spec.reading
+        groups = "; ".join(f"{g}: {','.join(m)}" for g, m in (reading.study_groups or {}).items())
+        entries.append(f"{spec.name}\n  {spec.description}\n  labels: obs[{reading.label_key!r}]"
+                       + (f", batches: obs[{reading.batch_key!r}]" if reading.batch_key else "")
+                       + (f", matrix: {reading.layer}" if reading.layer else "")
                        + (f"\n  cross-study groups: {groups}" if groups else "")
                        + f"\n  source: {where}")
     return "\n".join(entries)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from anndata import AnnData
 
 from scadapt.data.catalog import DatasetSpec, resolve_spec
-from scadapt.data.options import DEFAULT_N_FOLDS
+from scadapt.data.options import DEFAULT_N_FOLDS, DataOptions
 from scadapt.data.validation import (
     check_batch_key,
     check_cells,
@@ -29,6 +30,7 @@ from scadapt.data.validation import (
     value_kind,
 )
 from scadapt.infra.errors import InputDataError
+from scadapt.infra.options import keyword_values
 
 log = logging.getLogger(__name__)
 
@@ -77,68 +79,51 @@ def load_expression(
     """Expression only (no labels needed, e.g. for pretraining or annotating): read, select the
     matrix, check values, cells and gene symbols. ``drop_empty_cells=False`` keeps cells without
     expression (annotation flags them instead)."""
-    spec = resolve_spec(source, layer=layer, gene_column=gene_column)
+    spec = resolve_spec(source, DataOptions(layer=layer, gene_column=gene_column))
     adata, _, _ = _read_checked(spec, cache_dir, drop_empty_cells)
     return adata
 
 
-def load_dataset(
-    source: str | Path | DatasetSpec | AnnData,
-    *,
-    name: str | None = None,
-    label_key: str | None = None,
-    batch_key: str | None = None,
-    layer: str | None = None,
-    gene_column: str | None = None,
-    study_groups: Mapping[str, tuple[str, ...] | list[str]] | None = None,
-    min_cells_per_class: int = DEFAULT_N_FOLDS,
-    drop_rare_classes: bool = False,
-    cache_dir: str | Path | None = None,
-) -> AnnData:
-    """A labelled dataset, validated, as AnnData.
+def load_dataset(source: str | Path | DatasetSpec | AnnData, options: DataOptions | None = None, *,
+                 name: str | None = None, cache_dir: str | Path | None = None, **keywords: Any) -> AnnData:
+    """A labelled dataset, validated, as AnnData ``[n_cells, n_genes]``.
 
     Args:
         source: a catalogued name (``pbmc68k_reduced``, ``pancreas_small``, ``human_pancreas``),
             an ``.h5ad`` path, an AnnData (copied, not changed) or a :class:`DatasetSpec`.
+        options: how to read it (:class:`~scadapt.data.options.DataOptions`: ``label_key``, required
+            for your own file, ``batch_key``, ``layer``, ``gene_column``, ``study_groups``,
+            ``drop_rare_classes``); those set override the catalogue's. Or give them as ``keywords``,
+            in the command's forms or as Python values. Classes with fewer than
+            ``min_cells_per_class`` cells (default: 5, the folds of ``full``) are refused, or
+            dropped with ``drop_rare_classes`` (logged, and kept in ``uns["scadapt"]``).
         name: dataset name for runs and the registry (default: catalogue name or file stem).
-        label_key: ``obs`` column with cell types (required for user files).
-        batch_key: ``obs`` column with technology/batch, for ``cross_study`` splits.
-        layer: matrix to use (a layer name, ``"raw"`` for ``adata.raw``; default ``X`` or the
-            catalogue's choice). Raw counts or log-normalised values; scaled data are refused.
-        gene_column: ``var`` column with gene symbols when ``var_names`` are not symbols.
-        study_groups: ``{group: [batch values]}`` held out together in ``cross_study``.
-        min_cells_per_class: classes with fewer cells are refused (or dropped, see below).
-            ``full``/``low`` splits need ``n_folds`` cells per class.
-        drop_rare_classes: drop such classes instead of refusing; the drop is logged and kept
-            in ``uns["scadapt"]["dropped_classes"]``.
         cache_dir: where downloads go (default ``$SCADAPT_CACHE``).
-
-    Returns:
-        AnnData ``[n_cells, n_genes]``.
     """
-    spec = resolve_spec(
-        source, name=name, label_key=label_key, batch_key=batch_key, layer=layer,
-        gene_column=gene_column, study_groups=_as_tuples(study_groups),
-    )
-    if spec.label_key is None:
+    if keywords:
+        options = replace(options or DataOptions(), **keyword_values(DataOptions, keywords, "load_dataset"))
+    spec = resolve_spec(source, options, name)
+    reading = spec.reading
+    if reading.label_key is None:
         raise InputDataError(
             f"{spec.name}: say which obs column holds the cell types with label_key=... (--label-key)."
         )
     adata, kind, n_empty = _read_checked(spec, cache_dir)
-    adata, dropped, n_unlabelled = check_labels(adata, spec.label_key, min_cells_per_class, drop_rare_classes)
-    check_batch_key(adata, spec.batch_key)
-    if spec.study_groups:
-        if spec.batch_key is None:
+    adata, dropped, n_unlabelled = check_labels(adata, reading.label_key, reading.min_cells_per_class or DEFAULT_N_FOLDS,
+                                                reading.drop_rare_classes)
+    check_batch_key(adata, reading.batch_key)
+    if reading.study_groups:
+        if reading.batch_key is None:
             raise InputDataError("study_groups need a batch_key: the obs column whose values they group.")
-        check_study_groups(adata.obs[spec.batch_key], spec.study_groups, spec.batch_key)
+        check_study_groups(adata.obs[reading.batch_key], reading.study_groups, reading.batch_key)
     info = DatasetInfo(
-        name=spec.name, source=spec.source.describe(), label_key=spec.label_key, batch_key=spec.batch_key,
-        layer=spec.layer, gene_column=spec.gene_column, value_kind=kind, dropped_classes=dropped,
+        name=spec.name, source=spec.source.describe(), label_key=reading.label_key, batch_key=reading.batch_key,
+        layer=reading.layer, gene_column=reading.gene_column, value_kind=kind, dropped_classes=dropped,
         dropped_empty_cells=n_empty, dropped_unlabelled_cells=n_unlabelled,
-        study_groups={k: list(v) for k, v in (spec.study_groups or {}).items()},
+        study_groups={k: list(v) for k, v in (reading.study_groups or {}).items()},
     )
     adata.uns[UNS_KEY] = info.to_uns()
-    n_classes = adata.obs[spec.label_key].nunique()
+    n_classes = adata.obs[reading.label_key].nunique()
     log.info("Loaded %s: %d cells x %d genes, %d classes, values: %s.", spec.name, adata.n_obs, adata.n_vars,
              n_classes, kind)
     return adata
@@ -148,13 +133,10 @@ def _read_checked(spec: DatasetSpec, cache_dir: str | Path | None,
                   drop_empty_cells: bool = True) -> tuple[AnnData, str, int]:
     """(AnnData, value kind, number of empty cells dropped)."""
     original = spec.source.read(cache_dir)
-    adata = select_matrix(original, spec.layer)
-    check_values(adata.X, scaled_data_fix(original) if spec.layer is None else "")
-    adata = use_gene_symbols(adata, spec.gene_column)
+    adata = select_matrix(original, spec.reading.layer)
+    check_values(adata.X, scaled_data_fix(original) if spec.reading.layer is None else "")
+    adata = use_gene_symbols(adata, spec.reading.gene_column)
     adata = keep_sparse(adata)
     adata, n_empty = check_cells(adata, drop_empty_cells)
     return adata, value_kind(adata.X), n_empty
 
-
-def _as_tuples(groups: Mapping[str, tuple[str, ...] | list[str]] | None) -> dict[str, tuple[str, ...]] | None:
-    return None if groups is None else {str(k): tuple(map(str, v)) for k, v in groups.items()}

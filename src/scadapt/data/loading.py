@@ -8,7 +8,7 @@ in one place.
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from dataclasses import asdict
+from dataclasses import replace
 
 from anndata import AnnData
 
@@ -33,8 +33,7 @@ def load_for_regime(data: str, options: DataOptions, split: SplitOptions,
     needed = max(required_cells_per_class(split.regime, split.n_folds), options.min_cells_per_class)
     cache = {} if loaded is None else loaded
     if needed not in cache:
-        reading = {**asdict(group_of(options, DataOptions)), "min_cells_per_class": needed}
-        cache[needed] = load_dataset(data, **reading)
+        cache[needed] = load_dataset(data, replace(group_of(options, DataOptions), min_cells_per_class=needed))
     return cache[needed]
 
 
