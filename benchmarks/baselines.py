@@ -134,14 +134,13 @@ def reference_scores(folder: Path, cfg, name: str, seed: int, python: Path) -> p
     from scadapt.benchmark.matrix import dataset_splits
     from scadapt.data import DatasetInfo
     from scadapt.data.loading import load_for_regime
-    from scadapt.data.options import DataOptions, SplitOptions
+    from scadapt.data.options import SplitOptions
     from scadapt.evaluation.metrics import classification_report
-    from scadapt.infra.options import group_of
 
     folder.mkdir(parents=True, exist_ok=True)
     data = cfg.datasets[0]
     regime = cfg.regimes[0]
-    adata = load_for_regime(data, group_of(cfg, DataOptions), SplitOptions(regime=regime, n_folds=cfg.n_folds, seed=seed))
+    adata = load_for_regime(data, cfg.reading, SplitOptions(regime=regime, n_folds=cfg.n_folds, seed=seed))
     splits = [split for _, split, _, _, _ in dataset_splits(data, cfg)]
     labels = adata.obs[DatasetInfo.of(adata).label_key].astype(str)
     ad.AnnData(per_10k_log1p(adata.X), obs=pd.DataFrame({LABEL: labels.to_numpy()}, index=adata.obs_names),

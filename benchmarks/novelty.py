@@ -42,6 +42,7 @@ def measure(strategies: list[str], n_types: int, folder: str) -> list[list[objec
     from sklearn.metrics import roc_auc_score
 
     import scadapt
+    from scadapt.data.options import DataOptions
     from scadapt.jobs.config import TrainJob
     from scadapt.jobs.train import train
     from scadapt.models.annotator import UNASSIGNED
@@ -61,7 +62,7 @@ def measure(strategies: list[str], n_types: int, folder: str) -> list[list[objec
             scored = novel | np.isin(np.arange(query.n_obs), split.test)  # AUROC: test cells against novel ones
             truth = query.obs[key].astype(str).to_numpy()
             for strategy in strategies:
-                model = train(TrainJob(data=path, label_key=key, strategy=strategy, progress=False, umap=False)).annotator
+                model = train(TrainJob(data=path, reading=DataOptions(label_key=key), strategy=strategy, progress=False, umap=False)).annotator
                 annotated = scadapt.annotate(query.copy(), model, progress=False)
                 labels = annotated.obs["scadapt_label"].astype(str).to_numpy()
                 rejected = labels == UNASSIGNED

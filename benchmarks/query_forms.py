@@ -42,6 +42,7 @@ def measure(strategies: list[str], folder: str) -> list[list[object]]:
     import scipy.sparse as sp
 
     import scadapt
+    from scadapt.data.options import DataOptions
     from scadapt.jobs.config import TrainJob
     from scadapt.jobs.train import train
     from scadapt.models.annotator import UNASSIGNED
@@ -65,7 +66,7 @@ def measure(strategies: list[str], folder: str) -> list[list[object]]:
         normalised.data = np.expm1(normalised.data)
         key = scadapt.DatasetInfo.of(cells).label_key
         for strategy in strategies:
-            model = train(TrainJob(data=path, label_key=key, strategy=strategy, progress=False, umap=False)).annotator
+            model = train(TrainJob(data=path, reading=DataOptions(label_key=key), strategy=strategy, progress=False, umap=False)).annotator
             reference = model.predict(cells)
             for form, matrix in (("counts", counts), ("normalised, not logged", normalised)):
                 query = cells.copy()

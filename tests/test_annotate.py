@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import scadapt
 from scadapt.annotation import annotate_h5ad, majority_vote, over_cluster
 from scadapt.annotation.voting import over_clustering_resolution
+from scadapt.data.options import DataOptions
 from scadapt.infra.errors import InputDataError, ScadaptError
 from scadapt.jobs.config import TrainJob
 from scadapt.jobs.train import train
@@ -238,7 +239,7 @@ def test_a_query_in_counts_is_read_as_the_model_was_trained(strategy, tmp_path, 
     sc.pp.normalize_total(logged, target_sum=1e6)
     sc.pp.log1p(logged)
     logged.write_h5ad(tmp_path / "logged.h5ad")
-    model = train(TrainJob(data=str(tmp_path / "logged.h5ad"), label_key="cell_type", strategy=strategy,
+    model = train(TrainJob(data=str(tmp_path / "logged.h5ad"), reading=DataOptions(label_key="cell_type"), strategy=strategy,
                            progress=False, umap=False, hparams={"epochs": 5} if strategy == "mlp" else {})).annotator
     assert model.trained_on["values"] == "log_normalized" and model.trained_on["target_sum"] == pytest.approx(1e6)
     expected = model.predict(logged)

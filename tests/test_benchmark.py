@@ -22,6 +22,7 @@ from scadapt.benchmark.local_workers import helper_settings, plan_workers, worke
 from scadapt.benchmark.matrix import MatrixCell, progress_grid
 from scadapt.benchmark.results import METRICS
 from scadapt.cli import main
+from scadapt.data.options import DataOptions
 from scadapt.infra.errors import ScadaptError
 from scadapt.registry import PromotionPolicy
 
@@ -144,7 +145,7 @@ def test_a_file_changed_under_the_same_path_is_a_new_result_and_an_unchanged_one
     gene name changed in ``cells.h5ad`` runs the cell again (it printed the old scores before)."""
     path = tmp_path / "cells.h5ad"
     cfg = _config(None, tmp_path, datasets=(str(path),), strategies=("pca_logreg",), regimes=("full",), folds=1,
-                  promote=False, label_key="celltype")
+                  promote=False, reading=DataOptions(label_key="celltype"))
 
     def relabel(cells):
         cells.obs["celltype"] = cells.obs["celltype"].astype(str)
@@ -209,10 +210,10 @@ def test_a_helper_worker_reading_its_settings_from_json_joins_the_same_benchmark
     which names the benchmark's cells and studies, must not change with it, or the helper runs
     every cell and study a second time under another name."""
     cfg = BenchmarkConfig(datasets=("pancreas_small",), regimes=("cross_study",), strategies=("pca_logreg",),
-                          study_groups={"celseq_family": ("celseq", "celseq2"), "rest": ("indrop",)})
+                          reading=DataOptions(study_groups={"celseq_family": ("celseq", "celseq2"), "rest": ("indrop",)}))
     helper = BenchmarkConfig(**json.loads(json.dumps(helper_settings(cfg))))
     assert helper.fingerprint("backbone", "torch.float32") == cfg.fingerprint("backbone", "torch.float32")
-    assert BenchmarkConfig(**{**helper_settings(cfg), "study_groups": {"rest": ("indrop",)}}).fingerprint(
+    assert BenchmarkConfig(**{**helper_settings(cfg), "reading": DataOptions(study_groups={"rest": ("indrop",)})}).fingerprint(
         "backbone", "torch.float32") != cfg.fingerprint("backbone", "torch.float32")  # the groups still count
 
 
@@ -373,7 +374,7 @@ def test_classes_a_split_never_trained_on_are_marked_in_the_report_and_figure(tm
     batches = ["x", "y", "z"] * 20 + ["z"] * 10  # class c only in technology z
     synthetic_adata(labels, batches, n_genes=60).write_h5ad(tmp_path / "toy.h5ad")
     result = run_benchmark(_config(None, tmp_path, datasets=(str(tmp_path / "toy.h5ad"),), strategies=("pca_logreg",),
-                                   regimes=("cross_study",), label_key="cell_type", batch_key="batch"))
+                                   regimes=("cross_study",), reading=DataOptions(label_key="cell_type", batch_key="batch")))
     per_class = result.tables.per_class
     untrained = per_class[~per_class["trained"]]
     assert set(zip(untrained["class"], untrained["replicate"], strict=True)) == {("c", "z")}

@@ -17,6 +17,7 @@ from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.matrix import dataset_splits
 from scadapt.benchmark.report import _thin_classes
 from scadapt.data import load_expression
+from scadapt.data.options import DataOptions
 from scadapt.tracking.contract import TUNED_BY_TAG
 
 
@@ -46,29 +47,29 @@ def _classes(path: str, cfg: BenchmarkConfig) -> dict[str, set[str]]:
 
 
 def test_dropping_rare_classes_leaves_one_class_set_in_every_regime(with_rare_classes):
-    cfg = BenchmarkConfig(datasets=(with_rare_classes,), label_key="celltype", batch_key="tech",
-                          regimes=("full", "cross_study"), drop_rare_classes=True, folds=1)
-    assert cfg.min_cells_per_class == 5  # the full regime's need, for cross_study too
+    cfg = BenchmarkConfig(datasets=(with_rare_classes,), regimes=("full", "cross_study"), folds=1,
+                          reading=DataOptions(label_key="celltype", batch_key="tech", drop_rare_classes=True))
+    assert cfg.reading.min_cells_per_class == 5  # the full regime's need, for cross_study too
     classes = _classes(with_rare_classes, cfg)
     assert {"full_fold0", "cross_study_smartseq2"} <= set(classes)
     assert len({frozenset(c) for c in classes.values()}) == 1  # the same classes in every split of the run
     assert "rare" not in classes["full_fold0"]
 
     # a run of cross_study alone needs 2 cells per class: the 3-cell class stays
-    alone = BenchmarkConfig(datasets=(with_rare_classes,), label_key="celltype", batch_key="tech",
-                            regimes=("cross_study",), drop_rare_classes=True)
+    alone = BenchmarkConfig(datasets=(with_rare_classes,), regimes=("cross_study",),
+                            reading=DataOptions(label_key="celltype", batch_key="tech", drop_rare_classes=True))
     assert all("rare" in c for c in _classes(with_rare_classes, alone).values())
 
 
 def test_the_report_names_the_classes_a_held_out_split_never_trained_on(with_rare_classes):
-    cfg = BenchmarkConfig(datasets=(with_rare_classes,), label_key="celltype", batch_key="tech",
-                          regimes=("full", "cross_study"), folds=1, drop_rare_classes=True)
+    cfg = BenchmarkConfig(datasets=(with_rare_classes,), regimes=("full", "cross_study"), folds=1,
+                          reading=DataOptions(label_key="celltype", batch_key="tech", drop_rare_classes=True))
     thin = {f"{name}/{split.name}": classes for name, split, _, classes, _ in dataset_splits(with_rare_classes, cfg)}
     name = next(iter(thin)).split("/")[0]
     assert thin[f"{name}/full_fold0"] == ()  # only held-out splits are looked at
     assert any(c.startswith("smartseq_only (0 training, 6 test cells)") for c in thin[f"{name}/cross_study_smartseq2"])
     assert not any("smartseq_only" in c for key, classes in thin.items() if "smartseq2" not in key for c in classes)
-    lines = "\n".join(_thin_classes(thin, name, cfg.min_cells_per_class))
+    lines = "\n".join(_thin_classes(thin, name, cfg.reading.min_cells_per_class))
     assert "`cross_study_smartseq2`: smartseq_only (0 training, 6 test cells)" in lines
     assert "fewer than 5 cells" in lines
 

@@ -194,7 +194,7 @@ def test_a_fit_within_a_small_budget_logs_its_plan_and_an_unmeetable_one_fails_t
 
 def test_memory_budgets_are_read_as_sizes_and_shared_by_local_workers(monkeypatch):
     from scadapt.fitting.memory import SHARE_ENV
-    from scadapt.infra.options import parse_memory_size
+    from scadapt.infra.parsers import parse_memory_size
     from scadapt.jobs.config import TrainJob
 
     assert parse_memory_size("auto") is None and parse_memory_size("8") == 8 * 2**30

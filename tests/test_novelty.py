@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import scadapt
+from scadapt.data.options import DataOptions
 from scadapt.infra.errors import InputDataError, ScadaptError
 from scadapt.jobs.config import TrainJob
 from scadapt.jobs.train import train
@@ -54,7 +55,7 @@ def without_acinar(tmp_path_factory):
 @pytest.mark.parametrize(("strategy", "novel_rejected"), [("pca_logreg", 0.9), ("logreg", 0.65)])
 def test_a_type_left_out_of_training_comes_out_unassigned(strategy, novel_rejected, without_acinar, tmp_path):
     root, key, query = without_acinar
-    result = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy=strategy, progress=False,
+    result = train(TrainJob(data=str(root / "reference.h5ad"), reading=DataOptions(label_key=key), strategy=strategy, progress=False,
                             umap=False))
     assert result.metrics["novelty_threshold"] == pytest.approx(result.annotator.novelty.threshold())
     result.annotator.save(tmp_path / "annotator")
@@ -73,7 +74,7 @@ def test_a_type_left_out_of_training_comes_out_unassigned(strategy, novel_reject
 
 def test_bad_rejection_settings_are_refused(without_acinar, tmp_path):
     root, key, query = without_acinar
-    model = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy="logreg", progress=False,
+    model = train(TrainJob(data=str(root / "reference.h5ad"), reading=DataOptions(label_key=key), strategy="logreg", progress=False,
                            umap=False)).annotator
     for unknown in (1.5, -0.1, "sometimes", True, ""):
         with pytest.raises(ScadaptError, match="unknown"):
@@ -91,7 +92,7 @@ def test_the_served_model_rejects_novel_cells_and_takes_the_rate_as_a_param(with
     from scadapt.serving.package import log_served_model
 
     root, key, query = without_acinar
-    model = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy="pca_logreg", progress=False,
+    model = train(TrainJob(data=str(root / "reference.h5ad"), reading=DataOptions(label_key=key), strategy="pca_logreg", progress=False,
                            umap=False)).annotator
     folder = model.save(tmp_path / "annotator")
     genes = list(query.var_names)
@@ -143,7 +144,7 @@ def test_known_cells_of_every_part_of_the_split_are_rejected_at_the_calibrated_r
     training cells as rarely as new ones (pca_logreg on PBMC rejected 91 % of its training cells)."""
     root, key, reference, split, _ = references[data]
     hparams = {"epochs": 2} if strategy in ("mlp", "lora") else {}
-    model = train(TrainJob(data=str(root / "reference.h5ad"), label_key=key, strategy=strategy, progress=False,
+    model = train(TrainJob(data=str(root / "reference.h5ad"), reading=DataOptions(label_key=key), strategy=strategy, progress=False,
                            umap=False, checkpoint=str(root / "backbone"), hparams=hparams)).annotator
     labels = scadapt.annotate(reference.copy(), model, progress=False).obs["scadapt_label"].to_numpy()
     for part in ("train", "validation", "test"):

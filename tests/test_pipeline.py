@@ -15,6 +15,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import REPO
 
+from scadapt.data.options import DataOptions
 from scadapt.infra.errors import ScadaptError, TrainingDiverged
 from scadapt.jobs import tune
 from scadapt.jobs.config import TrainJob, TuneJob
@@ -107,7 +108,7 @@ def test_pretrain_data_gives_the_demo_backbone_the_users_genes(pancreas, tmp_pat
 def test_checks_fail_before_any_pretraining(pancreas, tmp_path):
     data = _user_file(pancreas, tmp_path / "cells.h5ad")
     with pytest.raises(ScadaptError, match="Label key 'celltype' is not a column"):
-        run_pipeline(pipeline_config(data=str(data), label_key="celltype", layer="counts", gene_column="symbol",
+        run_pipeline(pipeline_config(data=str(data), reading=DataOptions(label_key="celltype", layer="counts", gene_column="symbol"),
                                     strategies=("head",), progress=False))
     with pytest.raises(ScadaptError, match="negative values"):  # bad pretraining data is read and checked first
         bad = ad.AnnData(np.full((20, 300), -1.0, dtype=np.float32), layers={"counts": np.full((20, 300), -1.0)})

@@ -13,6 +13,7 @@ from conftest import random_backbone, tiny_config
 from scadapt import annotate
 from scadapt.artifacts.annotators import read_annotator
 from scadapt.backbone import ScGPTBackbone, load_backbone, save_backbone
+from scadapt.data.options import DataOptions
 from scadapt.fitting.classifier import fit_classifier
 from scadapt.fitting.sources import TokenSource
 from scadapt.infra.errors import CheckpointError
@@ -159,7 +160,7 @@ def test_merged_and_unmerged_lora_predict_the_same(planted):
 
 
 def _job(path, backbone, strategy, **hparams) -> TrainJob:
-    return TrainJob(data=str(path), label_key="cell_type", strategy=strategy, checkpoint=str(backbone),
+    return TrainJob(data=str(path), reading=DataOptions(label_key="cell_type"), strategy=strategy, checkpoint=str(backbone),
                     hparams=hparams, progress=False, umap=False, max_seq_len=64, min_genes=10)
 
 

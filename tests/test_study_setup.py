@@ -16,6 +16,7 @@ from conftest import random_backbone
 
 from scadapt.backbone import save_backbone
 from scadapt.data import CATALOG
+from scadapt.data.options import DataOptions
 from scadapt.infra.errors import ScadaptError
 from scadapt.jobs import TuneJob, tune
 from scadapt.tokenization import GeneVocab
@@ -30,7 +31,7 @@ def own_file(tmp_path):
 
 
 def _job(data, checkpoint, **overrides) -> TuneJob:
-    settings = dict(data=str(data), label_key="celltype", batch_key="tech", strategy="head",
+    settings = dict(data=str(data), reading=DataOptions(label_key="celltype", batch_key="tech"), strategy="head",
                     checkpoint=str(checkpoint), hparams={"epochs": 1, "batch_size": 64}, n_trials=1,
                     storage="sqlite:///optuna.db", max_seq_len=64, min_genes=50, progress=False, umap=False,
                     pruning="none")

@@ -14,6 +14,7 @@ from synthetic import synthetic_counts  # tools/synthetic.py
 
 from scadapt.benchmark import cells as benchmark_cells
 from scadapt.benchmark.budget import MIN_STUDY_SEC, TimeBudget
+from scadapt.data.options import DataOptions
 from scadapt.infra.errors import BudgetSpent, ScadaptError
 from scadapt.jobs import demo_backbone, tune
 from scadapt.jobs import pretrain as pretrain_module
@@ -123,7 +124,7 @@ def test_wide_data_fits_fast_and_each_cell_keeps_one_gene_subset(tmp_path, caplo
     synthetic_counts(genes, n_cells=400, seed=1).write_h5ad(tmp_path / "wide.h5ad")
     started = time.perf_counter()
     with caplog.at_level(logging.WARNING):
-        result = tune(TuneJob(data=str(tmp_path / "wide.h5ad"), label_key="cell_type", strategy="logreg", n_trials=3,
+        result = tune(TuneJob(data=str(tmp_path / "wide.h5ad"), reading=DataOptions(label_key="cell_type"), strategy="logreg", n_trials=3,
                               storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False, umap=False))
     assert time.perf_counter() - started < 120  # (seconds per trial; L1 with SAGA took minutes on such data)
     assert result.best_params.get("penalty", "l2") == "l2" and result.metrics["val_macro_f1"] > 0.5

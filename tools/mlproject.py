@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from scadapt.infra.options import integer, number, optional_count, optional_seconds
+from scadapt.infra.parsers import integer, number, optional_count, optional_seconds
 
 MLPROJECT = Path(__file__).resolve().parents[1] / "MLproject"
 

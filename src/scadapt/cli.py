@@ -17,15 +17,8 @@ from scadapt.data.options import DataOptions, SplitOptions
 from scadapt.infra.errors import ScadaptError
 from scadapt.infra.interrupts import interrupts_at_safe_points
 from scadapt.infra.notices import one_job
-from scadapt.infra.options import (
-    AnnotateOptions,
-    MemoryOptions,
-    add_options,
-    boolean,
-    dashed_option_names,
-    from_args,
-    optional_text,
-)
+from scadapt.infra.options import AnnotateOptions, MemoryOptions, add_options, dashed_option_names, from_args
+from scadapt.infra.parsers import boolean, optional_text
 from scadapt.infra.redaction import redact, redact_logs
 from scadapt.infra.storage import writable_dir
 
@@ -169,8 +162,8 @@ def _run_pipeline(args: argparse.Namespace) -> None:
     from scadapt.benchmark.config import StudyOptions
     from scadapt.pipeline import pipeline_config, run_pipeline
 
-    settings = {k: v for group in (DataOptions, StudyOptions, MemoryOptions) for k, v in vars(from_args(group, args)).items()}
-    echo(run_pipeline(pipeline_config(args.data, **settings)).closing_text())
+    settings = {k: v for group in (StudyOptions, MemoryOptions) for k, v in vars(from_args(group, args)).items()}
+    echo(run_pipeline(pipeline_config(args.data, reading=from_args(DataOptions, args), **settings)).closing_text())
 
 
 def _run_benchmark(args: argparse.Namespace) -> None:

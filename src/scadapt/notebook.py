@@ -19,7 +19,8 @@ from anndata import AnnData
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data.digest import content_digest
 from scadapt.infra.errors import ScadaptError
-from scadapt.infra.options import NAME_RULE, bad_name, keyword_values
+from scadapt.infra.options import keyword_values
+from scadapt.infra.parsers import NAME_RULE, bad_name
 from scadapt.infra.storage import atomic_write, default_cache_dir
 from scadapt.jobs.config import TrainJob, TuneJob
 from scadapt.jobs.study import TuneResult

@@ -25,10 +25,9 @@ from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import PIPELINE_DATA, BenchmarkConfig
 from scadapt.benchmark.runner import CUT_SHORT_WARNING, BenchmarkResult, run_benchmark
 from scadapt.data import resolve_spec
-from scadapt.data.options import DataOptions
 from scadapt.infra.errors import ScadaptError
 from scadapt.infra.notices import one_job
-from scadapt.infra.options import check_keys, group_of
+from scadapt.infra.options import check_keys, grouped
 from scadapt.jobs.demo_backbone import demo_pretraining
 from scadapt.jobs.preflight import GeneCoverage
 from scadapt.registry import PromotionResult
@@ -79,6 +78,7 @@ def pipeline_config(data: str = PIPELINE_DATA, **settings: Any) -> BenchmarkConf
     """The main job as benchmark settings: ``data`` alone, the full-label regime's fold 0, one
     study per strategy, in the dataset's experiment. ``settings``: the other fields of
     :class:`~scadapt.benchmark.config.BenchmarkConfig` (the data, study and memory options)."""
+    settings = grouped(BenchmarkConfig, settings)  # label_key=... may be given as it is on the command line
     check_keys(BenchmarkConfig, settings, "pipeline settings")
     if fixed := sorted(set(settings) & {"datasets", "regimes", "folds", "tuning", "name"}):
         raise ScadaptError(f"The main job sets {', '.join(fixed)} itself; run `scadapt benchmark` to choose them.")
@@ -116,7 +116,7 @@ def _run_pipeline(cfg: BenchmarkConfig) -> PipelineResult:
     with resumed_run(launcher or result.parent_run_id):
         log_params({"data": data, "strategies": ",".join(cfg.strategies), "n_trials": cfg.n_trials,
                     "epochs": cfg.epochs, "checkpoint": checkpoint, "seed": cfg.seed,
-                    **{f"data.{k}": v for k, v in group_of(cfg, DataOptions).given().items()},
+                    **{f"data.{k}": v for k, v in cfg.reading.given().items()},
                     **_backbone_params(cfg, data, checkpoint)})
         champion = {"champion_model": promotion.model_name, "champion_version": promotion.version,
                     "champion_run_id": promotion.run_id} if promotion else {}
@@ -140,8 +140,8 @@ def _backbone_params(cfg: BenchmarkConfig, data: str, checkpoint: str | None) ->
     """Which cells the demo backbone saw (they matter for evaluation: see the README)."""
     if checkpoint is None or cfg.checkpoint:
         return {}
-    pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data, cfg.layer,
-                                   cfg.gene_column)
+    pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data, cfg.reading.layer,
+                                   cfg.reading.gene_column)
     return {"backbone.pretrained_on": ",".join(pretraining.data),
             "backbone.pretrained_on_labelled_data": any(_same_data(d, data) for d in pretraining.data)}
 

@@ -15,10 +15,8 @@ from scadapt.benchmark.cells import CellRunner, finished_runs
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.matrix import MatrixCell
 from scadapt.benchmark.results import BenchmarkTables, results_table, summarise
-from scadapt.data.options import DataOptions
 from scadapt.infra.coordination import Coordinator
 from scadapt.infra.errors import ScadaptError
-from scadapt.infra.options import group_of
 from scadapt.registry import DowngradeRefused, PromotionPolicy, PromotionResult, has_champion, promote
 from scadapt.tracking import log_params
 from scadapt.tracking.contract import FIRST_ANSWER_ARTIFACT, PER_CLASS_TEST_TABLE, REPORT_ARTIFACT
@@ -118,7 +116,7 @@ def log_outputs(runner: CellRunner, output_dir: Path, tables: BenchmarkTables, t
         # the settings behind the fingerprint are fixed for this run; the matrix may grow on a rerun (tags)
         log_params({"n_folds": cfg.n_folds, "tuning": cfg.tuning, "n_trials": cfg.n_trials, "epochs": cfg.epochs,
                     "checkpoint": runner.checkpoint, "seed": cfg.seed, "fingerprint": runner.fingerprint,
-                    **{f"data.{k}": v for k, v in group_of(cfg, DataOptions).given().items()}})
+                    **{f"data.{k}": v for k, v in cfg.reading.given().items()}})
         mlflow.set_tags({"matrix.datasets": ",".join(cfg.datasets), "matrix.strategies": ",".join(cfg.strategies),
                          "matrix.regimes": ",".join(cfg.regimes), "matrix.folds": str(cfg.folds_run),
                          "matrix.label_fractions": ",".join(map(str, cfg.label_fractions)),

@@ -19,7 +19,6 @@ from scadapt.benchmark.budget import TimeBudget
 from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.benchmark.local_workers import every_core
 from scadapt.benchmark.matrix import MatrixCell
-from scadapt.data.options import DataOptions
 from scadapt.infra.coordination import Coordinator
 from scadapt.infra.errors import BudgetSpent
 from scadapt.infra.options import MemoryOptions, group_of
@@ -103,7 +102,7 @@ class CellRunner:
                          label_fractions=cfg.label_fractions, strategy=cell.strategy, checkpoint=self.checkpoint,
                          seed=cfg.seed, device=cfg.device, experiment=self.experiment, umap=False, progress=False,
                          parent_run_id=self.parent_id, **vars(group_of(cfg, MemoryOptions)), min_genes=cfg.min_genes,
-                         max_seq_len=cfg.max_seq_len, deadline=cfg.deadline, **vars(group_of(cfg, DataOptions)), **fields)
+                         max_seq_len=cfg.max_seq_len, deadline=cfg.deadline, reading=cfg.reading, **fields)
 
     def _tags(self, cell: MatrixCell) -> dict[str, str]:
         return {BENCHMARK_TAG: self.fingerprint, CELL_TAG: cell.identity, WORKER_TAG: worker_id()}

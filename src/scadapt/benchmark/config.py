@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from scadapt.data.options import (
@@ -16,19 +16,8 @@ from scadapt.data.options import (
     DataOptions,
     required_cells_per_class,
 )
-from scadapt.infra.options import (
-    NAME_RULE,
-    TUNING_MODES,
-    MemoryOptions,
-    bad_name,
-    group_of,
-    internal,
-    names,
-    number_list,
-    option,
-    optional_count,
-    optional_minutes,
-)
+from scadapt.infra.options import TUNING_MODES, MemoryOptions, internal, option, options_group
+from scadapt.infra.parsers import NAME_RULE, bad_name, names, number_list, optional_count, optional_minutes
 from scadapt.jobs.config import BackboneOptions, memory_problems, refuse
 from scadapt.strategies import STRATEGY_NAMES, get_strategy, strategy_names  # strategy classes load on first use
 from scadapt.tracking.contract import BENCHMARK_EXPERIMENT
@@ -67,8 +56,8 @@ class StudyOptions(BackboneOptions):
 
 
 @dataclass
-class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
-    """Which matrix to run and how (the data options apply to every dataset).
+class BenchmarkConfig(StudyOptions, MemoryOptions):
+    """Which matrix to run and how (``reading``: how every dataset is read).
 
     The matrix is datasets x strategies x splits, where the splits are those of each regime:
     ``full`` (one per fold), ``low`` (one per label fraction and fold) and ``cross_study`` (one
@@ -86,6 +75,7 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
     """
 
     datasets: tuple[str, ...] = option(BUNDLED_DATASETS, "comma-separated catalogued names or .h5ad paths", parse=names)
+    reading: DataOptions = options_group(DataOptions)
     regimes: tuple[str, ...] = option(REGIMES, "comma-separated from full, low, cross_study (default: all; "
                                                "cross_study where there are batches)", parse=names)
     label_fractions: tuple[float, ...] = option(DEFAULT_LABEL_FRACTIONS, "training-label fractions of the low regime",
@@ -101,6 +91,8 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
     name: str = option("default", "shown in run names and the report")
 
     def __post_init__(self) -> None:
+        if isinstance(self.reading, dict):  # a helper worker's settings, read back from JSON
+            self.reading = DataOptions(**self.reading)
         self.datasets, self.strategies, self.regimes = tuple(self.datasets), tuple(self.strategies), tuple(self.regimes)
         self.label_fractions = tuple(float(f) for f in self.label_fractions)
         self.pretrain_data = tuple(self.pretrain_data)
@@ -131,8 +123,9 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
              "pretrain_data pretrains the demo backbone; it cannot be combined with checkpoint"),
         ]
         refuse(problems, "benchmark settings")
-        if self.drop_rare_classes and not self.min_cells_per_class:  # one class set for every regime of the run
-            self.min_cells_per_class = max(required_cells_per_class(r, self.n_folds) for r in self.regimes)
+        if self.reading.drop_rare_classes and not self.reading.min_cells_per_class:  # one class set for every regime
+            self.reading = replace(self.reading, min_cells_per_class=max(required_cells_per_class(r, self.n_folds)
+                                                                         for r in self.regimes))
 
     def own_study(self, regime: str) -> bool:
         """Whether a cell of ``regime`` is tuned on its own split's validation cells: always with
@@ -181,7 +174,7 @@ class BenchmarkConfig(StudyOptions, MemoryOptions, DataOptions):
             "tuning": "reuse, held-out splits own" if self.tuning == "reuse" and "cross_study" in self.regimes
             else self.tuning,
             # as JSON sees them, so a helper worker reading the settings back from JSON (tuples as lists) agrees
-            "seed": self.seed, "data_options": json.loads(json.dumps(group_of(self, DataOptions).given(), default=str)),
+            "seed": self.seed, "data_options": json.loads(json.dumps(self.reading.given(), default=str)),
             "job_options": {k: str(getattr(self, k)) for k in ("max_seq_len", "min_genes")
                             if getattr(self, k) != getattr(BackboneOptions, k)},
             "backbone": backbone, "precision": precision,

@@ -15,9 +15,8 @@ from scadapt.benchmark.config import BenchmarkConfig
 from scadapt.data import DatasetInfo, Split
 from scadapt.data.digest import data_identity
 from scadapt.data.loading import load_for_regime, split_for_regime
-from scadapt.data.options import DataOptions, SplitOptions, required_cells_per_class
+from scadapt.data.options import SplitOptions, required_cells_per_class
 from scadapt.infra.errors import ScadaptError
-from scadapt.infra.options import group_of
 from scadapt.strategies import run_order
 
 if TYPE_CHECKING:
@@ -94,7 +93,7 @@ def dataset_splits(data: str, cfg: BenchmarkConfig,
     content: see :attr:`MatrixCell.content`) for every regime of ``cfg`` this dataset supports."""
     found: list[tuple[str, Split, int, tuple[str, ...], str]] = []
     loaded: dict[int, AnnData] = {}
-    options = group_of(cfg, DataOptions)
+    options = cfg.reading
     for regime in cfg.regimes:
         first = not loaded
         split_options = SplitOptions(regime=regime, n_folds=cfg.n_folds, label_fractions=cfg.label_fractions,

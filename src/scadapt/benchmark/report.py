@@ -51,7 +51,7 @@ def write_report(output_dir: Path, tables: BenchmarkTables, figures: list[Path],
                   "(`--tuning per_fold` avoids this)."]
     for dataset in dict.fromkeys(tables.runs["dataset"]):
         lines += ["", f"## {dataset}", *_dataset_section(tables, dataset, promotions.get(dataset)),
-                  *_thin_classes(thin_classes or {}, dataset, cfg.min_cells_per_class)]
+                  *_thin_classes(thin_classes or {}, dataset, cfg.reading.min_cells_per_class)]
         if dataset in (no_champion or {}):
             lines += ["", f"**No champion**: {no_champion[dataset]}"]
     lines += _closing(timing, workers, figures)

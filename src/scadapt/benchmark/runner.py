@@ -177,7 +177,7 @@ def _start(cfg: BenchmarkConfig, parent_run_id: str | None = None
     launcher = os.environ.pop("MLFLOW_RUN_ID", None)
     writable_dir(cfg.output_dir, "the benchmark report", "--output-dir")
     pretraining = demo_pretraining(cfg.pretrain_epochs, cfg.seed, cfg.device, cfg.pretrain_data,
-                                   cfg.layer, cfg.gene_column)
+                                   cfg.reading.layer, cfg.reading.gene_column)
     coverage: dict[str, GeneCoverage] = {}
     probes: dict[str, DataProbe] = {}  # the main worker's, for the plan
     given = str(local_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None  # a runs:/ URI is fetched once

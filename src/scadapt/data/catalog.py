@@ -11,7 +11,7 @@ from anndata import AnnData
 from scadapt.data.options import DataOptions
 from scadapt.data.sources import InMemory, LocalFile, PackageFile, RemoteFile, ScanpyDataset, Source
 from scadapt.infra.errors import InputDataError
-from scadapt.infra.options import NAME_RULE, bad_name
+from scadapt.infra.parsers import NAME_RULE, bad_name
 
 
 @dataclass(frozen=True)

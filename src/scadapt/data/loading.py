@@ -15,7 +15,6 @@ from anndata import AnnData
 from scadapt.data.dataset import load_dataset
 from scadapt.data.options import DataOptions, SplitOptions, required_cells_per_class
 from scadapt.data.splits import Split, make_splits
-from scadapt.infra.options import group_of
 
 
 def load_and_split(data: str, options: DataOptions, split: SplitOptions,
@@ -33,7 +32,7 @@ def load_for_regime(data: str, options: DataOptions, split: SplitOptions,
     needed = max(required_cells_per_class(split.regime, split.n_folds), options.min_cells_per_class)
     cache = {} if loaded is None else loaded
     if needed not in cache:
-        cache[needed] = load_dataset(data, replace(group_of(options, DataOptions), min_cells_per_class=needed))
+        cache[needed] = load_dataset(data, replace(options, min_cells_per_class=needed))
     return cache[needed]
 
 

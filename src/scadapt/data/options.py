@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from scadapt.infra.errors import InputDataError
-from scadapt.infra.options import internal, number_list, option
+from scadapt.infra.options import internal, option
+from scadapt.infra.parsers import number_list
 
 REGIMES = ("full", "low", "cross_study")
 DEFAULT_LABEL_FRACTIONS = (0.01, 0.05, 0.10)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from scadapt.infra.errors import ScadaptError
-from scadapt.infra.options import parse_memory_size
+from scadapt.infra.parsers import parse_memory_size
 
 DEFAULT_CPU_BUDGET = 8 * 2**30
 SHARE_ENV = "SCADAPT_MEMORY_SHARE"  # this process is one of N workers sharing the machine's budget

@@ -15,147 +15,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from scadapt.infra.errors import ScadaptError
+from scadapt.infra.parsers import (
+    NAME_RULE,
+    bad_name,
+    boolean,
+    integer,
+    memory_size,
+    number,
+    optional_count,
+    optional_text,
+    unknown_cells,
+)
 
 T = TypeVar("T")
 TUNING_MODES = ("reuse", "per_fold")
 PRUNERS = ("median", "threshold", "none")
 CHECKPOINTING_MODES = ("auto", "on", "off")
-_BYTES_PER_UNIT = {"": 2**30, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-                   "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
-
-
-# -- parsers of option values (MLflow passes every parameter as a string) ------------------------
-
-def optional_text(text: str) -> str | None:
-    """An empty string means "not given"."""
-    return text or None
-
-
-def integer(text: str) -> int:
-    """An integer, also when MLflow renders it as a float ("10.0")."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not math.isfinite(value) or not value.is_integer():
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    return int(value)
-
-
-def number(text: str) -> float:
-    """A finite number (``nan`` and ``inf`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def boolean(text: str) -> bool:
-    lowered = str(text).strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def names(text: str) -> tuple[str, ...]:
-    """``a,b`` -> ``("a", "b")``."""
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def number_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(number(part) for part in text.split(",") if part.strip())
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def parse_memory_size(text: str) -> int | None:
-    """``"8GB"``, ``"512MB"``, ``"8"`` (gigabytes) -> bytes; ``"auto"`` (or empty) -> None.
-    Units are binary (1 GB = 2**30 bytes)."""
-    text = str(text).strip().lower().replace(" ", "")
-    if text in ("", "auto"):
-        return None
-    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([a-z]*)", text)
-    if not match or match.group(2) not in _BYTES_PER_UNIT or float(match.group(1)) <= 0:
-        raise ValueError(f"a memory budget is 'auto' or a size such as 4GB or 512MB, not {text!r}")
-    return int(float(match.group(1)) * _BYTES_PER_UNIT[match.group(2)])
-
-
-def memory_size(text: str) -> str:
-    """A memory budget as given (``auto``, ``4GB``, ...), checked."""
-    try:
-        parse_memory_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return str(text).strip() or "auto"
-
-
-def optional_count(text: str) -> int | None:
-    """A whole number, where 0 or nothing means "not given" (None)."""
-    return integer(text) or None if str(text).strip() else None
-
-
-def optional_seconds(text: str) -> float | None:
-    """Seconds, where 0 or nothing means "no limit" (None)."""
-    return number(text) or None if str(text).strip() else None
-
-
-def optional_minutes(text: str) -> float | None:
-    """Minutes, where nothing means "no limit" (None); zero and negative values are refused by the
-    job, which says the smallest budget that fits."""
-    return number(text) if str(text).strip() else None
-
-
-def unknown_cells(text: str) -> str | float | None:
-    """How annotation treats cells unlike any trained type: ``auto`` (the model's calibrated
-    threshold), a fraction of known cells to reject (``0.1``), or ``none`` (no rejection)."""
-    text = str(text).strip().lower()
-    if text in ("none", "off"):
-        return None
-    if text == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, none or a fraction between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"the fraction of known cells to reject is between 0 and 1, got {text!r}")
-    return value
-
-
-def pairs(text: str) -> dict[str, str]:
-    """``name=value,name=value`` -> dict (values stay strings: their reader converts them)."""
-    found = {}
-    for entry in filter(None, (e.strip() for e in text.split(","))):
-        name, sep, value = entry.partition("=")
-        if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(f"expected name=value,name=value (got {entry!r})")
-        found[name.strip()] = value.strip()
-    return found
-
-
-NAME_RULE = ("is not a usable name (it names MLflow experiments, registered models and files): use one without '/', "
-             "'\\', ':' or control characters, not made of dots only, and without spaces at its ends")
-
-
-def bad_name(name: str | None) -> bool:
-    """Whether ``name`` breaks :data:`NAME_RULE`: MLflow's rule for experiment and registered model
-    names, plus no path separator and no ``.``/``..`` (None: no name given, not a bad one)."""
-    return name is not None and (not name.strip() or name != name.strip() or not name.isprintable()
-                                 or any(c in name for c in "/\\:") or not name.strip("."))
 
 
 # -- option groups -----------------------------------------------------------------------------
@@ -182,9 +63,34 @@ def internal(default: Any = None) -> Any:
 
 
 def group_of(job: Any, group: type[T]) -> T:
-    """The options of ``group`` alone, of a job dataclass that extends it (its data, split or
-    memory options): one object to pass on, not fields copied out one by one."""
+    """The options of ``group`` alone, of a job dataclass that extends it (its split or memory
+    options): one object to pass on, not fields copied out one by one."""
     return group(**{f.name: getattr(job, f.name) for f in dataclasses.fields(group)})
+
+
+def options_group(group: type) -> Any:
+    """A field that holds an option group (``job.reading``: a :class:`~scadapt.data.options.DataOptions`):
+    its options are the command's and the MLproject's as they are (``--label-key``), and the job
+    passes the one object on."""
+    return field(default_factory=group, metadata={"group": group})
+
+
+def grouped(group: type, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with the keywords of ``group``'s option groups (``label_key``, ...) gathered into
+    the group objects the job holds (``reading``), values as given."""
+    given, inner = _split_groups(group, given)
+    nested = {f.name: f.metadata["group"] for f in dataclasses.fields(group) if "group" in f.metadata}
+    return {**given, **{name: dataclasses.replace(given.get(name) or nested[name](), **keywords)
+                        for name, keywords in inner.items() if keywords}}
+
+
+def _split_groups(group: type, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``given`` without the keywords of ``group``'s option groups, and those keywords by group field."""
+    nested = {f.name: f.metadata["group"] for f in dataclasses.fields(group) if "group" in f.metadata}
+    inner = {name: {k: v for k, v in given.items() if k in {g.name for g in dataclasses.fields(sub)}}
+             for name, sub in nested.items()}
+    taken = {k for keys in inner.values() for k in keys}
+    return {k: v for k, v in given.items() if k not in taken}, inner
 
 
 def option_fields(group: type) -> list[dataclasses.Field]:
@@ -209,10 +115,14 @@ def keyword_values(group: type, given: dict[str, Any], what: str) -> dict[str, A
     is parsed by the option's own parser, a list or tuple is the command's comma-separated form, a
     dict is taken where the field holds one, a float is refused where an integer is asked for, and
     any other value is parsed from its text. Each bad keyword is one :class:`ScadaptError` naming
-    it and what it accepts; fields that are not options pass as given."""
+    it and what it accepts; fields that are not options pass as given. The keywords of an option
+    group the job holds (:func:`options_group`) fill that group."""
+    given, inner = _split_groups(group, given)
     check_keys(group, given, f"keyword of {what}")
     hints, fields = typing.get_type_hints(group), {f.name: f for f in dataclasses.fields(group)}
-    values = {}
+    values = {name: dataclasses.replace(given.pop(name, None) or fields[name].metadata["group"](),
+                                        **keyword_values(fields[name].metadata["group"], keywords, what))
+              for name, keywords in inner.items() if keywords}
     for name, value in given.items():
         f, hint = fields[name], hints[name]
         if "help" not in f.metadata or value is None and type(None) in typing.get_args(hint):
@@ -279,7 +189,11 @@ class AnnotateOptions:
 def add_options(parser: argparse.ArgumentParser, group: type) -> None:
     """One ``--name`` option per option field of the dataclass ``group`` (its own and inherited)."""
     hints = typing.get_type_hints(group)
-    for f in option_fields(group):
+    for f in dataclasses.fields(group):
+        if "group" in f.metadata:
+            add_options(parser, f.metadata["group"])
+        if "help" not in f.metadata:
+            continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         help_text = f.metadata["help"]
         if default not in (None, "", (), {}, False) and "default" not in help_text and "flag" not in f.metadata:
@@ -312,7 +226,7 @@ def dashed_option_names(argv: list[str]) -> list[str]:
 def from_args(group: type, args: argparse.Namespace, **more: Any) -> Any:
     """The ``group`` dataclass filled from parsed arguments (its options that were added to the
     parser; ``more`` sets other fields)."""
-    values = {}
+    values = {f.name: from_args(f.metadata["group"], args) for f in dataclasses.fields(group) if "group" in f.metadata}
     for f in option_fields(group):
         if hasattr(args, option_name(f)):
             value = getattr(args, option_name(f))

@@ -10,16 +10,12 @@ from typing import TYPE_CHECKING
 from scadapt.backbone.config import BackboneConfig
 from scadapt.data.options import BUNDLED_DATASETS, REGIMES, DataOptions, SplitOptions
 from scadapt.infra.errors import ScadaptError
-from scadapt.infra.options import (
-    CHECKPOINTING_MODES,
+from scadapt.infra.options import CHECKPOINTING_MODES, PRUNERS, MemoryOptions, internal, option, options_group
+from scadapt.infra.parsers import (
     NAME_RULE,
-    PRUNERS,
-    MemoryOptions,
     bad_name,
-    internal,
     names,
     number_list,
-    option,
     optional_count,
     optional_seconds,
     pairs,
@@ -124,11 +120,11 @@ def hparam_pairs(text: str) -> dict[str, str]:
 
 
 @dataclass
-class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
+class TrainJob(BackboneOptions, MemoryOptions, SplitOptions):
     """One strategy on one split of one dataset, with fixed hyperparameters (the ``train`` entry point).
 
-    The data options (label key, batch key, layer, ...) come from :class:`~scadapt.data.options.DataOptions`,
-    the regime and its split settings from :class:`~scadapt.data.options.SplitOptions`, the memory
+    How the data is read (label key, batch key, layer, ...) is one :class:`~scadapt.data.options.DataOptions`
+    the job holds (``reading``), the regime and its split settings come from :class:`~scadapt.data.options.SplitOptions`, the memory
     budget from :class:`~scadapt.infra.options.MemoryOptions`, the backbone from :class:`BackboneOptions`;
     ``hparams`` are the strategy's own settings (see ``scadapt.strategies``), given as values or
     strings; everything else chooses the data, the split and the backbone. ``method`` is the strategy
@@ -136,6 +132,7 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions, DataOptions):
     """
 
     data: str = option("pancreas_small", DATA_HELP)
+    reading: DataOptions = options_group(DataOptions)
     split: str | None = option(None, "split name, e.g. full_fold0 or low_5pct_fold0 (default: the regime's first)")
     strategy: str = option("head", "the adaptation strategy", choices=STRATEGY_NAMES)
     hparams: dict[str, object] = option({}, "strategy hyperparameters as name=value,name=value (e.g. "

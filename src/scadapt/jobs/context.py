@@ -21,7 +21,7 @@ from scadapt.backbone import embed_cells, load_backbone
 from scadapt.backbone.checkpoint import ARGS_FILE
 from scadapt.backbone.embedding_cache import EmbeddingCache, embedding_key
 from scadapt.data import DatasetInfo, Split, load_and_split
-from scadapt.data.options import DataOptions, SplitOptions
+from scadapt.data.options import SplitOptions
 from scadapt.fitting.memory import MemoryBudget, inference_token_cap
 from scadapt.infra.coordination import Coordinator
 from scadapt.infra.devices import compute_dtype, resolve_device
@@ -118,7 +118,7 @@ def prepare(job: TrainJob, board: Coordinator | None = None) -> TrainingContext:
     The backbone is also logged to the artifact store (once per weights hash; ``board``'s lock
     keeps workers that start together from logging it twice), so other machines can use what
     this one trains."""
-    adata, splits = load_and_split(job.data, group_of(job, DataOptions), group_of(job, SplitOptions))
+    adata, splits = load_and_split(job.data, job.reading, group_of(job, SplitOptions))
     by_name = {s.name: s for s in splits}
     if job.split is not None and job.split not in by_name:
         raise ScadaptError(f"No split {job.split!r} in regime {job.regime!r}; splits: {', '.join(by_name)}.")

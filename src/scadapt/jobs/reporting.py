@@ -63,7 +63,7 @@ def run_params(job: TrainJob, ctx: TrainingContext, config: StrategyConfig) -> d
     return {
         **config.to_params(), "strategy": job.strategy,
         "data.name": ctx.info.name, "data.label_key": ctx.info.label_key, "data.batch_key": ctx.info.batch_key,
-        "data.layer": ctx.info.layer, "data.drop_rare_classes": job.drop_rare_classes, "data.n_cells": ctx.adata.n_obs,
+        "data.layer": ctx.info.layer, "data.drop_rare_classes": job.reading.drop_rare_classes, "data.n_cells": ctx.adata.n_obs,
         "data.n_classes": len(ctx.classes),
         **ctx.split.params(), "split.n_folds": job.n_folds, "split.validation_fraction": job.validation_fraction,
         "backbone.checkpoint": str(ctx.checkpoint or ""), "backbone.weights_hash": ctx.weights_hash,

@@ -34,7 +34,7 @@ def study_setup(job: TuneJob, ctx: TrainingContext, fixed: dict[str, object]) ->
         "strategy": job.strategy,
         "data": f"{info.name}, content {data}",
         "data.options": json.dumps({"label_key": info.label_key, "batch_key": info.batch_key, "layer": info.layer,
-                                    "gene_column": info.gene_column, "drop_rare_classes": job.drop_rare_classes}),
+                                    "gene_column": info.gene_column, "drop_rare_classes": job.reading.drop_rare_classes}),
         "split": f"{split.name}, cells {cells}",
         "backbone.weights_hash": ctx.weights_hash or "none (expression only)",
         "backbone.max_seq_len": str(ctx.tokenizer.max_seq_len) if ctx.tokenizer else "",

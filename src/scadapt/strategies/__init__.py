@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from scadapt.infra.errors import ScadaptError
 from scadapt.infra.lazy import lazy_attributes
-from scadapt.infra.options import names
+from scadapt.infra.parsers import names
 
 if TYPE_CHECKING:
     from scadapt.strategies.base import Strategy
