@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +46,7 @@ class Declaration:
         """Why ``value`` is not allowed (None when it is)."""
         if self.choices is not None and value not in self.choices:
             return f"{self.name} must be one of {', '.join(map(str, self.choices))} (got {value!r})"
-        limits = [(self.at_least, lambda v, b: v >= b, ">="), (self.above, lambda v, b: v > b, ">"),
-                  (self.below, lambda v, b: v < b, "<"), (self.at_most, lambda v, b: v <= b, "<=")]
-        if failed := [f"{sign} {bound:g}" for bound, holds, sign in limits if bound is not None and not holds(value, bound)]:
+        if failed := [f"{sign} {bound:g}" for bound, sign, holds in self._limits() if not holds(value, bound)]:
             return f"{self.name} must be {' and '.join(failed)} (got {value})"
         return None
 
@@ -55,9 +54,14 @@ class Declaration:
         """The values it may take, in words (the help of ``--hparams`` and the strategies page)."""
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        limits = [f"{sign} {bound:g}" for bound, sign in ((self.at_least, ">="), (self.above, ">"),
-                                                           (self.below, "<"), (self.at_most, "<=")) if bound is not None]
-        return " and ".join(limits) or ("true or false" if isinstance(self.default, bool) else "any")
+        limits = " and ".join(f"{sign} {bound:g}" for bound, sign, _ in self._limits())
+        return limits or ("true or false" if isinstance(self.default, bool) else "any")
+
+    def _limits(self) -> list[tuple[float, str, Any]]:
+        return [(bound, sign, holds) for bound, sign, holds in ((self.at_least, ">=", operator.ge),
+                                                                (self.above, ">", operator.gt),
+                                                                (self.below, "<", operator.lt),
+                                                                (self.at_most, "<=", operator.le)) if bound is not None]
 
     def search_text(self) -> str:
         return "fixed" if self.search is None else search_text(self.search)
