@@ -366,7 +366,7 @@ def main() -> None:
         Path(out).write_text(json.dumps(result))
         return
 
-    from scadapt.strategies import STRATEGY_NAMES
+    from scadapt.strategies import NAMES
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -374,7 +374,7 @@ def main() -> None:
         results: dict[str, dict[str, dict]] = {}
         if "pbmc" in args.part:
             results["pbmc"] = {}
-            for strategy in ["full", *[s for s in STRATEGY_NAMES if s != "full"]]:
+            for strategy in ["full", *[s for s in NAMES if s != "full"]]:
                 print(f"pbmc / {strategy} ...", flush=True)
                 results["pbmc"][strategy] = run_worker(args, "pbmc", strategy, tmp, None)
         ckpt = tmp / "ckpt"

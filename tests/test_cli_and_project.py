@@ -131,10 +131,10 @@ def test_mlproject_is_written_from_the_command_options():
 def test_every_strategy_name_is_a_module_registering_that_strategy_and_all_means_all():
     from mlproject import mlproject_text
 
-    from scadapt.strategies import NAMES, all_strategies, baselines, without_backbone
+    from scadapt.strategies import NAMES, all_strategies, baselines, get_strategy
 
     assert [cls.name for cls in all_strategies().values()] == list(NAMES)
-    assert set(without_backbone()) == {"pca_logreg", "logreg", "mlp"}
+    assert {n for n in NAMES if not get_strategy(n).needs_backbone} == {"pca_logreg", "logreg", "mlp"}
     assert set(baselines()) == {"pca_logreg", "logreg", "mlp", "frozen_probe"}
     text = mlproject_text()
     assert ",".join(NAMES) in text  # the MLproject's "all strategies" is the registry's list

@@ -19,13 +19,13 @@ from scadapt.fitting.sources import TokenSource
 from scadapt.infra.errors import CheckpointError
 from scadapt.jobs.config import TrainJob
 from scadapt.jobs.train import train
-from scadapt.strategies import STRATEGY_NAMES, get_strategy, without_backbone
+from scadapt.strategies import NAMES, get_strategy
 from scadapt.strategies.families import AdaptedStrategy
 from scadapt.strategies.saved import rebuild_annotator
 from scadapt.tokenization import GeneTokenizer, GeneVocab
 
 D, H, LAYERS, K = 32, 48, 2, 3  # tiny_config: d_model, d_hid, nlayers; classes
-BACKBONE_STRATEGIES = [s for s in STRATEGY_NAMES if s not in without_backbone()]
+BACKBONE_STRATEGIES = [s for s in NAMES if get_strategy(s).needs_backbone]
 INJECTED = ["lora", "dora", "adalora", "adapter", "prefix", "ia3"]
 
 
@@ -181,7 +181,7 @@ LEARNING_SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("strategy", NAMES)
 def test_strategies_learn_a_planted_signal(strategy, planted):
     """Each strategy's whole fit (``train``: data, tokens, frozen-layer reuse, head, best epoch)
     learns the planted classes on a random backbone, and a strategy trained through the backbone
@@ -206,7 +206,7 @@ def test_strategies_learn_a_planted_signal(strategy, planted):
     assert change > 0.05, change
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("strategy", NAMES)
 def test_saved_annotator_reproduces_predictions_and_base_stays_untouched(strategy, planted, tmp_path):
     adata, path, backbone, vocab = planted
     before = load_backbone(backbone, with_decoders=False).weights_hash
@@ -284,7 +284,7 @@ def test_bad_hyperparameters_are_refused(strategy, hparams, message, planted):
         _model(strategy, planted[3], **hparams)
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("strategy", NAMES)
 def test_search_space_suggestions_make_valid_configs(strategy):
     import optuna
 

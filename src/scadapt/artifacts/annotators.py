@@ -48,9 +48,6 @@ def download_serving_inputs(run_id: str, destination: str | Path) -> Path:
 
 def load_annotator(run_id: str, device: str = "cpu") -> Annotator:
     """The run's annotator, ready to predict (its backbone loaded from the recorded checkpoint)."""
-    if ":" in run_id or "/" in run_id:
-        raise ScadaptError(f"load_annotator takes a run id, not {run_id!r}: for a models:/ or runs:/ URI use "
-                           "scadapt.load_model(uri).annotator, or annotate with the URI itself.")
     with tempfile.TemporaryDirectory() as tmp:
         return read_annotator(download_annotator(run_id, tmp), device=device)
 

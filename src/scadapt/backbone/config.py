@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from scadapt.infra.errors import CheckpointError
@@ -94,6 +94,3 @@ class BackboneConfig:
             "fast_transformer": True,
             "n_layers_cls": 3,
         }
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -30,10 +30,6 @@ class TimeBudget:
     def starting_now(cls, minutes: float | None) -> TimeBudget:
         return cls(time.time() + 60.0 * minutes if minutes is not None else None)
 
-    @property
-    def limited(self) -> bool:
-        return self.deadline is not None
-
     def left(self) -> float:
         """Seconds left (infinite without a budget, 0 once spent)."""
         return math.inf if self.deadline is None else max(0.0, self.deadline - time.time())

@@ -19,7 +19,7 @@ from scadapt.data.options import (
 from scadapt.infra.options import TUNING_MODES, MemoryOptions, internal, option, options_group
 from scadapt.infra.parsers import NAME_RULE, bad_name, names, number_list, optional_count, optional_minutes
 from scadapt.jobs.config import BackboneOptions, memory_problems, refuse
-from scadapt.strategies import STRATEGY_NAMES, get_strategy, strategy_names  # strategy classes load on first use
+from scadapt.strategies import NAMES, get_strategy, strategy_names  # strategy classes load on first use
 from scadapt.tracking.contract import BENCHMARK_EXPERIMENT
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class StudyOptions(BackboneOptions):
     """What the main job (the pipeline) and the benchmark share: the strategies and their studies'
     budget, the backbone, where studies and champions live, and where the work runs."""
 
-    strategies: tuple[str, ...] = option(STRATEGY_NAMES, "comma-separated (default: all)", parse=strategy_names)
+    strategies: tuple[str, ...] = option(NAMES, "comma-separated (default: all)", parse=strategy_names)
     n_trials: int = option(3, "trials per study")
     epochs: int = option(10, "epochs per fit, for the strategies trained by gradient descent")
     pretrain_epochs: int = option(10, "epochs of the demo backbone's pretraining")
@@ -99,8 +99,8 @@ class BenchmarkConfig(StudyOptions, MemoryOptions):
         problems = [
             (not self.datasets, "at least one dataset is needed"),
             (not self.strategies, "at least one strategy is needed"),
-            (bool(bad := [s for s in self.strategies if s not in STRATEGY_NAMES]),
-             f"unknown strategies {bad if self.strategies else ''}; known: {', '.join(STRATEGY_NAMES)}"),
+            (bool(bad := [s for s in self.strategies if s not in NAMES]),
+             f"unknown strategies {bad if self.strategies else ''}; known: {', '.join(NAMES)}"),
             (bool(bad_r := [r for r in self.regimes if r not in REGIMES]),
              f"unknown regimes {bad_r if self.regimes else ''}; known: {', '.join(REGIMES)}"),
             (not self.regimes, "at least one regime is needed"),

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from scadapt.benchmark.config import BenchmarkConfig
+from scadapt.tracking.runs import temporary_environment
 
 log = logging.getLogger(__name__)
 
@@ -121,20 +122,14 @@ def worker_share(workers: int, threads: int) -> Iterator[None]:
     from scadapt.fitting.memory import SHARE_ENV
 
     before = torch.get_num_threads()
-    saved = {name: os.environ.get(name) for name in (BUDGET_ENV, SHARE_ENV)}
     shared = share_env(workers, threads)
-    os.environ.update({name: shared[name] for name in saved})
     torch.set_num_threads(threads)
     try:
-        with threadpool_limits(threads):
+        with temporary_environment({name: shared[name] for name in (BUDGET_ENV, SHARE_ENV)}), \
+                threadpool_limits(threads):
             yield
     finally:
         torch.set_num_threads(before)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def helper_settings(cfg: BenchmarkConfig) -> dict:

@@ -75,22 +75,17 @@ def options_group(group: type) -> Any:
     return field(default_factory=group, metadata={"group": group})
 
 
-def grouped(group: type, given: dict[str, Any]) -> dict[str, Any]:
+def grouped(group: type, given: dict[str, Any],
+            read: Callable[[type, dict[str, Any]], dict[str, Any]] = lambda sub, keywords: keywords) -> dict[str, Any]:
     """``given`` with the keywords of ``group``'s option groups (``label_key``, ...) gathered into
-    the group objects the job holds (``reading``), values as given."""
-    given, inner = _split_groups(group, given)
+    the group objects the job holds (``reading``), each group's keywords ``read`` first (as given)."""
     nested = {f.name: f.metadata["group"] for f in dataclasses.fields(group) if "group" in f.metadata}
-    return {**given, **{name: dataclasses.replace(given.get(name) or nested[name](), **keywords)
-                        for name, keywords in inner.items() if keywords}}
-
-
-def _split_groups(group: type, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``given`` without the keywords of ``group``'s option groups, and those keywords by group field."""
-    nested = {f.name: f.metadata["group"] for f in dataclasses.fields(group) if "group" in f.metadata}
-    inner = {name: {k: v for k, v in given.items() if k in {g.name for g in dataclasses.fields(sub)}}
+    inner = {name: {k: v for k, v in given.items() if k in {f.name for f in dataclasses.fields(sub)}}
              for name, sub in nested.items()}
-    taken = {k for keys in inner.values() for k in keys}
-    return {k: v for k, v in given.items() if k not in taken}, inner
+    taken = {k for keywords in inner.values() for k in keywords}
+    rest = {k: v for k, v in given.items() if k not in taken}
+    return {**rest, **{name: dataclasses.replace(rest.get(name) or nested[name](), **read(nested[name], keywords))
+                       for name, keywords in inner.items() if keywords}}
 
 
 def option_fields(group: type) -> list[dataclasses.Field]:
@@ -117,12 +112,10 @@ def keyword_values(group: type, given: dict[str, Any], what: str) -> dict[str, A
     any other value is parsed from its text. Each bad keyword is one :class:`ScadaptError` naming
     it and what it accepts; fields that are not options pass as given. The keywords of an option
     group the job holds (:func:`options_group`) fill that group."""
-    given, inner = _split_groups(group, given)
+    given = grouped(group, given, lambda sub, keywords: keyword_values(sub, keywords, what))
     check_keys(group, given, f"keyword of {what}")
     hints, fields = typing.get_type_hints(group), {f.name: f for f in dataclasses.fields(group)}
-    values = {name: dataclasses.replace(given.pop(name, None) or fields[name].metadata["group"](),
-                                        **keyword_values(fields[name].metadata["group"], keywords, what))
-              for name, keywords in inner.items() if keywords}
+    values = {}
     for name, value in given.items():
         f, hint = fields[name], hints[name]
         if "help" not in f.metadata or value is None and type(None) in typing.get_args(hint):

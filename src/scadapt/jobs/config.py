@@ -21,7 +21,7 @@ from scadapt.infra.parsers import (
     pairs,
     parse_memory_size,
 )
-from scadapt.strategies import STRATEGY_NAMES, get_strategy  # strategy classes load on first use
+from scadapt.strategies import NAMES, get_strategy  # strategy classes load on first use
 from scadapt.tracking.contract import PRETRAIN_EXPERIMENT
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions):
     data: str = option("pancreas_small", DATA_HELP)
     reading: DataOptions = options_group(DataOptions)
     split: str | None = option(None, "split name, e.g. full_fold0 or low_5pct_fold0 (default: the regime's first)")
-    strategy: str = option("head", "the adaptation strategy", choices=STRATEGY_NAMES)
+    strategy: str = option("head", "the adaptation strategy", choices=NAMES)
     hparams: dict[str, object] = option({}, "strategy hyperparameters as name=value,name=value (e.g. "
                                             "lr=0.001,epochs=5); help lists the strategy's", parse=hparam_pairs)
     experiment: str | None = option(None, "MLflow experiment (default: scadapt-<dataset>)")
@@ -148,8 +148,8 @@ class TrainJob(BackboneOptions, MemoryOptions, SplitOptions):
     def __post_init__(self) -> None:
         self.label_fractions = tuple(float(f) for f in self.label_fractions)
         refuse([
-            (self.strategy not in STRATEGY_NAMES,
-             f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGY_NAMES)}"),
+            (self.strategy not in NAMES,
+             f"unknown strategy {self.strategy!r}; known: {', '.join(NAMES)}"),
             (self.regime not in REGIMES, f"unknown regime {self.regime!r}; known: {', '.join(REGIMES)}"),
             (self.n_folds < 2, f"n_folds must be at least 2 (got {self.n_folds})"),
             (not 0 < self.validation_fraction < 1,

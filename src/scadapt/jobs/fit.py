@@ -103,6 +103,5 @@ def calibrate_novelty(ctx: TrainingContext, annotator: Annotator) -> dict[str, f
 def _method_of(ctx: TrainingContext, annotator: Annotator) -> Strategy:
     """The context's strategy, which scores what it fitted (a context serves one strategy's fits)."""
     if ctx.method is None or ctx.method.name != annotator.strategy:
-        raise ValueError(f"a {annotator.strategy} annotator scored on a context prepared for "
-                         f"{ctx.method.name if ctx.method else 'no strategy'}")
+        raise ValueError(f"a {annotator.strategy} annotator scored on a context prepared for another strategy")
     return ctx.method

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 NAMES = ("pca_logreg", "logreg", "mlp", "frozen_probe", "head", "full", "lora", "dora", "adalora", "adapter",
          "prefix", "ia3")
-STRATEGY_NAMES = NAMES
 
 
 def get_strategy(name: str) -> type[Strategy]:
@@ -57,10 +56,6 @@ def baselines() -> tuple[str, ...]:
     return tuple(name for name in NAMES if get_strategy(name).baseline)
 
 
-def without_backbone() -> tuple[str, ...]:
-    return tuple(name for name in NAMES if not get_strategy(name).needs_backbone)
-
-
 def run_order(chosen, budgeted: bool = False) -> tuple[str, ...]:
     """``chosen`` strategies in the order a job runs them: the strategies without a backbone first,
     cheapest first (their answer comes within a minute), then those with one by
@@ -83,5 +78,4 @@ def __dir__() -> list[str]:
     return sorted([*_WHERE, *__all__])
 
 
-__all__ = ["NAMES", "STRATEGY_NAMES", "all_strategies", "baselines", "get_strategy", "run_order",
-           "without_backbone", *_WHERE]
+__all__ = ["NAMES", "all_strategies", "baselines", "get_strategy", "run_order", *_WHERE]

@@ -214,9 +214,6 @@ class Strategy:
         """The same strategy with other settings (a study's trial)."""
         return type(self)(config)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config})"
-
     @classmethod
     def estimate_seconds(cls, work: StudyWork, rates: Rates) -> float:
         """Rough seconds of ``work`` at ``rates`` (:mod:`scadapt.strategies.costs`): by default

@@ -64,7 +64,14 @@ class Declaration:
                                                                 (self.at_most, "<=", operator.le)) if bound is not None]
 
     def search_text(self) -> str:
-        return "fixed" if self.search is None else search_text(self.search)
+        """Where a study searches it, in words."""
+        dist = self.search
+        if dist is None:
+            return "fixed"
+        if isinstance(dist, CategoricalDistribution):
+            return "one of " + ", ".join(map(str, dist.choices))
+        step = f" in steps of {dist.step:g}" if isinstance(dist, IntDistribution) and dist.step != 1 else ""
+        return f"{dist.low:g} to {dist.high:g}{step}" + (" (log scale)" if dist.log else "")
 
 
 def hyperparameter(default: Any, help: str, *, search: BaseDistribution | AroundDefault | None = None,
@@ -120,14 +127,6 @@ def contains(dist: BaseDistribution, value: Any) -> bool:
         return value in dist.choices
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
         and dist.low <= value <= dist.high
-
-
-def search_text(dist: BaseDistribution) -> str:
-    """A distribution in words."""
-    if isinstance(dist, CategoricalDistribution):
-        return "one of " + ", ".join(map(str, dist.choices))
-    step = f" in steps of {dist.step:g}" if isinstance(dist, IntDistribution) and dist.step != 1 else ""
-    return f"{dist.low:g} to {dist.high:g}{step}" + (" (log scale)" if dist.log else "")
 
 
 def help_text(config_class: type, strategy: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -97,8 +96,3 @@ class GeneVocab:
     @property
     def cls_id(self) -> int:
         return self._token_to_id[CLS_TOKEN]
-
-    def content_hash(self) -> str:
-        """A short hash of the token -> id map, used as part of tokenization cache keys."""
-        blob = json.dumps(sorted(self._token_to_id.items())).encode()
-        return hashlib.blake2b(blob, digest_size=12).hexdigest()
