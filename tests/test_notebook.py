@@ -148,3 +148,5 @@ def test_one_public_model_resolver():
     assert not {"read_annotator", "load_annotator"} & set(dir(scadapt))  # scadapt.load_model is the one way
     with pytest.raises(ScadaptError, match="No model at 'nothing-here'"):
         scadapt.load_model("nothing-here")
+    with pytest.raises(ScadaptError, match="Cannot load model 0123456789abcdef0123456789abcdef"):
+        scadapt.load_model("0123456789abcdef0123456789abcdef")  # a run id this tracking store does not have

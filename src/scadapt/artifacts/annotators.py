@@ -112,16 +112,17 @@ def load_model(model: Any, device: str = "auto") -> AnnotationModel:
     if folder.is_dir() and not (folder / MLMODEL_FILE).is_file():
         raise ScadaptError(f"{folder} is neither an MLflow model (no {MLMODEL_FILE}) nor a saved annotator "
                            f"(no {ANNOTATOR_FILE}): pass a scadapt model's folder or its models:/ URI.")
-    if not folder.exists() and _RUN_ID.fullmatch(text):
-        return AnnotationModel(load_annotator(text, device=str(resolve_device(device))), None, f"run {text}")
-    if not folder.exists() and ":/" not in text:
+    run_id = not folder.exists() and _RUN_ID.fullmatch(text)
+    if not folder.exists() and ":/" not in text and not run_id:
         raise ScadaptError(f"No model at {text!r}: pass a models:/name@champion or runs:/<run id>/model URI, "
                            "a run id, or a model folder.")
     try:
+        if run_id:
+            return AnnotationModel(load_annotator(text, device=str(resolve_device(device))), None, f"run {text}")
         loaded = mlflow.pyfunc.load_model(text)
     except Exception as error:  # MLflow's, the network's, a missing client (s3://, gs://: boto3, ...)
         raise ScadaptError(f"Cannot load model {text}: {getattr(error, 'message', error)} ({type(error).__name__}). "
-                           "Pass a models:/ or runs:/ URI of this tracking store, or a model folder.") from None
+                           "Pass a models:/ or runs:/ URI or a run id of this tracking store, or a model folder.") from None
     return _served(loaded, text)
 
 
